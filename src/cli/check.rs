@@ -1,0 +1,101 @@
+//! `ledge check`: validate a config and show what ledge would run.
+
+use std::path::Path;
+
+use super::{load_config, CliError};
+use crate::config::units::{format_duration, format_size};
+use crate::config::{Plan, SensorKind};
+use crate::runtime::{LoadedFunction, Runtime};
+
+pub fn check(config: &Path) -> Result<(), CliError> {
+    let plan = load_config(config)?;
+    let runtime = Runtime::new(plan.broker.max_payload)
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot start the wasm runtime: {e}")))?;
+    let mut problems = Vec::new();
+    let loaded: Vec<Option<LoadedFunction>> = plan
+        .functions
+        .iter()
+        .map(|spec| {
+            runtime
+                .load(spec.clone())
+                .map_err(|e| problems.push(e))
+                .ok()
+        })
+        .collect();
+    print_plan(&plan, &loaded);
+    if problems.is_empty() {
+        println!("\nconfig ok: {}", plan.source.display());
+        return Ok(());
+    }
+    let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Err(CliError::Usage(anyhow::anyhow!("{}", listed.join("\n"))))
+}
+
+fn print_plan(plan: &Plan, loaded: &[Option<LoadedFunction>]) {
+    println!(
+        "device    {} (data_dir {})",
+        plan.device.id,
+        plan.device.data_dir.display()
+    );
+    println!(
+        "broker    {} (client id {}, max_payload {})",
+        plan.broker.mode,
+        plan.broker.client_id,
+        format_size(plan.broker.max_payload as u64)
+    );
+    println!("\nfunctions");
+    for (spec, function) in plan.functions.iter().zip(loaded) {
+        let module = match function {
+            Some(f) => format!(
+                "{} ({})",
+                spec.module_path.display(),
+                format_size(f.module_size as u64)
+            ),
+            None => format!("{} (FAILED TO LOAD)", spec.module_path.display()),
+        };
+        let publish: Vec<&str> = spec.allow_publish.iter().map(|f| f.as_str()).collect();
+        println!("  {:<20} {module}", spec.name);
+        println!(
+            "  {:<20} memory {}, timeout {}, concurrency {}, queue {}, env {} keys, publish [{}]",
+            "",
+            format_size(spec.memory_limit as u64),
+            format_duration(spec.timeout),
+            spec.max_concurrency,
+            spec.queue_size,
+            spec.env.len(),
+            publish.join(", ")
+        );
+    }
+    println!("\nroutes");
+    for route in &plan.routes {
+        let target = &plan.functions[route.function].name;
+        println!("  {:<36} -> {target}", route.source.to_string());
+    }
+    if !plan.sensors.is_empty() {
+        println!("\nsensors");
+    }
+    for sensor in &plan.sensors {
+        let kind = match &sensor.kind {
+            SensorKind::Replay { file, looped } => format!(
+                "replay {}{}",
+                file.display(),
+                if *looped { " (loop)" } else { "" }
+            ),
+            SensorKind::Sysfs {
+                path,
+                scale,
+                offset,
+            } => format!("sysfs {} ×{scale} +{offset}", path.display()),
+        };
+        let publish = sensor
+            .publish_topic
+            .as_deref()
+            .map(|t| format!(", publish {t}"))
+            .unwrap_or_default();
+        println!(
+            "  {:<20} {kind}, every {}{publish}",
+            sensor.name,
+            format_duration(sensor.interval)
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! `ledge invoke`: run one function once, with no broker.
+//!
+//! Publishes are captured and printed instead of sent, so a function can be
+//! tried on a laptop exactly as it would run on the gateway.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+
+use super::{load_config, CliError};
+use crate::event::{Event, EventSource};
+use crate::runtime::{Instance, Invocation, Outcome, Runtime};
+use crate::sinks::capture::CaptureSink;
+use crate::sinks::OutgoingMessage;
+
+pub struct Request {
+    pub function: String,
+    pub config: PathBuf,
+    pub event: Option<String>,
+    pub event_file: Option<PathBuf>,
+    pub topic: Option<String>,
+    pub json: bool,
+}
+
+pub fn invoke(request: &Request) -> Result<(), CliError> {
+    let plan = load_config(&request.config)?;
+    crate::logging::init(Some("warn"));
+    let spec = plan
+        .functions
+        .iter()
+        .find(|f| f.name == request.function)
+        .ok_or_else(|| {
+            let known: Vec<&str> = plan.functions.iter().map(|f| f.name.as_str()).collect();
+            CliError::Usage(anyhow!(
+                "no function `{}` in {} (defined: {})",
+                request.function,
+                plan.source.display(),
+                known.join(", ")
+            ))
+        })?;
+    let payload = match (&request.event, &request.event_file) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(path)) => std::fs::read(path)
+            .map_err(|e| CliError::Usage(anyhow!("cannot read {}: {e}", path.display())))?,
+        (None, None) => Vec::new(),
+    };
+    let runtime = Runtime::new(plan.broker.max_payload)
+        .map_err(|e| CliError::Failed(anyhow!("cannot start the wasm runtime: {e}")))?;
+    let function = runtime
+        .load(spec.clone())
+        .map_err(|e| CliError::Usage(anyhow!("{e}")))?;
+    let sink = Arc::new(CaptureSink::default());
+    let event = match &request.topic {
+        Some(topic) => Event::new(EventSource::Mqtt, topic.clone(), payload),
+        None => Event::new(EventSource::Invoke, "", payload),
+    };
+    let invocation = Invocation {
+        request_id: crate::dispatch::request_id::next(),
+        event: Arc::new(event),
+        attempt: 1,
+    };
+    let outcome = match Instance::new(&function, sink.clone(), true, true) {
+        Ok(mut instance) => instance.invoke(&invocation),
+        Err(e) => Outcome {
+            result: Err(e),
+            duration: Default::default(),
+            fuel_used: 0,
+            logs: Vec::new(),
+            logs_dropped: 0,
+        },
+    };
+    let published = sink.take();
+    if request.json {
+        print_json(&spec.name, &invocation, &outcome, &published);
+    } else {
+        print_text(&spec.name, &spec.version, &invocation, &outcome, &published);
+    }
+    match &outcome.result {
+        Ok(_) => Ok(()),
+        Err(e) => Err(CliError::Failed(anyhow!(
+            "function {} request {} failed ({}): {e}",
+            spec.name,
+            invocation.request_id,
+            e.kind()
+        ))),
+    }
+}
+
+fn print_text(
+    name: &str,
+    version: &str,
+    invocation: &Invocation,
+    outcome: &Outcome,
+    published: &[OutgoingMessage],
+) {
+    println!("function  {name} ({version})");
+    println!("request   {}", invocation.request_id);
+    println!(
+        "duration  {:.3} ms (fuel {})",
+        outcome.duration.as_secs_f64() * 1000.0,
+        outcome.fuel_used
+    );
+    for line in &outcome.logs {
+        println!("log       {:5} {}", line.level, line.message);
+    }
+    if outcome.logs_dropped > 0 {
+        println!("log       ({} more lines dropped)", outcome.logs_dropped);
+    }
+    for message in published {
+        println!(
+            "publish   {} qos{} {}",
+            message.topic,
+            message.qos as u8,
+            String::from_utf8_lossy(&message.payload)
+        );
+    }
+    match &outcome.result {
+        Ok(response) => {
+            println!("status    ok");
+            println!("response  {}", String::from_utf8_lossy(response));
+        }
+        Err(e) => {
+            println!("status    error ({})", e.kind());
+            println!("error     {e}");
+        }
+    }
+}
+
+fn print_json(
+    name: &str,
+    invocation: &Invocation,
+    outcome: &Outcome,
+    published: &[OutgoingMessage],
+) {
+    let logs: Vec<serde_json::Value> = outcome
+        .logs
+        .iter()
+        .map(|l| serde_json::json!({"level": l.level.as_str(), "message": l.message}))
+        .collect();
+    let publishes: Vec<serde_json::Value> = published
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "topic": m.topic,
+                "qos": m.qos as u8,
+                "payload": String::from_utf8_lossy(&m.payload),
+            })
+        })
+        .collect();
+    let (status, response, error, kind) = match &outcome.result {
+        Ok(r) => (
+            "ok",
+            Some(String::from_utf8_lossy(r).into_owned()),
+            None,
+            None,
+        ),
+        Err(e) => ("error", None, Some(e.to_string()), Some(e.kind())),
+    };
+    let report = serde_json::json!({
+        "function": name,
+        "request_id": invocation.request_id,
+        "status": status,
+        "response": response,
+        "error": error,
+        "error_kind": kind,
+        "duration_us": outcome.duration.as_micros() as u64,
+        "fuel": outcome.fuel_used,
+        "logs": logs,
+        "logs_dropped": outcome.logs_dropped,
+        "publishes": publishes,
+    });
+    println!("{report}");
+}

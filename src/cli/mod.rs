@@ -1,0 +1,124 @@
+//! The command line: argument parsing and one module per subcommand.
+//!
+//! Exit codes, decided in one place (`main.rs`): 0 success; 1 the work
+//! failed (a function returned an error, ledge stopped on a runtime fault);
+//! 2 the input was wrong (bad config, unknown function, bad arguments).
+
+mod check;
+mod invoke;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// ledge: serverless WebAssembly functions on an edge gateway.
+#[derive(Debug, Parser)]
+#[command(name = "ledge", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run ledge: broker link, functions, sensors and schedules, until SIGTERM.
+    Run {
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Validate a config and print the resolved functions and routing table.
+    Check {
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Run one function once, locally, with no broker; print its response,
+    /// log lines, publishes and duration.
+    Invoke {
+        /// The function's name in the config.
+        function: String,
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
+        /// The event payload (any bytes; JSON is the function's business).
+        #[arg(long, conflicts_with = "event_file")]
+        event: Option<String>,
+        /// Read the event payload from a file.
+        #[arg(long)]
+        event_file: Option<PathBuf>,
+        /// Present the event as an MQTT message on this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error at the command-line edge, with the exit code it maps to.
+#[derive(Debug)]
+pub enum CliError {
+    /// Wrong input: exit 2.
+    Usage(anyhow::Error),
+    /// The work failed: exit 1.
+    Failed(anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::Failed(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Usage(e) | Self::Failed(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn execute(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Run { config } => run::run(&config),
+        Command::Check { config } => check::check(&config),
+        Command::Invoke {
+            function,
+            config,
+            event,
+            event_file,
+            topic,
+            json,
+        } => invoke::invoke(&invoke::Request {
+            function,
+            config,
+            event,
+            event_file,
+            topic,
+            json,
+        }),
+    }
+}
+
+/// Loads a config, mapping errors to a usage failure that lists them all.
+fn load_config(path: &std::path::Path) -> Result<crate::config::Plan, CliError> {
+    crate::config::load(path).map_err(|errors| CliError::Usage(anyhow::anyhow!("{errors}")))
+}

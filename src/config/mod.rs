@@ -1,0 +1,185 @@
+//! Configuration: the TOML file a user writes, turned into a [`Plan`] the
+//! rest of ledge trusts.
+//!
+//! Two stages, as in ripgrep's flags: [`raw`] mirrors the file key by key;
+//! [`plan`] checks it (names unique, triggers point at real functions, sizes
+//! and durations parsed, paths resolved against the config file's folder) and
+//! produces the resolved plan. Every error carries `file:line:col`, and all
+//! errors in a file are reported at once rather than one per attempt.
+//!
+//! Key-by-key documentation lives in docs/config.md.
+
+pub mod plan;
+pub mod raw;
+pub mod units;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use plan::{
+    BrokerMode, BrokerPlan, DevicePlan, FunctionId, FunctionSpec, Plan, Route, Secret, SensorKind,
+    SensorSpec, TriggerSource,
+};
+
+/// A place in a config file, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where, if the problem is at a place in the file (not e.g. "cannot read").
+    pub location: Option<Location>,
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(location) => write!(f, "{location}: {}", self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found in a config file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Maps byte offsets in a config file to line and column (both 1-based,
+/// columns counted in characters).
+pub struct SourceMap<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl<'a> SourceMap<'a> {
+    pub fn new(file: &'a Path, text: &'a str) -> Self {
+        Self { file, text }
+    }
+
+    pub fn locate(&self, span: Range<usize>) -> Location {
+        let offset = span.start.min(self.text.len());
+        let before = &self.text[..floor_char_boundary(self.text, offset)];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Location {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+        }
+    }
+
+    pub fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            location: Some(self.locate(span)),
+            file: self.file.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// Reads, parses and resolves a config file.
+pub fn load(path: &Path) -> Result<Plan, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            location: None,
+            file: path.to_path_buf(),
+            message: format!("cannot read config: {e}"),
+        }])
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and resolves config text; `path` names the file in errors and is
+/// the base for relative paths inside it.
+pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigErrors> {
+    let map = SourceMap::new(path, text);
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim_end().to_owned();
+        let error = match e.span() {
+            Some(span) => map.error(span, message),
+            None => ConfigError {
+                location: None,
+                file: path.to_path_buf(),
+                message,
+            },
+        };
+        ConfigErrors(vec![error])
+    })?;
+    plan::resolve(&map, raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_one_based_lines_and_character_columns() {
+        let text = "a = 1\nbé = \"x\"\n";
+        let map = SourceMap::new(Path::new("f.toml"), text);
+        assert_eq!(map.locate(0..1).to_string(), "f.toml:1:1");
+        let offset = text.find('"').unwrap();
+        assert_eq!(map.locate(offset..offset + 1).to_string(), "f.toml:2:6");
+    }
+
+    #[test]
+    fn syntax_errors_carry_file_line_and_column() {
+        let err = parse(Path::new("bad.toml"), "[device]\nid = \n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("bad.toml:2:"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_where_they_stand() {
+        let err = parse(
+            Path::new("c.toml"),
+            "[device]\nid = \"x\"\ncolour = \"red\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("c.toml:3:1:"), "{text}");
+        assert!(text.contains("colour"), "{text}");
+    }
+
+    #[test]
+    fn wrong_types_are_rejected_where_they_stand() {
+        let text = "[[function]]\nname = \"f\"\nmodule = \"f.wasm\"\nmax_concurrency = \"two\"\n";
+        let err = parse(Path::new("t.toml"), text).unwrap_err().to_string();
+        assert!(err.starts_with("t.toml:4:19:"), "{err}");
+    }
+}

@@ -1,0 +1,935 @@
+//! Stage two of configuration: the validated, resolved plan the runtime
+//! trusts. Defaults are applied here and nowhere else.
+//!
+//! `resolve` walks the raw config once, collecting every problem with its
+//! location instead of stopping at the first, so `ledge check` can list all of
+//! them. Module files are *not* opened here: a module that fails to load
+//! disables only its function at run time (see `runtime::load`), while
+//! `ledge check` reports it as an error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawBroker, RawConfig, RawDevice, RawFunction, RawSensor, RawTrigger};
+use super::units::{parse_duration, parse_size};
+use super::{ConfigError, ConfigErrors, Location, SourceMap};
+use crate::topic::{validate_topic_name, TopicFilter};
+
+/// Default linear-memory cap of a function.
+pub const DEFAULT_MEMORY: u64 = 16 << 20;
+/// Default per-invocation timeout. Lambda and Greengrass use 3 s; gateway
+/// logic that takes longer than a second is usually waiting on something it
+/// should not be.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default bound of a function's event queue. Memory held by a full queue is
+/// at most `queue_size × max_payload`.
+pub const DEFAULT_QUEUE_SIZE: usize = 128;
+/// Default largest event payload, publish or response.
+pub const DEFAULT_MAX_PAYLOAD: u64 = 256 << 10;
+/// The local MQTT listener of the embedded broker.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
+
+/// Index of a function in [`Plan::functions`].
+pub type FunctionId = usize;
+
+/// Everything ledge needs to run, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The config file this plan came from.
+    pub source: PathBuf,
+    pub device: DevicePlan,
+    pub broker: BrokerPlan,
+    pub functions: Vec<FunctionSpec>,
+    /// The routing table: which events go to which function.
+    pub routes: Vec<Route>,
+    pub sensors: Vec<SensorSpec>,
+    /// Log filter from `[log] level`; `LEDGE_LOG` overrides it.
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DevicePlan {
+    pub id: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerPlan {
+    pub mode: BrokerMode,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Largest MQTT payload ledge accepts as an event or sends as a publish.
+    pub max_payload: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerMode {
+    /// Run the built-in broker on this address and connect to it.
+    Embedded { listen: SocketAddr },
+    /// Connect to a broker someone else runs (mosquitto).
+    External { host: String, port: u16 },
+}
+
+impl BrokerMode {
+    /// Host and port ledge's own client connects to.
+    pub fn client_address(&self) -> (String, u16) {
+        match self {
+            Self::Embedded { listen } => {
+                let ip = if listen.ip().is_unspecified() {
+                    "127.0.0.1".to_owned()
+                } else {
+                    listen.ip().to_string()
+                };
+                (ip, listen.port())
+            }
+            Self::External { host, port } => (host.clone(), *port),
+        }
+    }
+}
+
+impl fmt::Display for BrokerMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Embedded { listen } => write!(f, "embedded, listening on {listen}"),
+            Self::External { host, port } => write!(f, "external, mqtt://{host}:{port}"),
+        }
+    }
+}
+
+/// A value that must never be printed: Debug and Display redact it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    /// The secret itself, for the one place that needs it (the MQTT CONNECT).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One function, with every setting resolved.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub name: String,
+    /// `$LATEST` for functions loaded from config.
+    pub version: String,
+    pub module_path: PathBuf,
+    /// Where `module = ...` stands, for load errors.
+    pub module_location: Location,
+    pub memory_limit: usize,
+    pub timeout: Duration,
+    pub max_fuel: Option<u64>,
+    pub max_concurrency: usize,
+    pub queue_size: usize,
+    pub env: BTreeMap<String, String>,
+    pub allow_publish: Vec<TopicFilter>,
+}
+
+/// One row of the routing table.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub source: TriggerSource,
+    pub function: FunctionId,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TriggerSource {
+    Mqtt {
+        filter: TopicFilter,
+    },
+    Schedule {
+        every: Duration,
+        payload: Option<String>,
+    },
+    Sensor {
+        sensor: String,
+    },
+}
+
+impl fmt::Display for TriggerSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mqtt { filter } => write!(f, "mqtt {filter}"),
+            Self::Schedule { every, .. } => {
+                write!(
+                    f,
+                    "schedule every {}",
+                    super::units::format_duration(*every)
+                )
+            }
+            Self::Sensor { sensor } => write!(f, "sensor {sensor}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SensorSpec {
+    pub name: String,
+    pub kind: SensorKind,
+    pub interval: Duration,
+    pub unit: Option<String>,
+    /// Publish each reading to the local broker on this topic.
+    pub publish_topic: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SensorKind {
+    Replay {
+        file: PathBuf,
+        looped: bool,
+    },
+    Sysfs {
+        path: PathBuf,
+        scale: f64,
+        offset: f64,
+    },
+}
+
+/// Builds a [`Plan`] from the raw config, or every error found on the way.
+pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors> {
+    let mut resolver = Resolver {
+        map,
+        base: map_base(map),
+        errors: Vec::new(),
+    };
+    let device = resolver.device(raw.device);
+    let broker = resolver.broker(raw.broker, &device.id);
+    let functions = resolver.functions(raw.functions);
+    let sensors = resolver.sensors(raw.sensors);
+    let routes = resolver.routes(raw.triggers, &functions, &sensors);
+    if !resolver.errors.is_empty() {
+        resolver.errors.sort_by_key(|e| {
+            e.location
+                .as_ref()
+                .map(|l| (l.line, l.column))
+                .unwrap_or_default()
+        });
+        return Err(ConfigErrors(resolver.errors));
+    }
+    Ok(Plan {
+        source: map_file(map),
+        device,
+        broker,
+        functions,
+        routes,
+        sensors,
+        log_level: raw.log.level,
+    })
+}
+
+fn map_base(map: &SourceMap<'_>) -> PathBuf {
+    map_file(map)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn map_file(map: &SourceMap<'_>) -> PathBuf {
+    map.locate(0..0).file
+}
+
+struct Resolver<'a> {
+    map: &'a SourceMap<'a>,
+    /// Folder of the config file; relative paths in it start here.
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Resolver<'_> {
+    fn fail(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.errors.push(self.map.error(span, message));
+    }
+
+    fn path(&self, text: &str) -> PathBuf {
+        let path = Path::new(text);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn size(&mut self, value: &Option<Spanned<String>>, default: u64) -> u64 {
+        match value {
+            None => default,
+            Some(v) => parse_size(v.get_ref()).unwrap_or_else(|e| {
+                self.fail(v.span(), e);
+                default
+            }),
+        }
+    }
+
+    fn duration(&mut self, value: &Option<Spanned<String>>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Ok(d) if d.is_zero() => {
+                    self.fail(v.span(), "must be longer than zero");
+                    default
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    self.fail(v.span(), e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn positive(&mut self, value: &Option<Spanned<i64>>, default: usize, max: usize) -> usize {
+        match value {
+            None => default,
+            Some(v) => match usize::try_from(*v.get_ref()) {
+                Ok(n) if (1..=max).contains(&n) => n,
+                _ => {
+                    self.fail(v.span(), format!("must be between 1 and {max}"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn device(&mut self, raw: RawDevice) -> DevicePlan {
+        let id = match raw.id {
+            Some(id) => {
+                if !is_identifier(id.get_ref(), ".") {
+                    self.fail(
+                        id.span(),
+                        "device id must be 1-64 letters, digits, `-`, `_` or `.` (it is used in MQTT topics)",
+                    );
+                }
+                id.into_inner()
+            }
+            None => default_device_id(),
+        };
+        let data_dir = match raw.data_dir {
+            Some(dir) => self.path(dir.get_ref()),
+            None => PathBuf::from("/var/lib/ledge"),
+        };
+        DevicePlan { id, data_dir }
+    }
+
+    fn broker(&mut self, raw: RawBroker, device_id: &str) -> BrokerPlan {
+        let mode = self.broker_mode(&raw);
+        let client_id = match &raw.client_id {
+            Some(id) if id.get_ref().is_empty() || id.get_ref().len() > 128 => {
+                self.fail(id.span(), "client_id must be 1-128 characters");
+                String::new()
+            }
+            Some(id) => id.get_ref().clone(),
+            None => format!("ledge-{device_id}"),
+        };
+        let keep_alive = self.duration(&raw.keep_alive, Duration::from_secs(30));
+        if let Some(ka) = &raw.keep_alive {
+            if keep_alive < Duration::from_secs(1) || keep_alive > Duration::from_secs(65_535) {
+                self.fail(ka.span(), "keep_alive must be between 1s and 65535s");
+            }
+        }
+        let password = self.password(&raw);
+        let max_payload = self.size(&raw.max_payload, DEFAULT_MAX_PAYLOAD);
+        if let Some(mp) = &raw.max_payload {
+            if !(1..=(256 << 20)).contains(&max_payload) {
+                self.fail(mp.span(), "max_payload must be between 1B and 256MiB");
+            }
+        }
+        BrokerPlan {
+            mode,
+            client_id,
+            keep_alive,
+            username: raw.username,
+            password,
+            max_payload: max_payload as usize,
+        }
+    }
+
+    fn broker_mode(&mut self, raw: &RawBroker) -> BrokerMode {
+        let embedded = raw.embedded.as_ref().map(|e| *e.get_ref());
+        match (&raw.url, embedded) {
+            (Some(url), Some(true)) => {
+                self.fail(
+                    url.span(),
+                    "set either `url` (an external broker) or `embedded = true`, not both",
+                );
+                BrokerMode::External {
+                    host: String::new(),
+                    port: 0,
+                }
+            }
+            (Some(url), _) => match parse_mqtt_url(url.get_ref()) {
+                Ok((host, port)) => BrokerMode::External { host, port },
+                Err(e) => {
+                    self.fail(url.span(), e);
+                    BrokerMode::External {
+                        host: String::new(),
+                        port: 0,
+                    }
+                }
+            },
+            (None, Some(false)) => {
+                let span = raw.embedded.as_ref().map(Spanned::span).unwrap_or(0..0);
+                self.fail(
+                    span,
+                    "`embedded = false` needs a `url` for the external broker",
+                );
+                BrokerMode::External {
+                    host: String::new(),
+                    port: 0,
+                }
+            }
+            (None, _) => {
+                let listen = raw
+                    .listen
+                    .as_ref()
+                    .map(|l| (l.get_ref().as_str(), l.span()))
+                    .unwrap_or((DEFAULT_LISTEN, 0..0));
+                if !cfg!(feature = "local-broker") {
+                    self.fail(
+                        listen.1.clone(),
+                        "this ledge was built without the embedded broker (feature `local-broker`); set `url` to an external broker",
+                    );
+                }
+                match listen.0.parse::<SocketAddr>() {
+                    Ok(addr) => BrokerMode::Embedded { listen: addr },
+                    Err(_) => {
+                        self.fail(
+                            listen.1,
+                            format!("`{}` is not an address like 127.0.0.1:1883", listen.0),
+                        );
+                        BrokerMode::Embedded {
+                            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the broker password from its file or environment variable.
+    /// The value goes into a [`Secret`] and is never echoed, even in errors.
+    fn password(&mut self, raw: &RawBroker) -> Option<Secret> {
+        match (&raw.password_file, &raw.password_env) {
+            (Some(file), Some(_)) => {
+                self.fail(file.span(), "set password_file or password_env, not both");
+                None
+            }
+            (Some(file), None) => match std::fs::read_to_string(self.path(file.get_ref())) {
+                Ok(text) => Some(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned())),
+                Err(e) => {
+                    self.fail(file.span(), format!("cannot read password file: {e}"));
+                    None
+                }
+            },
+            (None, Some(var)) => match std::env::var(var.get_ref()) {
+                Ok(value) => Some(Secret::new(value)),
+                Err(_) => {
+                    self.fail(
+                        var.span(),
+                        format!("environment variable {} is not set", var.get_ref()),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+
+    fn functions(&mut self, raw: Vec<Spanned<RawFunction>>) -> Vec<FunctionSpec> {
+        let mut seen: HashMap<String, ()> = HashMap::new();
+        let mut functions = Vec::with_capacity(raw.len());
+        for entry in raw {
+            let f = entry.into_inner();
+            let name = f.name.get_ref().clone();
+            if !is_identifier(&name, "") {
+                self.fail(
+                    f.name.span(),
+                    "function name must be 1-64 letters, digits, `-` or `_`",
+                );
+            }
+            if seen.insert(name.clone(), ()).is_some() {
+                self.fail(f.name.span(), format!("duplicate function name `{name}`"));
+            }
+            functions.push(self.function(name, f));
+        }
+        functions
+    }
+
+    fn function(&mut self, name: String, f: RawFunction) -> FunctionSpec {
+        let memory_limit = self.size(&f.memory, DEFAULT_MEMORY);
+        if let Some(m) = &f.memory {
+            if !(64 << 10..=4 << 30).contains(&memory_limit) {
+                self.fail(m.span(), "memory must be between 64KiB and 4GiB");
+            }
+        }
+        let allow_publish = f
+            .allow_publish
+            .iter()
+            .filter_map(|filter| match TopicFilter::new(filter.get_ref()) {
+                Ok(parsed) => Some(parsed),
+                Err(e) => {
+                    self.fail(filter.span(), format!("invalid topic filter: {e}"));
+                    None
+                }
+            })
+            .collect();
+        let max_fuel = f.max_fuel.as_ref().map(|fuel| {
+            if *fuel.get_ref() == 0 {
+                self.fail(fuel.span(), "max_fuel must be greater than zero");
+            }
+            *fuel.get_ref()
+        });
+        FunctionSpec {
+            version: "$LATEST".to_owned(),
+            module_path: self.path(f.module.get_ref()),
+            module_location: self.map.locate(f.module.span()),
+            memory_limit: memory_limit as usize,
+            timeout: self.duration(&f.timeout, DEFAULT_TIMEOUT),
+            max_fuel,
+            max_concurrency: self.positive(&f.max_concurrency, 1, 256),
+            queue_size: self.positive(&f.queue_size, DEFAULT_QUEUE_SIZE, 1_000_000),
+            env: f.env,
+            allow_publish,
+            name,
+        }
+    }
+
+    fn sensors(&mut self, raw: Vec<Spanned<RawSensor>>) -> Vec<SensorSpec> {
+        let mut seen: HashMap<String, ()> = HashMap::new();
+        let mut sensors = Vec::with_capacity(raw.len());
+        for entry in raw {
+            let s = entry.into_inner();
+            let name = s.name.get_ref().clone();
+            if !is_identifier(&name, "") {
+                self.fail(
+                    s.name.span(),
+                    "sensor name must be 1-64 letters, digits, `-` or `_`",
+                );
+            }
+            if seen.insert(name.clone(), ()).is_some() {
+                self.fail(s.name.span(), format!("duplicate sensor name `{name}`"));
+            }
+            if let Some(kind) = self.sensor_kind(&s) {
+                let publish_topic = self.sensor_topic(&s, &name);
+                sensors.push(SensorSpec {
+                    interval: self.duration(&s.interval, Duration::from_secs(1)),
+                    unit: s.unit,
+                    publish_topic,
+                    kind,
+                    name,
+                });
+            }
+        }
+        sensors
+    }
+
+    fn sensor_kind(&mut self, s: &RawSensor) -> Option<SensorKind> {
+        match s.kind.get_ref().as_str() {
+            "replay" => {
+                let Some(file) = &s.file else {
+                    self.fail(s.kind.span(), "a replay sensor needs `file` (CSV or JSONL)");
+                    return None;
+                };
+                let path = self.path(file.get_ref());
+                if !path.is_file() {
+                    self.fail(
+                        file.span(),
+                        format!("replay file {} does not exist", path.display()),
+                    );
+                }
+                Some(SensorKind::Replay {
+                    file: path,
+                    looped: s.looped.unwrap_or(true),
+                })
+            }
+            "sysfs" => {
+                let Some(path) = &s.path else {
+                    self.fail(s.kind.span(), "a sysfs sensor needs `path`");
+                    return None;
+                };
+                Some(SensorKind::Sysfs {
+                    path: self.path(path.get_ref()),
+                    scale: s.scale.unwrap_or(1.0),
+                    offset: s.offset.unwrap_or(0.0),
+                })
+            }
+            other => {
+                self.fail(
+                    s.kind.span(),
+                    format!("unknown sensor kind `{other}` (known: replay, sysfs)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn sensor_topic(&mut self, s: &RawSensor, name: &str) -> Option<String> {
+        match (&s.topic, s.publish) {
+            (_, Some(false)) => None,
+            (Some(topic), _) => {
+                if let Err(e) = validate_topic_name(topic.get_ref()) {
+                    self.fail(topic.span(), format!("invalid topic: {e}"));
+                }
+                Some(topic.get_ref().clone())
+            }
+            (None, Some(true)) => Some(format!("sensors/{name}/reading")),
+            (None, None) => None,
+        }
+    }
+
+    fn routes(
+        &mut self,
+        raw: Vec<Spanned<RawTrigger>>,
+        functions: &[FunctionSpec],
+        sensors: &[SensorSpec],
+    ) -> Vec<Route> {
+        let mut routes = Vec::with_capacity(raw.len());
+        for entry in raw {
+            let location = self.map.locate(entry.span());
+            let t = entry.into_inner();
+            let function = functions
+                .iter()
+                .position(|f| f.name == *t.function.get_ref());
+            if function.is_none() {
+                self.fail(
+                    t.function.span(),
+                    format!(
+                        "trigger names unknown function `{}` (defined: {})",
+                        t.function.get_ref(),
+                        names(functions.iter().map(|f| f.name.as_str()))
+                    ),
+                );
+            }
+            let source = self.trigger_source(&t, sensors);
+            if let (Some(function), Some(source)) = (function, source) {
+                routes.push(Route {
+                    source,
+                    function,
+                    location,
+                });
+            }
+        }
+        routes
+    }
+
+    fn trigger_source(&mut self, t: &RawTrigger, sensors: &[SensorSpec]) -> Option<TriggerSource> {
+        let kind = t.source.get_ref().as_str();
+        let extra = |field: &Option<Spanned<String>>, name: &str| {
+            field.as_ref().map(|f| (f.span(), name.to_owned()))
+        };
+        let stray = match kind {
+            "mqtt" => extra(&t.every, "every").or(extra(&t.sensor, "sensor")),
+            "schedule" => extra(&t.topic, "topic").or(extra(&t.sensor, "sensor")),
+            "sensor" => extra(&t.topic, "topic").or(extra(&t.every, "every")),
+            _ => None,
+        };
+        if let Some((span, key)) = stray {
+            self.fail(
+                span,
+                format!("`{key}` does not apply to a `{kind}` trigger"),
+            );
+        }
+        match kind {
+            "mqtt" => {
+                let Some(topic) = &t.topic else {
+                    self.fail(t.source.span(), "an mqtt trigger needs `topic`");
+                    return None;
+                };
+                match TopicFilter::new(topic.get_ref()) {
+                    Ok(filter) => Some(TriggerSource::Mqtt { filter }),
+                    Err(e) => {
+                        self.fail(topic.span(), format!("invalid topic filter: {e}"));
+                        None
+                    }
+                }
+            }
+            "schedule" => {
+                if t.every.is_none() {
+                    self.fail(
+                        t.source.span(),
+                        "a schedule trigger needs `every` (e.g. \"5m\")",
+                    );
+                    return None;
+                }
+                Some(TriggerSource::Schedule {
+                    every: self.duration(&t.every, Duration::from_secs(60)),
+                    payload: t.payload.clone(),
+                })
+            }
+            "sensor" => {
+                let Some(sensor) = &t.sensor else {
+                    self.fail(t.source.span(), "a sensor trigger needs `sensor`");
+                    return None;
+                };
+                if !sensors.iter().any(|s| s.name == *sensor.get_ref()) {
+                    self.fail(
+                        sensor.span(),
+                        format!(
+                            "trigger names unknown sensor `{}` (defined: {})",
+                            sensor.get_ref(),
+                            names(sensors.iter().map(|s| s.name.as_str()))
+                        ),
+                    );
+                    return None;
+                }
+                Some(TriggerSource::Sensor {
+                    sensor: sensor.get_ref().clone(),
+                })
+            }
+            other => {
+                self.fail(
+                    t.source.span(),
+                    format!("unknown trigger source `{other}` (known: mqtt, schedule, sensor)"),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
+    let joined: Vec<&str> = list.collect();
+    if joined.is_empty() {
+        "none".to_owned()
+    } else {
+        joined.join(", ")
+    }
+}
+
+/// Letters, digits, `-`, `_` and any of `extra`; 1 to 64 characters.
+fn is_identifier(text: &str, extra: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(c))
+}
+
+fn default_device_id() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| is_identifier(h, "."))
+        .unwrap_or_else(|| "ledge".to_owned())
+}
+
+/// Parses `mqtt://host[:port]`; IPv6 hosts in brackets.
+pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let Some(rest) = url.strip_prefix("mqtt://") else {
+        return Err(if url.starts_with("mqtts://") {
+            format!("`{url}`: TLS to the local broker is not supported; use mqtt:// on loopback")
+        } else {
+            format!("`{url}` is not an mqtt:// URL (for example mqtt://127.0.0.1:1883)")
+        });
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("`{url}`: unclosed `[` in IPv6 address"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("`{url}` has no valid host"));
+    }
+    let port = match port {
+        None => 1883,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{url}`: `{p}` is not a port number"))?,
+    };
+    Ok((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn plan(text: &str) -> Result<Plan, String> {
+        parse(Path::new("/cfg/ledge.toml"), text).map_err(|e| e.to_string())
+    }
+
+    const FUNCTION: &str = "[[function]]\nname = \"f\"\nmodule = \"f.wasm\"\n";
+
+    #[test]
+    fn an_empty_config_means_the_embedded_broker_and_nothing_to_run() {
+        let plan = plan("").unwrap();
+        assert_eq!(
+            plan.broker.mode,
+            BrokerMode::Embedded {
+                listen: "127.0.0.1:1883".parse().unwrap()
+            }
+        );
+        assert!(plan.functions.is_empty());
+        assert_eq!(plan.broker.max_payload, 256 << 10);
+    }
+
+    #[test]
+    fn function_defaults_and_relative_paths_are_resolved() {
+        let plan = plan(FUNCTION).unwrap();
+        let f = &plan.functions[0];
+        assert_eq!(f.module_path, PathBuf::from("/cfg/f.wasm"));
+        assert_eq!(f.memory_limit, 16 << 20);
+        assert_eq!(f.timeout, Duration::from_secs(1));
+        assert_eq!(f.max_concurrency, 1);
+        assert_eq!(f.module_location.to_string(), "/cfg/ledge.toml:3:10");
+    }
+
+    #[test]
+    fn human_units_are_parsed_and_bad_ones_located() {
+        let text = format!("{FUNCTION}memory = \"4MiB\"\ntimeout = \"250ms\"\n");
+        let f = plan(&text).unwrap().functions.remove(0);
+        assert_eq!(
+            (f.memory_limit, f.timeout),
+            (4 << 20, Duration::from_millis(250))
+        );
+
+        let err = plan(&format!("{FUNCTION}timeout = \"250\"\n")).unwrap_err();
+        assert!(
+            err.starts_with("/cfg/ledge.toml:4:11: `250` has no unit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_function_names_are_rejected_at_the_second() {
+        let err = plan(&format!("{FUNCTION}{FUNCTION}")).unwrap_err();
+        assert!(
+            err.starts_with("/cfg/ledge.toml:5:8: duplicate function name `f`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_trigger_naming_an_unknown_function_lists_the_known_ones() {
+        let text = format!(
+            "{FUNCTION}[[trigger]]\nsource = \"mqtt\"\ntopic = \"a/#\"\nfunction = \"g\"\n"
+        );
+        let err = plan(&text).unwrap_err();
+        assert!(err.starts_with("/cfg/ledge.toml:7:12:"), "{err}");
+        assert!(err.contains("unknown function `g` (defined: f)"), "{err}");
+    }
+
+    #[test]
+    fn every_error_in_the_file_is_reported_in_order() {
+        let text = format!(
+            "{FUNCTION}memory = \"lots\"\n[[trigger]]\nsource = \"mqtt\"\ntopic = \"a/#/b\"\nfunction = \"f\"\n"
+        );
+        let err = plan(&text).unwrap_err();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        assert!(lines[0].starts_with("/cfg/ledge.toml:4:"), "{err}");
+        assert!(
+            lines[1].starts_with("/cfg/ledge.toml:7:") && lines[1].contains("`#`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_message_may_trigger_several_functions() {
+        let text = format!(
+            "{FUNCTION}[[function]]\nname = \"g\"\nmodule = \"g.wasm\"\n\
+             [[trigger]]\nsource = \"mqtt\"\ntopic = \"a/+\"\nfunction = \"f\"\n\
+             [[trigger]]\nsource = \"mqtt\"\ntopic = \"a/#\"\nfunction = \"g\"\n"
+        );
+        let plan = plan(&text).unwrap();
+        assert_eq!(plan.routes.len(), 2);
+        assert_eq!(plan.routes[1].function, 1);
+    }
+
+    #[test]
+    fn trigger_fields_must_fit_the_source() {
+        let text = format!("{FUNCTION}[[trigger]]\nsource = \"schedule\"\ntopic = \"x\"\nevery = \"5m\"\nfunction = \"f\"\n");
+        let err = plan(&text).unwrap_err();
+        assert!(
+            err.contains("`topic` does not apply to a `schedule` trigger"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn broker_url_and_embedded_are_exclusive() {
+        let err = plan("[broker]\nembedded = true\nurl = \"mqtt://127.0.0.1:1883\"\n").unwrap_err();
+        assert!(err.contains("not both"), "{err}");
+        let ext = plan("[broker]\nurl = \"mqtt://[::1]:18830\"\n").unwrap();
+        assert_eq!(
+            ext.broker.mode,
+            BrokerMode::External {
+                host: "::1".into(),
+                port: 18830
+            }
+        );
+    }
+
+    #[test]
+    fn mqtt_urls_are_parsed_with_default_port() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://gw.local"),
+            Ok(("gw.local".into(), 1883))
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://10.0.0.2:1884/"),
+            Ok(("10.0.0.2".into(), 1884))
+        );
+        assert!(parse_mqtt_url("http://x").is_err());
+        assert!(parse_mqtt_url("mqtt://x:99999").is_err());
+        assert!(parse_mqtt_url("mqtts://x").unwrap_err().contains("TLS"));
+    }
+
+    #[test]
+    fn the_password_is_read_from_the_environment_and_never_shown() {
+        std::env::set_var("LEDGE_TEST_PW_7731", "hunter2");
+        let plan =
+            plan("[broker]\nusername = \"u\"\npassword_env = \"LEDGE_TEST_PW_7731\"\n").unwrap();
+        let password = plan.broker.password.clone().unwrap();
+        assert_eq!(password.expose(), "hunter2");
+        assert!(!format!("{:?}", plan.broker).contains("hunter2"));
+        assert_eq!(password.to_string(), "***");
+    }
+
+    #[test]
+    fn a_missing_password_variable_is_located() {
+        let err = plan("[broker]\npassword_env = \"LEDGE_TEST_UNSET_91\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/cfg/ledge.toml:2:16:") && err.contains("not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sensors_need_their_kind_specific_keys() {
+        let err = plan("[[sensor]]\nname = \"s\"\nkind = \"sysfs\"\n").unwrap_err();
+        assert!(err.contains("needs `path`"), "{err}");
+        let err = plan("[[sensor]]\nname = \"s\"\nkind = \"gpio\"\n").unwrap_err();
+        assert!(err.contains("unknown sensor kind `gpio`"), "{err}");
+    }
+}

@@ -1,0 +1,114 @@
+//! The config file exactly as the user wrote it: serde structs that mirror the
+//! TOML keys one to one (stage one of two; `plan.rs` is stage two).
+//!
+//! Nothing here is trusted or defaulted beyond "absent". Fields whose value is
+//! checked later carry their source span (`Spanned`) so a later error can say
+//! `ledge.toml:14:10` instead of just "bad value". Unknown keys are rejected
+//! by serde (`deny_unknown_fields`), which also gives their location.
+//!
+//! Triggers and sensors are flat structs rather than tagged enums on purpose:
+//! serde buffers tagged enums before deserializing them, which loses spans.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub device: RawDevice,
+    #[serde(default)]
+    pub broker: RawBroker,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default, rename = "function")]
+    pub functions: Vec<Spanned<RawFunction>>,
+    #[serde(default, rename = "trigger")]
+    pub triggers: Vec<Spanned<RawTrigger>>,
+    #[serde(default, rename = "sensor")]
+    pub sensors: Vec<Spanned<RawSensor>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    pub id: Option<Spanned<String>>,
+    pub data_dir: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// A log filter such as `"info"` or `"info,ledge::invoke=debug"`.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBroker {
+    pub embedded: Option<Spanned<bool>>,
+    pub listen: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub client_id: Option<Spanned<String>>,
+    pub keep_alive: Option<Spanned<String>>,
+    pub username: Option<String>,
+    pub password_file: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    pub max_payload: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFunction {
+    pub name: Spanned<String>,
+    pub module: Spanned<String>,
+    pub memory: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub max_fuel: Option<Spanned<u64>>,
+    pub max_concurrency: Option<Spanned<i64>>,
+    pub queue_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub allow_publish: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrigger {
+    pub source: Spanned<String>,
+    pub function: Spanned<String>,
+    /// `source = "mqtt"`: the topic filter.
+    pub topic: Option<Spanned<String>>,
+    /// `source = "schedule"`: the period.
+    pub every: Option<Spanned<String>>,
+    /// `source = "schedule"`: the event payload (default: a small JSON object).
+    pub payload: Option<String>,
+    /// `source = "sensor"`: the sensor's name.
+    pub sensor: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSensor {
+    pub name: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub interval: Option<Spanned<String>>,
+    pub unit: Option<String>,
+    /// Also publish each reading to the local broker (on `topic`, default
+    /// `sensors/<name>/reading`).
+    pub publish: Option<bool>,
+    pub topic: Option<Spanned<String>>,
+    /// `kind = "replay"`: CSV or JSONL file of readings.
+    pub file: Option<Spanned<String>>,
+    /// `kind = "replay"`: start again at the first reading after the last.
+    #[serde(rename = "loop")]
+    pub looped: Option<bool>,
+    /// `kind = "sysfs"`: the file to read.
+    pub path: Option<Spanned<String>>,
+    /// `kind = "sysfs"`: value = raw × scale + offset.
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+}

@@ -1,0 +1,67 @@
+//! The event: what a trigger hands to the dispatcher and a function receives.
+//!
+//! One `Event` is shared (behind an `Arc`) by every function a message
+//! triggers, so fan-out to several functions copies no payload bytes.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+/// Where an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventSource {
+    Mqtt,
+    Sensor,
+    Schedule,
+    /// A direct `ledge invoke` from the command line.
+    Invoke,
+}
+
+impl EventSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mqtt => "mqtt",
+            Self::Sensor => "sensor",
+            Self::Schedule => "schedule",
+            Self::Invoke => "invoke",
+        }
+    }
+}
+
+impl fmt::Display for EventSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing that happened, ready to be routed to functions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub source: EventSource,
+    /// The MQTT topic, the sensor name, or the schedule (`every 5m`).
+    pub subject: String,
+    pub payload: Bytes,
+    /// When ledge received or produced the event, UNIX milliseconds.
+    pub received_at_ms: u64,
+}
+
+impl Event {
+    pub fn new(source: EventSource, subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            source,
+            subject: subject.into(),
+            payload: payload.into(),
+            received_at_ms: unix_ms(),
+        }
+    }
+}
+
+/// Wall-clock time in UNIX milliseconds (0 if the clock is before 1970,
+/// which a gateway without RTC can report at boot).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,38 @@
+//! ledge: a serverless edge node in one small static binary.
+//!
+//! Events flow left to right; each stage is one module:
+//!
+//! ```text
+//!  sources ──────────▶ dispatch ─────────▶ runtime ──────────▶ sinks
+//!  mqtt (local broker)  routing table       wasm host (wasmi)    local broker (best effort)
+//!  sensor (replay,      per-function        ABI ledge_v1         capture (ledge invoke)
+//!   sysfs)              bounded queues,     limits: memory,
+//!  schedule             worker threads      fuel, timeout
+//! ```
+//!
+//! Beside the pipeline: `config` (TOML → validated plan), `broker` (the
+//! embedded MQTT broker), `mqtt` (the client link to the local broker),
+//! `node` (starts and stops everything for `ledge run`), `cli`.
+//!
+//! | guarantee | where it is kept |
+//! |---|---|
+//! | a function reaches only topics its `allow_publish` names | `runtime::abi` |
+//! | a runaway, bombing or trapping function fails only its own invocation | `runtime::instance`, `dispatch::worker` |
+//! | wasm never runs on the async reactor thread | `dispatch::worker` |
+//! | queues are bounded; overflow is counted and logged, never silent | `dispatch::queue` |
+//! | a bad module disables only its own function | `node` |
+//! | every config error names file:line:col | `config` |
+
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod event;
+pub mod logging;
+pub mod metrics;
+pub mod mqtt;
+pub mod node;
+pub mod runtime;
+pub mod sinks;
+pub mod sources;
+pub mod topic;

@@ -1,0 +1,188 @@
+//! The client connection to the local broker (embedded or external).
+//!
+//! One task owns the rumqttc event loop and every await on the socket. It
+//! reconnects by itself with capped exponential backoff and jitter (rumqttc
+//! has none: polling again after an error reconnects at once), resubscribes
+//! after every CONNACK, and reports state changes in the log. rumqttc keeps
+//! nothing on disk, so nothing that must survive is ever left only in its
+//! queues: publishes through this link are best effort by contract.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
+use tokio::sync::watch;
+
+use crate::config::BrokerPlan;
+use crate::topic::TopicFilter;
+
+/// First retry delay after a failed connection; doubles up to `MAX_BACKOFF`.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Capacity of rumqttc's request channel; our own queue sits in front.
+const REQUEST_CHANNEL: usize = 256;
+
+/// Shared view of the link's state.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    /// True between a CONNACK and the next connection error.
+    pub connected: AtomicBool,
+    /// True once the first SUBACK after a connection arrived: ledge is
+    /// receiving every message its triggers name.
+    pub subscribed: AtomicBool,
+}
+
+/// Options for the local broker connection.
+pub fn options(broker: &BrokerPlan) -> MqttOptions {
+    let (host, port) = broker.mode.client_address();
+    let mut options = MqttOptions::new(broker.client_id.clone(), host, port);
+    options.set_keep_alive(broker.keep_alive);
+    options.set_clean_session(true);
+    // Accept messages larger than max_payload so ledge can reject them with a
+    // clear log line; rumqttc would otherwise drop the whole connection.
+    let incoming = broker
+        .max_payload
+        .saturating_mul(4)
+        .saturating_add(64 << 10);
+    options.set_max_packet_size(incoming, broker.max_payload.saturating_add(64 << 10));
+    options.set_request_channel_capacity(REQUEST_CHANNEL);
+    if let (Some(user), Some(password)) = (&broker.username, &broker.password) {
+        options.set_credentials(user.clone(), password.expose());
+    } else if let Some(user) = &broker.username {
+        options.set_credentials(user.clone(), "");
+    }
+    options
+}
+
+/// Creates the client and its event loop.
+pub fn connect(broker: &BrokerPlan) -> (AsyncClient, rumqttc::EventLoop) {
+    AsyncClient::new(options(broker), REQUEST_CHANNEL)
+}
+
+/// Drives the connection until `shutdown` turns true and the DISCONNECT is
+/// sent. `on_publish` gets every incoming message.
+pub async fn drive(
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    filters: Vec<TopicFilter>,
+    state: Arc<LinkState>,
+    mut shutdown: watch::Receiver<bool>,
+    mut on_publish: impl FnMut(Publish),
+) {
+    let address = format!(
+        "{}:{}",
+        eventloop.mqtt_options.broker_address().0,
+        eventloop.mqtt_options.broker_address().1
+    );
+    let mut backoff = Backoff::default();
+    let mut shutting_down = false;
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            _ = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
+                let _ = client.try_disconnect();
+                continue;
+            }
+        };
+        match event {
+            Ok(Event::Incoming(Packet::Publish(publish))) => on_publish(publish),
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                if ack.code != ConnectReturnCode::Success {
+                    log::error!(target: "ledge::mqtt", "local broker {address} refused the connection: {:?}", ack.code);
+                    continue;
+                }
+                state.connected.store(true, Ordering::Release);
+                backoff.reset();
+                log::info!(target: "ledge::mqtt", "connected to local broker {address}");
+                subscribe(&client, &filters, &state);
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                for (filter, code) in filters.iter().zip(&ack.return_codes) {
+                    if matches!(code, rumqttc::SubscribeReasonCode::Failure) {
+                        log::error!(target: "ledge::mqtt", "local broker refused subscription to `{filter}`");
+                    }
+                }
+                if !state.subscribed.swap(true, Ordering::AcqRel) {
+                    log::info!(target: "ledge::mqtt", "subscribed to {} trigger filters", filters.len());
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if shutting_down => return,
+            Ok(_) => {}
+            Err(e) => {
+                if shutting_down {
+                    return;
+                }
+                let was_connected = state.connected.swap(false, Ordering::AcqRel);
+                state.subscribed.store(false, Ordering::Release);
+                let delay = backoff.next_delay();
+                if was_connected || backoff.attempts == 1 {
+                    log::warn!(target: "ledge::mqtt", "local broker {address}: {e}; retrying with backoff");
+                } else {
+                    log::debug!(target: "ledge::mqtt", "local broker {address}: {e}; retry in {}ms", delay.as_millis());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+fn subscribe(client: &AsyncClient, filters: &[TopicFilter], state: &LinkState) {
+    if filters.is_empty() {
+        state.subscribed.store(true, Ordering::Release);
+        log::info!(target: "ledge::mqtt", "no MQTT triggers to subscribe to");
+        return;
+    }
+    let subscriptions = filters
+        .iter()
+        .map(|f| rumqttc::SubscribeFilter::new(f.as_str().to_owned(), QoS::AtLeastOnce));
+    // try_: we are inside the poll loop; awaiting here could deadlock on a
+    // full request channel that only this loop drains.
+    if let Err(e) = client.try_subscribe_many(subscriptions) {
+        log::error!(target: "ledge::mqtt", "cannot queue subscriptions: {e}");
+    }
+}
+
+/// Capped exponential backoff with jitter, so a fleet of gateways that lost
+/// the same broker does not reconnect in lockstep.
+#[derive(Debug, Default)]
+struct Backoff {
+    attempts: u32,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        self.attempts += 1;
+        let exponent = self.attempts.saturating_sub(1).min(16);
+        let base = MIN_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF);
+        // Jitter: 75%..100% of the base delay.
+        let jitter = (u64::from(crate::event::unix_ms() as u32) % 250) as u32;
+        base.mul_f64(0.75 + f64::from(jitter) / 1000.0)
+    }
+
+    fn reset(&mut self) {
+        self.attempts = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut backoff = Backoff::default();
+        let first = backoff.next_delay();
+        assert!(first >= MIN_BACKOFF.mul_f64(0.75) && first <= MIN_BACKOFF);
+        for _ in 0..30 {
+            assert!(backoff.next_delay() <= MAX_BACKOFF);
+        }
+        assert!(backoff.next_delay() >= MAX_BACKOFF.mul_f64(0.75));
+        backoff.reset();
+        assert!(backoff.next_delay() <= MIN_BACKOFF);
+    }
+}

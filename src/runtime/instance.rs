@@ -1,0 +1,263 @@
+//! One live wasm instance and the invocation loop that keeps it in bounds.
+//!
+//! The guest runs in fuel slices (`FUEL_SLICE`); between slices the host
+//! checks the wall clock and the fuel budget. A slice is a fraction of a
+//! millisecond on x86 and about a millisecond on a Pi 4 (research/tech.md
+//! §1a), which bounds how late a timeout fires.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmi::{Memory, Store, TrapCode, TypedFunc, TypedResumableCall, WasmParams, WasmResults};
+
+use super::abi::{HostState, LogLine};
+use super::{InvokeError, LoadedFunction};
+use crate::event::{unix_ms, Event};
+use crate::sinks::PublishSink;
+
+/// Fuel per slice: ~0.25 ms of guest work on this x86 machine.
+const FUEL_SLICE: u64 = 1_000_000;
+/// Fuel for instantiation (data segments, a start function): a module whose
+/// start function loops must fail to instantiate, not hang the worker.
+const INSTANTIATE_FUEL: u64 = 200_000_000;
+
+/// One request to run a function.
+pub struct Invocation {
+    pub request_id: String,
+    pub event: Arc<Event>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// What one invocation produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: Result<Vec<u8>, InvokeError>,
+    pub duration: Duration,
+    pub fuel_used: u64,
+    /// Lines the function logged, when the instance captures logs
+    /// (`ledge invoke`); empty otherwise (they went to the log).
+    pub logs: Vec<LogLine>,
+    /// Lines over the per-invocation limit, dropped.
+    pub logs_dropped: u32,
+}
+
+/// A warm instance of one function.
+pub struct Instance {
+    store: Store<HostState>,
+    alloc: TypedFunc<i32, i32>,
+    handle: TypedFunc<(i32, i32), i32>,
+    memory: Memory,
+    /// Fuel spent by this instance over its life.
+    fuel_used: u64,
+    /// Fuel left in the current invocation's `max_fuel` budget, if any.
+    fuel_left: Option<u64>,
+}
+
+impl Instance {
+    /// Instantiates `function`. With `run_init`, also calls the guest's
+    /// optional `ledge_init` export.
+    pub fn new(
+        function: &LoadedFunction,
+        publisher: Arc<dyn PublishSink>,
+        capture_logs: bool,
+        run_init: bool,
+    ) -> Result<Self, InvokeError> {
+        let spec = Arc::clone(&function.spec);
+        let runtime = &function.runtime;
+        let state = HostState::new(spec, publisher, runtime.max_payload, capture_logs);
+        let mut store = Store::new(&runtime.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let instantiate = |e: wasmi::Error| InvokeError::Instantiate(e.to_string());
+        store.set_fuel(INSTANTIATE_FUEL).map_err(instantiate)?;
+        let instance = runtime
+            .linker
+            .instantiate_and_start(&mut store, &function.module)
+            .map_err(|e| match e.as_trap_code() {
+                Some(TrapCode::OutOfFuel) => {
+                    InvokeError::Instantiate("start function ran out of fuel".to_owned())
+                }
+                _ => instantiate(e),
+            })?;
+        let memory = instance
+            .get_memory(&store, "memory")
+            .ok_or_else(|| InvokeError::Instantiate("no `memory` export".to_owned()))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&store, "ledge_alloc")
+            .map_err(instantiate)?;
+        let handle = instance
+            .get_typed_func::<(i32, i32), i32>(&store, "ledge_handle")
+            .map_err(instantiate)?;
+        store.data_mut().memory = Some(memory);
+        let mut this = Self {
+            store,
+            alloc,
+            handle,
+            memory,
+            fuel_used: 0,
+            fuel_left: None,
+        };
+        if run_init {
+            if let Ok(init) = instance.get_typed_func::<(), i32>(&this.store, "ledge_init") {
+                this.begin_call(None, 1);
+                match this.run(init, ()) {
+                    Ok(0) => {}
+                    Ok(status) => {
+                        return Err(InvokeError::Instantiate(format!(
+                            "ledge_init returned {status}"
+                        )))
+                    }
+                    Err(e) => return Err(InvokeError::Instantiate(format!("ledge_init: {e}"))),
+                }
+            }
+        }
+        Ok(this)
+    }
+
+    /// Runs one invocation to completion, failure, or timeout.
+    pub fn invoke(&mut self, invocation: &Invocation) -> Outcome {
+        let started = Instant::now();
+        self.begin_call(Some(invocation), invocation.attempt);
+        let fuel_before = self.fuel_used;
+        let result = self.call_handler(&invocation.event.payload);
+        let state = &mut self.store.data_mut().call;
+        let result = match result {
+            Ok(0) => Ok(std::mem::take(&mut state.response)),
+            Ok(status) if state.response.is_empty() => Err(InvokeError::Handler(format!(
+                "handler returned status {status}"
+            ))),
+            Ok(_) => Err(InvokeError::Handler(
+                String::from_utf8_lossy(&state.response).into_owned(),
+            )),
+            Err(e) => Err(e),
+        };
+        state.event = None;
+        Outcome {
+            result,
+            duration: started.elapsed(),
+            fuel_used: self.fuel_used - fuel_before,
+            logs: std::mem::take(&mut state.logs),
+            logs_dropped: state.logs_dropped,
+        }
+    }
+
+    fn begin_call(&mut self, invocation: Option<&Invocation>, attempt: u32) {
+        let state = self.store.data_mut();
+        let timeout = state.spec.timeout;
+        let call = &mut state.call;
+        call.request_id.clear();
+        call.event = None;
+        if let Some(invocation) = invocation {
+            call.request_id.push_str(&invocation.request_id);
+            call.event = Some(Arc::clone(&invocation.event));
+        }
+        call.attempt = attempt;
+        call.deadline = Some(Instant::now() + timeout);
+        call.deadline_unix_ms = unix_ms() + timeout.as_millis() as u64;
+        call.response.clear();
+        call.log_lines = 0;
+        call.logs_dropped = 0;
+        call.publishes = 0;
+        call.logs.clear();
+        self.fuel_left = state.spec.max_fuel;
+    }
+
+    fn call_handler(&mut self, payload: &[u8]) -> Result<i32, InvokeError> {
+        let len = i32::try_from(payload.len())
+            .map_err(|_| InvokeError::Trap("payload larger than 2 GiB".to_owned()))?;
+        let ptr = self.run(self.alloc, len)?;
+        let start = ptr as u32 as usize;
+        let memory = self.memory.data_mut(&mut self.store);
+        let size = memory.len();
+        let target = start
+            .checked_add(payload.len())
+            .and_then(|end| memory.get_mut(start..end))
+            .ok_or_else(|| {
+                InvokeError::Trap(format!(
+                    "ledge_alloc({len}) returned {start}, outside guest memory ({size} bytes)"
+                ))
+            })?;
+        target.copy_from_slice(payload);
+        self.run(self.handle, (ptr, len))
+    }
+
+    /// Calls a guest function in fuel slices until it returns, traps, runs
+    /// past the deadline, or spends its fuel budget.
+    fn run<P: WasmParams, R: WasmResults>(
+        &mut self,
+        func: TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, InvokeError> {
+        let mut slice = self.next_slice()?;
+        let mut call = func
+            .call_resumable(&mut self.store, params)
+            .map_err(|e| self.classify(e))?;
+        loop {
+            match call {
+                TypedResumableCall::Finished(result) => {
+                    self.account(slice);
+                    return Ok(result);
+                }
+                TypedResumableCall::HostTrap(trap) => {
+                    self.account(slice);
+                    return Err(InvokeError::Trap(trap.host_error().to_string()));
+                }
+                TypedResumableCall::OutOfFuel(out_of_fuel) => {
+                    self.account(slice);
+                    self.check_deadline()?;
+                    slice = self.next_slice()?;
+                    // Dropping `out_of_fuel` on an early return above
+                    // abandons the call; the instance is then replaced.
+                    call = out_of_fuel
+                        .resume(&mut self.store)
+                        .map_err(|e| self.classify(e))?;
+                }
+            }
+        }
+    }
+
+    /// Sets the fuel for the next slice, bounded by the remaining budget.
+    fn next_slice(&mut self) -> Result<u64, InvokeError> {
+        let slice = match self.fuel_left {
+            Some(0) => {
+                let budget = self.store.data().spec.max_fuel.unwrap_or(0);
+                return Err(InvokeError::FuelExhausted(budget));
+            }
+            Some(left) => left.min(FUEL_SLICE),
+            None => FUEL_SLICE,
+        };
+        self.store
+            .set_fuel(slice)
+            .map_err(|e| InvokeError::Trap(e.to_string()))?;
+        Ok(slice)
+    }
+
+    /// Records the fuel the last slice used.
+    fn account(&mut self, slice: u64) {
+        let left = self.store.get_fuel().unwrap_or(0);
+        let used = slice.saturating_sub(left);
+        self.fuel_used += used;
+        if let Some(left) = self.fuel_left.as_mut() {
+            *left = left.saturating_sub(used);
+        }
+    }
+
+    fn check_deadline(&self) -> Result<(), InvokeError> {
+        let state = self.store.data();
+        match state.call.deadline {
+            Some(deadline) if Instant::now() >= deadline => {
+                Err(InvokeError::Timeout(state.spec.timeout))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn classify(&self, error: wasmi::Error) -> InvokeError {
+        let spec = &self.store.data().spec;
+        match error.as_trap_code() {
+            Some(TrapCode::GrowthOperationLimited) => InvokeError::MemoryLimit(spec.memory_limit),
+            Some(TrapCode::OutOfFuel) => InvokeError::FuelExhausted(spec.max_fuel.unwrap_or(0)),
+            _ => InvokeError::Trap(error.to_string()),
+        }
+    }
+}

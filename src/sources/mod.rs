@@ -1,0 +1,13 @@
+//! Sources: where events come from.
+//!
+//! - `mqtt`: messages from the local broker whose topic matches a trigger.
+//! - `sensor`: readings sampled from devices (replay files and sysfs for
+//!   now; GPIO, 1-wire and I2C slot in behind the same `Sensor` trait).
+//! - `schedule`: periodic events.
+//!
+//! Every source turns what happened into an [`Event`](crate::event::Event)
+//! and hands it to the dispatcher; none of them runs function code.
+
+pub mod mqtt;
+pub mod schedule;
+pub mod sensor;

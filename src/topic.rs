@@ -1,0 +1,211 @@
+//! MQTT topic names and topic filters (MQTT 3.1.1 §4.7, MQTT 5 §4.7).
+//!
+//! Used wherever ledge decides by topic: the routing table (which functions a
+//! message triggers), the per-function `allow_publish` list, and later the
+//! forward rules. One implementation, tested against the spec's own examples,
+//! so those three can never disagree about what `sensors/+/reading` means.
+
+use std::fmt;
+
+/// A validated topic filter such as `sensors/+/reading` or `alerts/#`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TopicFilter {
+    text: String,
+}
+
+/// Why a topic or filter is not valid MQTT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic is empty")]
+    Empty,
+    #[error("topic is longer than 65535 bytes")]
+    TooLong,
+    #[error("topic contains a NUL character")]
+    Nul,
+    #[error("`#` must be the last level and stand alone (as in `a/#`)")]
+    MisplacedHash,
+    #[error("`+` must stand alone in its level (as in `a/+/b`)")]
+    MisplacedPlus,
+    #[error("a topic name cannot contain wildcards `+` or `#`")]
+    WildcardInName,
+}
+
+impl TopicFilter {
+    /// Parses and validates a filter.
+    pub fn new(text: &str) -> Result<Self, TopicError> {
+        check_common(text)?;
+        let mut levels = text.split('/').peekable();
+        while let Some(level) = levels.next() {
+            let is_last = levels.peek().is_none();
+            if level.contains('#') && (level != "#" || !is_last) {
+                return Err(TopicError::MisplacedHash);
+            }
+            if level.contains('+') && level != "+" {
+                return Err(TopicError::MisplacedPlus);
+            }
+        }
+        Ok(Self {
+            text: text.to_owned(),
+        })
+    }
+
+    /// The filter as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// True if a message published on `topic` matches this filter.
+    ///
+    /// `topic` is assumed to be a valid topic name (the broker checked it);
+    /// wildcards in it are treated as ordinary characters.
+    pub fn matches(&self, topic: &str) -> bool {
+        // Wildcards at the first level do not match `$SYS/...` and other
+        // server-reserved topics (§4.7.2).
+        if topic.starts_with('$') && self.text.starts_with(['+', '#']) {
+            return false;
+        }
+        let mut filter_levels = self.text.split('/');
+        let mut topic_levels = topic.split('/');
+        loop {
+            match (filter_levels.next(), topic_levels.next()) {
+                (Some("#"), _) => return true,
+                (Some("+"), Some(_)) => continue,
+                (Some(f), Some(t)) if f == t => continue,
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    /// True if the filter contains `+` or `#`.
+    pub fn has_wildcards(&self) -> bool {
+        self.text.contains(['+', '#'])
+    }
+}
+
+impl fmt::Display for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicFilter({})", self.text)
+    }
+}
+
+/// Checks that `topic` is a valid topic *name* (what a publish is sent to).
+pub fn validate_topic_name(topic: &str) -> Result<(), TopicError> {
+    check_common(topic)?;
+    if topic.contains(['+', '#']) {
+        return Err(TopicError::WildcardInName);
+    }
+    Ok(())
+}
+
+/// True if any filter in `filters` matches `topic`.
+pub fn any_matches(filters: &[TopicFilter], topic: &str) -> bool {
+    filters.iter().any(|filter| filter.matches(topic))
+}
+
+fn check_common(text: &str) -> Result<(), TopicError> {
+    if text.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if text.len() > 65_535 {
+        return Err(TopicError::TooLong);
+    }
+    if text.contains('\0') {
+        return Err(TopicError::Nul);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(filter: &str, topic: &str) -> bool {
+        TopicFilter::new(filter).unwrap().matches(topic)
+    }
+
+    #[test]
+    fn multi_level_wildcard_matches_the_parent_and_every_child() {
+        // The spec's own examples, §4.7.1.2.
+        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/score/wimbledon"
+        ));
+        assert!(matches("sport/#", "sport"));
+        assert!(matches("#", "anything/at/all"));
+        assert!(!matches("sport/tennis/#", "sport/football"));
+    }
+
+    #[test]
+    fn single_level_wildcard_matches_exactly_one_level() {
+        // §4.7.1.3.
+        assert!(matches("sport/tennis/+", "sport/tennis/player1"));
+        assert!(matches("sport/tennis/+", "sport/tennis/player2"));
+        assert!(!matches("sport/tennis/+", "sport/tennis/player1/ranking"));
+        assert!(!matches("sport/+", "sport"));
+        assert!(matches("sport/+", "sport/"));
+        assert!(matches("+/+", "/finance"));
+        assert!(matches("/+", "/finance"));
+        assert!(!matches("+", "/finance"));
+    }
+
+    #[test]
+    fn wildcards_at_the_first_level_skip_dollar_topics() {
+        // §4.7.2.
+        assert!(!matches("#", "$SYS/broker/clients"));
+        assert!(!matches("+/monitor/Clients", "$SYS/monitor/Clients"));
+        assert!(matches("$SYS/#", "$SYS/broker/clients"));
+        assert!(matches("$SYS/monitor/+", "$SYS/monitor/Clients"));
+    }
+
+    #[test]
+    fn exact_filters_are_case_sensitive_and_keep_empty_levels() {
+        assert!(matches("a/b", "a/b"));
+        assert!(!matches("a/b", "A/b"));
+        assert!(!matches("a/b", "a/b/"));
+        assert!(matches("a//b", "a//b"));
+        assert!(!matches("a/b/c", "a/b"));
+    }
+
+    #[test]
+    fn malformed_filters_are_rejected_with_the_reason() {
+        assert_eq!(TopicFilter::new(""), Err(TopicError::Empty));
+        assert_eq!(
+            TopicFilter::new("sport/tennis#"),
+            Err(TopicError::MisplacedHash)
+        );
+        assert_eq!(
+            TopicFilter::new("sport/#/ranking"),
+            Err(TopicError::MisplacedHash)
+        );
+        assert_eq!(TopicFilter::new("sport+"), Err(TopicError::MisplacedPlus));
+        assert_eq!(TopicFilter::new("a/b+/c"), Err(TopicError::MisplacedPlus));
+        assert_eq!(TopicFilter::new("a\0b"), Err(TopicError::Nul));
+        assert!(TopicFilter::new("+/tennis/#").is_ok());
+    }
+
+    #[test]
+    fn topic_names_cannot_carry_wildcards() {
+        assert_eq!(validate_topic_name("alerts/t1"), Ok(()));
+        assert_eq!(
+            validate_topic_name("alerts/+"),
+            Err(TopicError::WildcardInName)
+        );
+        assert_eq!(
+            validate_topic_name("alerts/#"),
+            Err(TopicError::WildcardInName)
+        );
+        assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
+    }
+}

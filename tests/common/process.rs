@@ -1,0 +1,131 @@
+//! Running the real `ledge` binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn ledge_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ledge")
+}
+
+/// Runs `ledge <args>` to completion.
+pub fn ledge(args: &[&str]) -> Output {
+    Command::new(ledge_bin())
+        .args(args)
+        .env_remove("LEDGE_LOG")
+        .output()
+        .expect("run ledge")
+}
+
+/// A `ledge run` in the background, with its stderr captured line by line.
+pub struct Ledge {
+    child: Child,
+    lines: Receiver<String>,
+    /// Every line seen so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Ledge {
+    /// Starts `ledge run --config <config>` and waits until it has
+    /// subscribed to its triggers (or fails the test after 20 s).
+    pub fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(ledge_bin());
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("LEDGE_LOG", "info,ledge::invoke=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn ledge run");
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let keep = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line.clone());
+                let _ = sender.send(line);
+            }
+        });
+        let mut ledge = Self { child, lines, log };
+        ledge.wait_for_line("trigger filters", Duration::from_secs(20));
+        ledge
+    }
+
+    /// Waits for a log line containing `needle`; panics with the log so far
+    /// if it does not come within `timeout`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "no log line containing {needle:?} within {timeout:?}; log:\n{}",
+                    self.log_text()
+                ),
+            }
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status (panics after 20 s).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        self.wait(Duration::from_secs(20))
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the reader thread collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "ledge did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ledge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kill -<name> <pid>`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
