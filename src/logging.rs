@@ -12,7 +12,8 @@
 use std::io::Write;
 
 const DEFAULT_FILTER: &str = "info";
-const QUIET_DEPENDENCIES: &str = "rumqttd=off,rumqttc=warn";
+/// rumqttd logs through tracing; its spans arrive as `tracing::span` records.
+const QUIET_DEPENDENCIES: &str = "rumqttd=off,tracing::span=off,rumqttc=warn";
 
 /// Installs the logger. Calling it twice keeps the first.
 pub fn init(config_filter: Option<&str>) {

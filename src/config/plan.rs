@@ -267,9 +267,9 @@ impl Resolver<'_> {
     fn path(&self, text: &str) -> PathBuf {
         let path = Path::new(text);
         if path.is_absolute() {
-            path.to_path_buf()
+            normalize(path)
         } else {
-            self.base.join(path)
+            normalize(&self.base.join(path))
         }
     }
 
@@ -709,6 +709,28 @@ impl Resolver<'_> {
     }
 }
 
+/// Removes `.` and `name/..` pairs without touching the file system, so
+/// paths print the way a user would write them.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let popped = matches!(out.components().next_back(), Some(Component::Normal(_)));
+                if popped {
+                    out.pop();
+                } else {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
     let joined: Vec<&str> = list.collect();
     if joined.is_empty() {
@@ -887,6 +909,19 @@ mod tests {
                 host: "::1".into(),
                 port: 18830
             }
+        );
+    }
+
+    #[test]
+    fn paths_are_normalized_lexically() {
+        assert_eq!(
+            normalize(Path::new("a/b/../../c/./d")),
+            PathBuf::from("c/d")
+        );
+        assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
+        assert_eq!(
+            normalize(Path::new("/etc/ledge/../x")),
+            PathBuf::from("/etc/x")
         );
     }
 

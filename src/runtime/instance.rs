@@ -103,9 +103,13 @@ impl Instance {
                 match this.run(init, ()) {
                     Ok(0) => {}
                     Ok(status) => {
-                        return Err(InvokeError::Instantiate(format!(
-                            "ledge_init returned {status}"
-                        )))
+                        let response = &this.store.data().call.response;
+                        let reason = if response.is_empty() {
+                            format!("ledge_init returned {status}")
+                        } else {
+                            format!("ledge_init: {}", String::from_utf8_lossy(response))
+                        };
+                        return Err(InvokeError::Instantiate(reason));
                     }
                     Err(e) => return Err(InvokeError::Instantiate(format!("ledge_init: {e}"))),
                 }
@@ -147,9 +151,12 @@ impl Instance {
         let call = &mut state.call;
         call.request_id.clear();
         call.event = None;
-        if let Some(invocation) = invocation {
-            call.request_id.push_str(&invocation.request_id);
-            call.event = Some(Arc::clone(&invocation.event));
+        match invocation {
+            Some(invocation) => {
+                call.request_id.push_str(&invocation.request_id);
+                call.event = Some(Arc::clone(&invocation.event));
+            }
+            None => call.request_id.push_str("init"),
         }
         call.attempt = attempt;
         call.deadline = Some(Instant::now() + timeout);

@@ -16,22 +16,7 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start(dir: &Path) -> Self {
-        let port = super::free_port();
-        let config = dir.join(format!("mosquitto-{port}.conf"));
-        std::fs::write(
-            &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .expect("write mosquitto.conf");
-        let child = Command::new(mosquitto_path())
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto (install it: apt-get install mosquitto)");
-        wait_for_port(port, Duration::from_secs(10));
-        Self { child, port }
+        Self::start_on(dir, super::free_port())
     }
 }
 
@@ -165,5 +150,34 @@ impl TestClient {
             got.push(m);
         }
         got
+    }
+}
+
+impl Mosquitto {
+    /// Starts mosquitto on a chosen port (e.g. the one a ledge is already
+    /// trying to reach).
+    pub fn start_on(dir: &Path, port: u16) -> Self {
+        let config = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &config,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new(mosquitto_path())
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        wait_for_port(port, Duration::from_secs(10));
+        Self { child, port }
+    }
+
+    /// Kills the broker (SIGKILL) and waits for it to be gone.
+    pub fn kill(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
     }
 }

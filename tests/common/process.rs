@@ -36,6 +36,13 @@ impl Ledge {
     }
 
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut ledge = Self::spawn(config, env);
+        ledge.wait_for_line("trigger filters", Duration::from_secs(20));
+        ledge
+    }
+
+    /// Starts `ledge run` without waiting for anything.
+    pub fn spawn(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(ledge_bin());
         command
             .args(["run", "--config"])
@@ -57,9 +64,7 @@ impl Ledge {
                 let _ = sender.send(line);
             }
         });
-        let mut ledge = Self { child, lines, log };
-        ledge.wait_for_line("trigger filters", Duration::from_secs(20));
-        ledge
+        Self { child, lines, log }
     }
 
     /// Waits for a log line containing `needle`; panics with the log so far
