@@ -1,0 +1,142 @@
+//! The command line as a user meets it: `check` and `invoke`, their output
+//! and exit codes (0 ok, 1 the work failed, 2 the input was wrong).
+
+mod common;
+
+use common::process::ledge;
+
+fn quickstart() -> String {
+    common::repo()
+        .join("examples/quickstart/ledge.toml")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_prints_the_resolved_functions_and_routing_table() {
+    let output = ledge(&["check", "--config", &quickstart()]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("threshold-alert") && stdout.contains("functions/dist/threshold-alert.wasm"), "{stdout}");
+    assert!(stdout.contains("mqtt sensors/+/reading") && stdout.contains("-> threshold-alert"), "{stdout}");
+    assert!(stdout.contains("schedule every 10s") && stdout.contains("-> counter"), "{stdout}");
+    assert!(stdout.contains("config ok"), "{stdout}");
+}
+
+#[test]
+fn check_reports_config_errors_as_file_line_column_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        "[[function]]\nname = \"f\"\nmodule = \"f.wasm\"\ntimeout = \"soon\"\n\n[[trigger]]\nsource = \"mqtt\"\ntopic = \"a/#\"\nfunction = \"nope\"\n",
+    );
+    let output = ledge(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    let path = config.display().to_string();
+    assert!(stderr.contains(&format!("{path}:4:11: `soon` does not start with a number")), "{stderr}");
+    assert!(stderr.contains(&format!("{path}:9:12: trigger names unknown function `nope`")), "{stderr}");
+}
+
+#[test]
+fn check_fails_on_a_missing_module_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        "[device]\nid = \"x\"\n\n[[function]]\nname = \"f\"\nmodule = \"gone.wasm\"\n",
+    );
+    let output = ledge(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains(&format!("{}:6:10: function `f`: module", config.display())), "{stderr}");
+    assert!(stderr.contains("gone.wasm does not exist"), "{stderr}");
+    assert!(text(&output.stdout).contains("FAILED TO LOAD"));
+}
+
+#[test]
+fn check_on_a_missing_file_says_so() {
+    let output = ledge(&["check", "--config", "/nonexistent/ledge.toml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("/nonexistent/ledge.toml: cannot read config"));
+}
+
+#[test]
+fn invoke_runs_a_function_once_and_prints_response_logs_publishes_and_duration() {
+    let output = ledge(&[
+        "invoke",
+        "threshold-alert",
+        "--config",
+        &quickstart(),
+        "--event",
+        r#"{"value":31.5}"#,
+        "--topic",
+        "sensors/t7/reading",
+    ]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("status    ok"), "{stdout}");
+    assert!(stdout.contains(r#"response  {"alert":true,"sensor":"t7","value":31.5}"#), "{stdout}");
+    assert!(stdout.contains("publish   alerts/t7 qos1 {\"sensor\":\"t7\",\"value\":31.5,\"threshold\":30.0"), "{stdout}");
+    assert!(stdout.contains("log       INFO  alert sent to alerts/t7"), "{stdout}");
+    assert!(stdout.contains("duration  "), "{stdout}");
+}
+
+#[test]
+fn invoke_json_output_is_one_machine_readable_object() {
+    let output = ledge(&[
+        "invoke",
+        "threshold-alert",
+        "--config",
+        &quickstart(),
+        "--event",
+        r#"{"value":12,"sensor":"cellar"}"#,
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["function"], "threshold-alert");
+    assert_eq!(report["response"], r#"{"alert":false,"sensor":"cellar","value":12.0}"#);
+    assert_eq!(report["publishes"].as_array().unwrap().len(), 0);
+    assert_eq!(report["request_id"].as_str().unwrap().len(), 16);
+    assert!(report["fuel"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn invoke_exits_1_when_the_function_fails_and_names_the_request() {
+    let output = ledge(&[
+        "invoke",
+        "threshold-alert",
+        "--config",
+        &quickstart(),
+        "--event",
+        "not json at all",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("status    error (handler_error)"), "{stdout}");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("function threshold-alert request ") && stderr.contains("failed (handler_error)"), "{stderr}");
+}
+
+#[test]
+fn invoke_of_an_unknown_function_lists_the_known_ones() {
+    let output = ledge(&["invoke", "nope", "--config", &quickstart(), "--event", "{}"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("no function `nope`") && stderr.contains("threshold-alert, moving-average, echo, counter"), "{stderr}");
+}
+
+#[test]
+fn invoke_reports_a_timeout_as_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = common::fixture(dir.path(), "loop");
+    let config = common::write_config(dir.path(), &common::function_toml("spin", &module, "timeout = \"50ms\""));
+    let output = ledge(&["invoke", "spin", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stdout).contains("error     timed out after 50ms"));
+}
