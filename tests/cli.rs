@@ -20,10 +20,25 @@ fn text(bytes: &[u8]) -> String {
 fn check_prints_the_resolved_functions_and_routing_table() {
     let output = ledge(&["check", "--config", &quickstart()]);
     let stdout = text(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{}", text(&output.stderr));
-    assert!(stdout.contains("threshold-alert") && stdout.contains("functions/dist/threshold-alert.wasm"), "{stdout}");
-    assert!(stdout.contains("mqtt sensors/+/reading") && stdout.contains("-> threshold-alert"), "{stdout}");
-    assert!(stdout.contains("schedule every 10s") && stdout.contains("-> counter"), "{stdout}");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains("threshold-alert")
+            && stdout.contains("functions/dist/threshold-alert.wasm"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mqtt sensors/+/reading") && stdout.contains("-> threshold-alert"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("schedule every 10s") && stdout.contains("-> counter"),
+        "{stdout}"
+    );
     assert!(stdout.contains("config ok"), "{stdout}");
 }
 
@@ -38,8 +53,16 @@ fn check_reports_config_errors_as_file_line_column_and_exits_2() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
     let path = config.display().to_string();
-    assert!(stderr.contains(&format!("{path}:4:11: `soon` does not start with a number")), "{stderr}");
-    assert!(stderr.contains(&format!("{path}:9:12: trigger names unknown function `nope`")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:4:11: `soon` does not start with a number")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{path}:9:12: trigger names unknown function `nope`"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -52,7 +75,10 @@ fn check_fails_on_a_missing_module_with_its_location() {
     let output = ledge(&["check", "--config", config.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains(&format!("{}:6:10: function `f`: module", config.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:6:10: function `f`: module", config.display())),
+        "{stderr}"
+    );
     assert!(stderr.contains("gone.wasm does not exist"), "{stderr}");
     assert!(text(&output.stdout).contains("FAILED TO LOAD"));
 }
@@ -77,11 +103,27 @@ fn invoke_runs_a_function_once_and_prints_response_logs_publishes_and_duration()
         "sensors/t7/reading",
     ]);
     let stdout = text(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
     assert!(stdout.contains("status    ok"), "{stdout}");
-    assert!(stdout.contains(r#"response  {"alert":true,"sensor":"t7","value":31.5}"#), "{stdout}");
-    assert!(stdout.contains("publish   alerts/t7 qos1 {\"sensor\":\"t7\",\"value\":31.5,\"threshold\":30.0"), "{stdout}");
-    assert!(stdout.contains("log       INFO  alert sent to alerts/t7"), "{stdout}");
+    assert!(
+        stdout.contains(r#"response  {"alert":true,"sensor":"t7","value":31.5}"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "publish   alerts/t7 qos1 {\"sensor\":\"t7\",\"value\":31.5,\"threshold\":30.0"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("log       INFO  alert sent to alerts/t7"),
+        "{stdout}"
+    );
     assert!(stdout.contains("duration  "), "{stdout}");
 }
 
@@ -100,7 +142,10 @@ fn invoke_json_output_is_one_machine_readable_object() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["status"], "ok");
     assert_eq!(report["function"], "threshold-alert");
-    assert_eq!(report["response"], r#"{"alert":false,"sensor":"cellar","value":12.0}"#);
+    assert_eq!(
+        report["response"],
+        r#"{"alert":false,"sensor":"cellar","value":12.0}"#
+    );
     assert_eq!(report["publishes"].as_array().unwrap().len(), 0);
     assert_eq!(report["request_id"].as_str().unwrap().len(), 16);
     assert!(report["fuel"].as_u64().unwrap() > 0);
@@ -118,9 +163,16 @@ fn invoke_exits_1_when_the_function_fails_and_names_the_request() {
     ]);
     assert_eq!(output.status.code(), Some(1));
     let stdout = text(&output.stdout);
-    assert!(stdout.contains("status    error (handler_error)"), "{stdout}");
+    assert!(
+        stdout.contains("status    error (handler_error)"),
+        "{stdout}"
+    );
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("function threshold-alert request ") && stderr.contains("failed (handler_error)"), "{stderr}");
+    assert!(
+        stderr.contains("function threshold-alert request ")
+            && stderr.contains("failed (handler_error)"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -128,14 +180,21 @@ fn invoke_of_an_unknown_function_lists_the_known_ones() {
     let output = ledge(&["invoke", "nope", "--config", &quickstart(), "--event", "{}"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("no function `nope`") && stderr.contains("threshold-alert, moving-average, echo, counter"), "{stderr}");
+    assert!(
+        stderr.contains("no function `nope`")
+            && stderr.contains("threshold-alert, moving-average, echo, counter"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn invoke_reports_a_timeout_as_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     let module = common::fixture(dir.path(), "loop");
-    let config = common::write_config(dir.path(), &common::function_toml("spin", &module, "timeout = \"50ms\""));
+    let config = common::write_config(
+        dir.path(),
+        &common::function_toml("spin", &module, "timeout = \"50ms\""),
+    );
     let output = ledge(&["invoke", "spin", "--config", config.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stdout).contains("error     timed out after 50ms"));

@@ -32,7 +32,10 @@ fn the_rust_example_modules_rebuild_byte_for_byte() {
         .arg("--check")
         .status()
         .expect("run functions/build.sh --check");
-    assert!(status.success(), "functions/dist is stale: run functions/build.sh and commit dist/");
+    assert!(
+        status.success(),
+        "functions/dist is stale: run functions/build.sh and commit dist/"
+    );
 }
 
 fn instance(name: &str, extra: &str) -> (tempfile::TempDir, Instance, Arc<CaptureSink>) {
@@ -74,9 +77,19 @@ fn moving_average_publishes_once_per_window_per_sensor() {
         "env = { WINDOW = \"3\" }\nallow_publish = [\"averages/#\"]",
     );
     for value in [10.0, 20.0, 30.0, 100.0] {
-        call(&mut average, EventSource::Sensor, "t1", &format!("{{\"sensor\":\"t1\",\"value\":{value}}}"));
+        call(
+            &mut average,
+            EventSource::Sensor,
+            "t1",
+            &format!("{{\"sensor\":\"t1\",\"value\":{value}}}"),
+        );
     }
-    call(&mut average, EventSource::Sensor, "t2", r#"{"sensor":"t2","value":5}"#);
+    call(
+        &mut average,
+        EventSource::Sensor,
+        "t2",
+        r#"{"sensor":"t2","value":5}"#,
+    );
     let published = sink.take();
     assert_eq!(published.len(), 1, "{published:?}");
     assert_eq!(published[0].topic, "averages/t1");
@@ -93,6 +106,9 @@ fn threshold_alert_names_the_sensor_from_a_sensor_event() {
     );
     let payload = ledge::sources::sensor::reading_json("greenhouse", 26.5, Some("C"), 1);
     let reply = call(&mut alert, EventSource::Sensor, "greenhouse", &payload);
-    assert_eq!(reply, r#"{"alert":true,"sensor":"greenhouse","value":26.5}"#);
+    assert_eq!(
+        reply,
+        r#"{"alert":true,"sensor":"greenhouse","value":26.5}"#
+    );
     assert_eq!(sink.take()[0].topic, "alerts/greenhouse");
 }

@@ -43,7 +43,12 @@ impl Ledge {
 
     /// Starts `ledge run` without waiting for anything.
     pub fn spawn(config: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(ledge_bin());
+        Self::spawn_command(Command::new(ledge_bin()), config, env)
+    }
+
+    /// Starts `<command> run --config <config>`: `command` is the ledge
+    /// binary, or an emulator with the binary as its first argument.
+    pub fn spawn_command(mut command: Command, config: &Path, env: &[(&str, &str)]) -> Self {
         command
             .args(["run", "--config"])
             .arg(config)

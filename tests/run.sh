@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need
+# (Debian packages, rustup targets), checks formatting and lints, then runs
+# every test. This is the README's test command and what CI runs.
+#
+#   tests/run.sh
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    else
+        sudo "$@"
+    fi
+}
+
+step "system packages"
+packages=()
+command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || packages+=(mosquitto)
+command -v mosquitto_pub >/dev/null || packages+=(mosquitto-clients)
+command -v qemu-aarch64-static >/dev/null || packages+=(qemu-user-static)
+command -v shellcheck >/dev/null || packages+=(shellcheck)
+if [[ ${#packages[@]} -gt 0 ]]; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"
+fi
+echo "ok: mosquitto, mosquitto-clients, qemu-user-static, shellcheck"
+
+step "rust targets and components"
+installed=$(rustup target list --installed)
+for target in wasm32-unknown-unknown aarch64-unknown-linux-musl x86_64-unknown-linux-musl; do
+    grep -qx "$target" <<<"$installed" || rustup target add "$target"
+done
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+step "format, lints, shell scripts"
+cargo fmt --all -- --check
+(cd functions && cargo fmt --all -- --check)
+cargo clippy --locked --all-targets -- -D warnings
+(cd functions && cargo clippy --locked --all-targets -- -D warnings)
+shellcheck tests/run.sh cross/build.sh functions/build.sh .ci/run
+
+step "guest SDK and example function tests (host-side)"
+(cd functions && cargo test --locked --quiet)
+
+step "ledge tests (unit, runtime, CLI, end-to-end over MQTT, aarch64 under qemu)"
+cargo test --locked -- --test-threads "${LEDGE_TEST_THREADS:-2}"
+
+step "all tests passed"
