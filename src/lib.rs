@@ -35,4 +35,5 @@ pub mod node;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;
+pub mod spool;
 pub mod topic;

@@ -1,0 +1,76 @@
+//! What a record's body holds, per kind. **Frozen format**: bodies are
+//! postcard-encoded enums whose variant index is the body version; new
+//! fields mean a new variant, and old variants stay decodable.
+
+use serde::{Deserialize, Serialize};
+
+/// An event for upstream (`Kind::Event`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventBody {
+    V1 {
+        /// Topic under the upstream prefix (`events/...`) or absolute.
+        topic: String,
+        payload: Vec<u8>,
+        /// The function that forwarded it, or the local topic a bridge
+        /// rule copied it from.
+        origin: String,
+    },
+}
+
+/// A log line for upstream (`Kind::Log`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogBody {
+    V1 {
+        level: u8,
+        /// `fn:<name>` for a function's own lines, else the ledge target.
+        source: String,
+        version: String,
+        request_id: String,
+        message: String,
+    },
+}
+
+/// A metrics snapshot (`Kind::Metric`): a JSON document, so upstream needs
+/// no schema to read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetricBody {
+    V1 { json: String },
+}
+
+/// Encodes a body; bodies are plain data, so this cannot fail short of
+/// running out of memory.
+pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    postcard::to_stdvec(body).unwrap_or_default()
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_round_trip_and_stay_compact() {
+        let body = EventBody::V1 {
+            topic: "events/sensors/t1".into(),
+            payload: vec![1, 2, 3],
+            origin: "fn:threshold-alert".into(),
+        };
+        let bytes = encode(&body);
+        assert_eq!(decode::<EventBody>(&bytes).unwrap(), body);
+        // variant + 3 length prefixes + contents: no padding, no field names.
+        assert_eq!(bytes.len(), 1 + 1 + 17 + 1 + 3 + 1 + 18);
+    }
+
+    #[test]
+    fn the_v1_event_layout_is_frozen() {
+        let bytes = encode(&EventBody::V1 {
+            topic: "t".into(),
+            payload: vec![9],
+            origin: "o".into(),
+        });
+        assert_eq!(bytes, vec![0, 1, b't', 1, 9, 1, b'o']);
+    }
+}

@@ -1,0 +1,187 @@
+//! The spool: an append-only, segmented log on flash that holds everything
+//! ledge has accepted for upstream until upstream has confirmed it.
+//!
+//! # On disk (`<data_dir>/spool/<stream>/`)
+//!
+//! ```text
+//! LOCK                      flock'd by the running ledge; a second one is refused
+//! META                      written once: format version and a random spool epoch
+//! 00000000000000000001.seg  segments, named by the seq of their first record
+//! 00000000000000081920.seg  the last one is the active segment
+//! uplink.cursor             per reader: the highest seq it has confirmed
+//! ```
+//!
+//! Record framing is in [`frame`], segment layout in [`segment`]. Records are
+//! numbered by a u64 `seq` that rises by one per record and is never reused,
+//! so `(device, epoch, seq)` identifies a record upstream across restarts.
+//!
+//! # Writing and the durability policies
+//!
+//! [`Spool::append`] frames a record into an in-memory buffer and returns its
+//! seq at once. One syncer thread writes buffered records to the active
+//! segment in large `write`s and makes them durable with `fdatasync`. A
+//! producer learns its record is durable by waiting for `synced_through >=
+//! seq` ([`Spool::wait_durable`], [`Spool::durable`]); nothing is
+//! acknowledged to a producer before that. `spool.fsync` chooses how:
+//!
+//! | policy | what the syncer does | on power loss |
+//! |---|---|---|
+//! | `always` | one `write` + `fdatasync` per record | every acknowledged record survives |
+//! | `batch` | group commit: all records waiting when it wakes, one `write`, one `fdatasync` | every acknowledged record survives |
+//! | `interval:50ms` | at most one `fdatasync` per interval, covering everything since the last | every acknowledged record survives; producers wait up to the interval |
+//!
+//! Records appended but not yet acknowledged may be lost on power loss under
+//! every policy (they survive a process crash if the `write` happened). The
+//! policies trade producer latency and fsync rate (flash wear) for
+//! throughput, never the guarantee. This assumes the device honours
+//! `fdatasync`; cheap SD cards that lie lose recent records, and the loss is
+//! detected (CRC, seq gaps) rather than delivered as garbage.
+//!
+//! A failed `fdatasync` is final (the kernel may have dropped the pages):
+//! the spool latches the error, stops accepting appends, and a restart runs
+//! recovery. ENOSPC on `write` is not final: the unwritten records stay
+//! buffered, `on_full` applies, and writing resumes when space returns.
+//!
+//! # Bounds
+//!
+//! `max_bytes` caps segments plus buffered records. When an append would
+//! exceed it, `on_full = "drop_oldest"` deletes the oldest sealed segment
+//! (its unconfirmed records are counted as dropped and logged) and
+//! `on_full = "reject"` refuses the append (counted and logged).
+//!
+//! # Readers and reclaiming space
+//!
+//! A [`Reader`] delivers durable records in seq order from its cursor. The
+//! reader's owner confirms progress with [`Spool::ack`]; cursors are
+//! persisted (temp file, fsync, rename, directory fsync) at most once per
+//! `cursor_interval` and always before a segment they cover is deleted.
+//! A segment is deleted whole once every cursor is past its last record.
+//! After a crash a reader resumes at its persisted cursor, so records may be
+//! delivered twice but never skipped.
+//!
+//! # Recovery
+//!
+//! Opening a spool scans only the active segment (sealed ones were synced
+//! when they rolled): a torn or corrupt tail is truncated at the last whole
+//! record and logged with its offset; damage between good records is
+//! reported and skipped. Nothing needs a human: the worst case is counted
+//! loss, never a crash loop.
+
+pub mod body;
+mod cursor;
+pub mod frame;
+mod reader;
+mod recovery;
+pub mod segment;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use frame::Kind;
+pub use reader::{Reader, Record};
+pub use recovery::{inspect, verify, Inspection, VerifyReport};
+pub use writer::{AppendError, Counters, Spool, SpoolError};
+
+/// When the syncer calls `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    Always,
+    Batch,
+    Interval(Duration),
+}
+
+impl FsyncPolicy {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "always" => Ok(Self::Always),
+            "batch" => Ok(Self::Batch),
+            _ => match text.strip_prefix("interval:") {
+                Some(period) => crate::config::units::parse_duration(period)
+                    .map(Self::Interval)
+                    .and_then(|p| match p {
+                        Self::Interval(d) if d.is_zero() => Err("the interval must be longer than zero".to_owned()),
+                        p => Ok(p),
+                    }),
+                None => Err(format!(
+                    "`{text}` is not a fsync policy (use \"always\", \"batch\" or \"interval:50ms\")"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Always => f.write_str("always"),
+            Self::Batch => f.write_str("batch"),
+            Self::Interval(d) => {
+                write!(f, "interval:{}", crate::config::units::format_duration(*d))
+            }
+        }
+    }
+}
+
+/// What an append does when the spool is at `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    DropOldest,
+    Reject,
+}
+
+impl OnFull {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "drop_oldest" => Ok(Self::DropOldest),
+            "reject" => Ok(Self::Reject),
+            _ => Err(format!(
+                "`{text}` is not an on_full policy (use \"drop_oldest\" or \"reject\")"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DropOldest => "drop_oldest",
+            Self::Reject => "reject",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolOptions {
+    /// A segment rolls once it reaches this size.
+    pub segment_size: u64,
+    /// Cap on segments on disk plus records buffered in memory.
+    pub max_bytes: u64,
+    pub on_full: OnFull,
+    pub fsync: FsyncPolicy,
+    /// Records buffered in memory before appends are refused as backlog
+    /// (the device cannot keep up).
+    pub max_pending: usize,
+    /// How often changed cursors are persisted and spent segments reclaimed.
+    pub cursor_interval: Duration,
+    /// A non-empty active segment older than this rolls, so a quiet gateway
+    /// can still reclaim it once confirmed.
+    pub segment_max_age: Duration,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        Self {
+            segment_size: 8 << 20,
+            max_bytes: 64 << 20,
+            on_full: OnFull::DropOldest,
+            fsync: FsyncPolicy::Interval(Duration::from_millis(50)),
+            max_pending: 4 << 20,
+            cursor_interval: Duration::from_secs(1),
+            segment_max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The folder of one spool stream under a data dir.
+pub fn stream_dir(data_dir: &Path, stream: &str) -> PathBuf {
+    data_dir.join("spool").join(stream)
+}
