@@ -37,3 +37,4 @@ pub mod sinks;
 pub mod sources;
 pub mod spool;
 pub mod topic;
+pub mod uplink;

@@ -20,9 +20,13 @@ use crate::dispatch::Dispatcher;
 use crate::mqtt::LinkState;
 use crate::runtime::{LoadedFunction, Runtime};
 use crate::sinks::local::{self, LocalPublisher};
-use crate::sinks::PublishSink;
+use crate::sinks::spool::SpoolSink;
+use crate::sinks::{ForwardSink, PublishSink, Sinks};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::{schedule, sensor};
+use crate::spool::Spool;
+use crate::topic::TopicFilter;
+use crate::uplink::{Uplink, UplinkStatus};
 
 /// How long workers may keep draining queued events after a stop signal
 /// before the rest are abandoned (and counted in the log).
@@ -45,6 +49,8 @@ pub enum NodeError {
     Threads(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 /// Loads every function of the plan; failures are logged and leave `None`.
@@ -63,77 +69,185 @@ pub fn load_functions(runtime: &Runtime, plan: &Plan) -> Vec<Option<LoadedFuncti
 
 /// Runs ledge until SIGINT or SIGTERM.
 pub async fn run(plan: Plan) -> Result<(), NodeError> {
-    std::fs::create_dir_all(&plan.device.data_dir).map_err(|source| NodeError::DataDir {
-        path: plan.device.data_dir.clone(),
-        source,
-    })?;
-    if let BrokerMode::Embedded { listen } = &plan.broker.mode {
-        crate::broker::start(*listen, plan.broker.max_payload.saturating_mul(4))?;
-    }
-    let runtime =
-        Runtime::new(plan.broker.max_payload).map_err(|e| NodeError::Runtime(e.to_string()))?;
-    let functions = load_functions(&runtime, &plan);
-    let dispatcher = Arc::new(Dispatcher::new(&plan, &functions));
-
-    let link_state = Arc::new(LinkState::default());
-    let (client, eventloop) = crate::mqtt::connect(&plan.broker);
-    let (publisher, outgoing) = LocalPublisher::new(Arc::clone(&link_state));
-    let publisher: Arc<dyn PublishSink> = Arc::new(publisher);
-    let workers = dispatcher
-        .spawn_workers(&functions, &publisher)
-        .map_err(NodeError::Threads)?;
-
-    let (stop_sources, sources_stopped) = watch::channel(false);
-    let (stop_link, link_stopped) = watch::channel(false);
-    let mut sources = JoinSet::new();
-    let pump = tokio::spawn(local::pump(outgoing, client.clone()));
-    let link = {
-        let dispatcher = Arc::clone(&dispatcher);
-        let mqtt = MqttSource::new(plan.broker.max_payload);
-        tokio::spawn(crate::mqtt::drive(
-            client,
-            eventloop,
-            dispatcher.mqtt_filters(),
-            Arc::clone(&link_state),
-            link_stopped,
-            move |publish| mqtt.incoming_publish(&dispatcher, publish),
-        ))
-    };
-    start_sources(
-        &plan,
-        &dispatcher,
-        &publisher,
-        &sources_stopped,
-        &mut sources,
-    );
-
-    let enabled = functions.iter().filter(|f| f.is_some()).count();
-    log::info!(
-        target: "ledge::node",
-        "ledge {} running as `{}`: {enabled} of {} functions enabled, {} routes, {} sensors; broker {}",
-        env!("CARGO_PKG_VERSION"),
-        plan.device.id,
-        plan.functions.len(),
-        plan.routes.len(),
-        plan.sensors.len(),
-        plan.broker.mode
-    );
-
+    let node = Node::start(plan).await?;
     wait_for_stop_signal().await?;
     log::info!(target: "ledge::node", "stopping: draining in-flight work");
-
-    let _ = stop_sources.send(true);
-    while sources.join_next().await.is_some() {}
-    dispatcher.close();
-    drain_workers(&dispatcher, workers).await;
-    // Workers are gone; dropping the last publisher lets the pump finish
-    // once every queued publish is handed to the client.
-    drop(publisher);
-    let _ = tokio::time::timeout(DISCONNECT_DEADLINE, pump).await;
-    let _ = stop_link.send(true);
-    let _ = tokio::time::timeout(DISCONNECT_DEADLINE, link).await;
-    log_summary(&dispatcher, &link_state);
+    node.stop().await;
     Ok(())
+}
+
+/// Everything a running ledge owns, in the order it must be stopped.
+struct Node {
+    dispatcher: Arc<Dispatcher>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    stop_sources: watch::Sender<bool>,
+    sources: JoinSet<()>,
+    /// Last holder of the local publisher besides the workers and sources.
+    publisher: Arc<dyn PublishSink>,
+    pump: tokio::task::JoinHandle<()>,
+    stop_links: watch::Sender<bool>,
+    link: tokio::task::JoinHandle<()>,
+    link_state: Arc<LinkState>,
+    uplink: Option<tokio::task::JoinHandle<()>>,
+    spool: Option<Arc<Spool>>,
+}
+
+impl Node {
+    async fn start(plan: Plan) -> Result<Self, NodeError> {
+        std::fs::create_dir_all(&plan.device.data_dir).map_err(|source| NodeError::DataDir {
+            path: plan.device.data_dir.clone(),
+            source,
+        })?;
+        if let BrokerMode::Embedded { listen } = &plan.broker.mode {
+            crate::broker::start(*listen, plan.broker.max_payload.saturating_mul(4))?;
+        }
+        let runtime =
+            Runtime::new(plan.broker.max_payload).map_err(|e| NodeError::Runtime(e.to_string()))?;
+        let functions = load_functions(&runtime, &plan);
+        let dispatcher = Arc::new(Dispatcher::new(&plan, &functions));
+        let spool = open_uplink_spool(&plan)?;
+        let spool_sink = match (&spool, &plan.upstream) {
+            (Some(spool), Some(upstream)) => Some(Arc::new(SpoolSink::new(
+                Arc::clone(spool),
+                &upstream.topic_prefix,
+            ))),
+            _ => None,
+        };
+
+        let link_state = Arc::new(LinkState::default());
+        let persistent = MqttSource::needs_manual_acks(&plan.forwards);
+        let (client, eventloop) = crate::mqtt::connect(&plan.broker, persistent);
+        let (publisher, outgoing) = LocalPublisher::new(Arc::clone(&link_state));
+        let publisher: Arc<dyn PublishSink> = Arc::new(publisher);
+        let sinks = Sinks {
+            publish: Arc::clone(&publisher),
+            forward: spool_sink.clone().map(|s| s as Arc<dyn ForwardSink>),
+        };
+        let workers = dispatcher
+            .spawn_workers(&functions, &sinks)
+            .map_err(NodeError::Threads)?;
+
+        let (stop_sources, sources_stopped) = watch::channel(false);
+        let (stop_links, links_stopped) = watch::channel(false);
+        let pump = tokio::spawn(local::pump(outgoing, client.clone()));
+        let uplink = match (&spool, &plan.upstream) {
+            (Some(spool), Some(upstream)) => {
+                let uplink = Uplink {
+                    plan: upstream.clone(),
+                    device: plan.device.id.clone(),
+                    spool: Arc::clone(spool),
+                    status: Arc::new(UplinkStatus::default()),
+                };
+                Some(tokio::spawn(uplink.run(links_stopped.clone())))
+            }
+            _ => None,
+        };
+        let mut mqtt = MqttSource::new(plan.broker.max_payload);
+        mqtt.forwards = plan.forwards.clone();
+        mqtt.spool = spool_sink.clone();
+        if persistent {
+            let (acks, queue) = tokio::sync::mpsc::unbounded_channel();
+            mqtt.acks = Some(acks);
+            tokio::spawn(crate::sources::mqtt::acknowledge_in_order(
+                client.clone(),
+                spool_sink,
+                queue,
+            ));
+        }
+        let link = tokio::spawn(crate::mqtt::drive(
+            client,
+            eventloop,
+            subscriptions(&dispatcher, &plan),
+            Arc::clone(&link_state),
+            links_stopped,
+            {
+                let dispatcher = Arc::clone(&dispatcher);
+                move |publish| mqtt.incoming_publish(&dispatcher, publish)
+            },
+        ));
+        let mut sources = JoinSet::new();
+        start_sources(
+            &plan,
+            &dispatcher,
+            &publisher,
+            &sources_stopped,
+            &mut sources,
+        );
+
+        let enabled = functions.iter().filter(|f| f.is_some()).count();
+        log::info!(
+            target: "ledge::node",
+            "ledge {} running as `{}`: {enabled} of {} functions enabled, {} routes, {} sensors; broker {}{}",
+            env!("CARGO_PKG_VERSION"),
+            plan.device.id,
+            plan.functions.len(),
+            plan.routes.len(),
+            plan.sensors.len(),
+            plan.broker.mode,
+            plan.upstream.as_ref().map(|u| format!("; upstream {}:{}", u.host, u.port)).unwrap_or_default()
+        );
+        Ok(Self {
+            dispatcher,
+            workers,
+            stop_sources,
+            sources,
+            publisher,
+            pump,
+            stop_links,
+            link,
+            link_state,
+            uplink,
+            spool,
+        })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop_sources.send(true);
+        while self.sources.join_next().await.is_some() {}
+        self.dispatcher.close();
+        drain_workers(&self.dispatcher, self.workers).await;
+        // Workers and sources are gone; dropping the last publisher lets the
+        // pump finish once every queued publish is handed to the client.
+        drop(self.publisher);
+        let _ = tokio::time::timeout(DISCONNECT_DEADLINE, self.pump).await;
+        let _ = self.stop_links.send(true);
+        let _ = tokio::time::timeout(DISCONNECT_DEADLINE, self.link).await;
+        if let Some(uplink) = self.uplink {
+            let _ = tokio::time::timeout(DISCONNECT_DEADLINE, uplink).await;
+        }
+        if let Some(spool) = &self.spool {
+            // Writes and syncs what is buffered and saves the cursor.
+            spool.close();
+        }
+        log_summary(&self.dispatcher, &self.link_state);
+    }
+}
+
+fn open_uplink_spool(plan: &Plan) -> Result<Option<Arc<Spool>>, NodeError> {
+    if plan.upstream.is_none() {
+        return Ok(None);
+    }
+    let dir = crate::spool::stream_dir(&plan.device.data_dir, "uplink");
+    let spool = Spool::open(&dir, plan.spool.clone())?;
+    log::info!(
+        target: "ledge::spool",
+        "spool {} open: {} segments, {} bytes, next seq {}, fsync {}",
+        dir.display(),
+        spool.segment_count(),
+        spool.disk_bytes(),
+        spool.seq_range().1,
+        plan.spool.fsync
+    );
+    Ok(Some(Arc::new(spool)))
+}
+
+/// Every filter the local link subscribes to: triggers and forward rules.
+fn subscriptions(dispatcher: &Dispatcher, plan: &Plan) -> Vec<TopicFilter> {
+    let mut filters = dispatcher.mqtt_filters();
+    filters.extend(plan.forwards.iter().map(|f| f.filter.clone()));
+    filters.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    filters.dedup();
+    filters
 }
 
 fn start_sources(

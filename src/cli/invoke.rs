@@ -68,13 +68,22 @@ pub fn invoke(request: &Request) -> Result<(), CliError> {
             fuel_used: 0,
             logs: Vec::new(),
             logs_dropped: 0,
+            forward_seq: None,
         },
     };
     let published = sink.take();
+    let forwarded = sink.take_forwards();
     if request.json {
-        print_json(&spec.name, &invocation, &outcome, &published);
+        print_json(&spec.name, &invocation, &outcome, &published, &forwarded);
     } else {
-        print_text(&spec.name, &spec.version, &invocation, &outcome, &published);
+        print_text(
+            &spec.name,
+            &spec.version,
+            &invocation,
+            &outcome,
+            &published,
+            &forwarded,
+        );
     }
     match &outcome.result {
         Ok(_) => Ok(()),
@@ -93,6 +102,7 @@ fn print_text(
     invocation: &Invocation,
     outcome: &Outcome,
     published: &[OutgoingMessage],
+    forwarded: &[(String, Vec<u8>)],
 ) {
     println!("function  {name} ({version})");
     println!("request   {}", invocation.request_id);
@@ -115,6 +125,9 @@ fn print_text(
             String::from_utf8_lossy(&message.payload)
         );
     }
+    for (topic, payload) in forwarded {
+        println!("forward   {topic} {}", String::from_utf8_lossy(payload));
+    }
     match &outcome.result {
         Ok(response) => {
             println!("status    ok");
@@ -132,7 +145,12 @@ fn print_json(
     invocation: &Invocation,
     outcome: &Outcome,
     published: &[OutgoingMessage],
+    forwarded: &[(String, Vec<u8>)],
 ) {
+    let forwards: Vec<serde_json::Value> = forwarded
+        .iter()
+        .map(|(topic, payload)| serde_json::json!({"topic": topic, "payload": String::from_utf8_lossy(payload)}))
+        .collect();
     let logs: Vec<serde_json::Value> = outcome
         .logs
         .iter()
@@ -169,6 +187,7 @@ fn print_json(
         "logs": logs,
         "logs_dropped": outcome.logs_dropped,
         "publishes": publishes,
+        "forwards": forwards,
     });
     println!("{report}");
 }

@@ -7,6 +7,7 @@
 mod check;
 mod invoke;
 mod run;
+mod spool;
 
 use std::path::PathBuf;
 
@@ -67,6 +68,42 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect the on-flash spool (works beside a running ledge).
+    Spool {
+        #[command(subcommand)]
+        action: SpoolAction,
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml",
+            global = true
+        )]
+        config: PathBuf,
+        /// The spool directory itself, instead of finding it via the config.
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        /// Which spool stream under data_dir/spool.
+        #[arg(long, default_value = "uplink", global = true)]
+        stream: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpoolAction {
+    /// Segments, bytes, oldest/newest seq, cursors and their lag.
+    Stat,
+    /// Check the CRC of every record; exit 1 on any damage.
+    Verify,
+    /// Print records as JSON lines.
+    Dump {
+        /// First seq to print.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Only records of this kind: event, log, metric, dead-letter.
+        #[arg(long)]
+        kind: Option<String>,
+    },
 }
 
 /// An error at the command-line edge, with the exit code it maps to.
@@ -115,6 +152,19 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             topic,
             json,
         }),
+        Command::Spool {
+            action,
+            config,
+            dir,
+            stream,
+        } => {
+            let dir = spool::locate(&config, dir.as_ref(), &stream)?;
+            match action {
+                SpoolAction::Stat => spool::stat(&dir),
+                SpoolAction::Verify => spool::verify(&dir),
+                SpoolAction::Dump { from, kind } => spool::dump(&dir, from, kind.as_deref()),
+            }
+        }
     }
 }
 

@@ -18,8 +18,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use plan::{
-    BrokerMode, BrokerPlan, DevicePlan, FunctionId, FunctionSpec, Plan, Route, Secret, SensorKind,
-    SensorSpec, TriggerSource,
+    BrokerMode, BrokerPlan, DevicePlan, ForwardRule, FunctionId, FunctionSpec, Plan, Route, Secret,
+    SensorKind, SensorSpec, TlsFiles, TriggerSource, UpstreamPlan,
 };
 
 /// A place in a config file, for error messages.

@@ -16,9 +16,13 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawBroker, RawConfig, RawDevice, RawFunction, RawSensor, RawTrigger};
+use super::raw::{
+    RawBroker, RawConfig, RawDevice, RawForward, RawFunction, RawSensor, RawSpool, RawTrigger,
+    RawUpstream,
+};
 use super::units::{parse_duration, parse_size};
 use super::{ConfigError, ConfigErrors, Location, SourceMap};
+use crate::spool::{FsyncPolicy, OnFull, SpoolOptions};
 use crate::topic::{validate_topic_name, TopicFilter};
 
 /// Default linear-memory cap of a function.
@@ -51,6 +55,45 @@ pub struct Plan {
     pub sensors: Vec<SensorSpec>,
     /// Log filter from `[log] level`; `LEDGE_LOG` overrides it.
     pub log_level: Option<String>,
+    pub spool: SpoolOptions,
+    pub upstream: Option<UpstreamPlan>,
+    /// Local messages copied upstream through the spool.
+    pub forwards: Vec<ForwardRule>,
+    /// How often a metrics snapshot is spooled for upstream.
+    pub metrics_interval: Duration,
+}
+
+/// The upstream broker ledge syncs the spool to.
+#[derive(Debug, Clone)]
+pub struct UpstreamPlan {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<TlsFiles>,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Every upstream topic starts with this (`ledge/<device.id>`).
+    pub topic_prefix: String,
+    /// Upstream messages published but not yet acknowledged, at most.
+    pub max_inflight: usize,
+    /// Lowest level of log lines shipped upstream; `None` ships none.
+    pub ship_logs: Option<log::Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[[forward]]`: local messages matching `filter` go upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardRule {
+    pub filter: TopicFilter,
+    /// Upstream topic; `None` means `<prefix>/events/<local topic>`.
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +189,8 @@ pub struct FunctionSpec {
     pub queue_size: usize,
     pub env: BTreeMap<String, String>,
     pub allow_publish: Vec<TopicFilter>,
+    /// Topics the function may `forward` upstream through the spool.
+    pub allow_forward: Vec<TopicFilter>,
 }
 
 /// One row of the routing table.
@@ -154,6 +199,8 @@ pub struct Route {
     pub source: TriggerSource,
     pub function: FunctionId,
     pub location: Location,
+    /// Events pass through the spool before the function runs.
+    pub durable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +265,10 @@ pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors
     };
     let device = resolver.device(raw.device);
     let broker = resolver.broker(raw.broker, &device.id);
+    let spool = resolver.spool(&raw.spool);
+    let upstream = raw.upstream.map(|u| resolver.upstream(u, &device.id));
+    let forwards = resolver.forwards(raw.forwards, upstream.is_some());
+    let metrics_interval = resolver.duration(&raw.metrics.interval, Duration::from_secs(60));
     let functions = resolver.functions(raw.functions);
     let sensors = resolver.sensors(raw.sensors);
     let routes = resolver.routes(raw.triggers, &functions, &sensors);
@@ -238,6 +289,10 @@ pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors
         routes,
         sensors,
         log_level: raw.log.level,
+        spool,
+        upstream,
+        forwards,
+        metrics_interval,
     })
 }
 
@@ -349,7 +404,7 @@ impl Resolver<'_> {
                 self.fail(ka.span(), "keep_alive must be between 1s and 65535s");
             }
         }
-        let password = self.password(&raw);
+        let password = self.password(&raw.password_file, &raw.password_env);
         let max_payload = self.size(&raw.max_payload, DEFAULT_MAX_PAYLOAD);
         if let Some(mp) = &raw.max_payload {
             if !(1..=(256 << 20)).contains(&max_payload) {
@@ -379,8 +434,8 @@ impl Resolver<'_> {
                     port: 0,
                 }
             }
-            (Some(url), _) => match parse_mqtt_url(url.get_ref()) {
-                Ok((host, port)) => BrokerMode::External { host, port },
+            (Some(url), _) => match parse_broker_url(url.get_ref(), false) {
+                Ok((_, host, port)) => BrokerMode::External { host, port },
                 Err(e) => {
                     self.fail(url.span(), e);
                     BrokerMode::External {
@@ -430,8 +485,12 @@ impl Resolver<'_> {
 
     /// Reads the broker password from its file or environment variable.
     /// The value goes into a [`Secret`] and is never echoed, even in errors.
-    fn password(&mut self, raw: &RawBroker) -> Option<Secret> {
-        match (&raw.password_file, &raw.password_env) {
+    fn password(
+        &mut self,
+        file: &Option<Spanned<String>>,
+        env: &Option<Spanned<String>>,
+    ) -> Option<Secret> {
+        match (file, env) {
             (Some(file), Some(_)) => {
                 self.fail(file.span(), "set password_file or password_env, not both");
                 None
@@ -495,6 +554,7 @@ impl Resolver<'_> {
                 }
             })
             .collect();
+        let allow_forward = self.filters(&f.allow_forward);
         let max_fuel = f.max_fuel.as_ref().map(|fuel| {
             if *fuel.get_ref() == 0 {
                 self.fail(fuel.span(), "max_fuel must be greater than zero");
@@ -512,8 +572,171 @@ impl Resolver<'_> {
             queue_size: self.positive(&f.queue_size, DEFAULT_QUEUE_SIZE, 1_000_000),
             env: f.env,
             allow_publish,
+            allow_forward,
             name,
         }
+    }
+
+    fn filters(&mut self, raw: &[Spanned<String>]) -> Vec<TopicFilter> {
+        raw.iter()
+            .filter_map(|filter| match TopicFilter::new(filter.get_ref()) {
+                Ok(parsed) => Some(parsed),
+                Err(e) => {
+                    self.fail(filter.span(), format!("invalid topic filter: {e}"));
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn spool(&mut self, raw: &RawSpool) -> SpoolOptions {
+        let defaults = SpoolOptions::default();
+        let fsync = match &raw.fsync {
+            None => defaults.fsync,
+            Some(text) => FsyncPolicy::parse(text.get_ref()).unwrap_or_else(|e| {
+                self.fail(text.span(), e);
+                defaults.fsync
+            }),
+        };
+        let on_full = match &raw.on_full {
+            None => defaults.on_full,
+            Some(text) => OnFull::parse(text.get_ref()).unwrap_or_else(|e| {
+                self.fail(text.span(), e);
+                defaults.on_full
+            }),
+        };
+        let segment_size = self.size(&raw.segment_size, defaults.segment_size);
+        if let Some(v) = &raw.segment_size {
+            if !(64 << 10..=1 << 30).contains(&segment_size) {
+                self.fail(v.span(), "segment_size must be between 64KiB and 1GiB");
+            }
+        }
+        let max_bytes = self.size(&raw.max_bytes, defaults.max_bytes);
+        if max_bytes < segment_size.saturating_mul(4) {
+            let span = raw
+                .max_bytes
+                .as_ref()
+                .or(raw.segment_size.as_ref())
+                .map_or(0..0, Spanned::span);
+            self.fail(span, format!(
+                "max_bytes ({}) must be at least 4 × segment_size ({}) so old segments can be dropped or reclaimed while the newest fills",
+                super::units::format_size(max_bytes),
+                super::units::format_size(segment_size)
+            ));
+        }
+        SpoolOptions {
+            segment_size,
+            max_bytes,
+            on_full,
+            fsync,
+            ..defaults
+        }
+    }
+
+    fn upstream(&mut self, raw: RawUpstream, device_id: &str) -> UpstreamPlan {
+        let (tls, host, port) = parse_broker_url(raw.url.get_ref(), true).unwrap_or_else(|e| {
+            self.fail(raw.url.span(), e);
+            (false, String::new(), 0)
+        });
+        let file = |r: &mut Self, f: &Option<Spanned<String>>| {
+            f.as_ref().map(|f| {
+                let path = r.path(f.get_ref());
+                if !path.is_file() {
+                    r.fail(f.span(), format!("{} does not exist", path.display()));
+                }
+                path
+            })
+        };
+        let tls_files = TlsFiles {
+            ca_file: file(self, &raw.ca_file),
+            cert_file: file(self, &raw.cert_file),
+            key_file: file(self, &raw.key_file),
+        };
+        if tls_files.cert_file.is_some() != tls_files.key_file.is_some() {
+            let span = raw
+                .cert_file
+                .as_ref()
+                .or(raw.key_file.as_ref())
+                .map_or(0..0, Spanned::span);
+            self.fail(
+                span,
+                "a client certificate needs both cert_file and key_file",
+            );
+        }
+        if !tls && (raw.ca_file.is_some() || raw.cert_file.is_some()) {
+            self.fail(
+                raw.url.span(),
+                "ca_file/cert_file/key_file need an mqtts:// url",
+            );
+        }
+        let topic_prefix = match &raw.topic_prefix {
+            Some(prefix) => {
+                let text = prefix.get_ref().trim_end_matches('/').to_owned();
+                if let Err(e) = validate_topic_name(&text) {
+                    self.fail(prefix.span(), format!("invalid topic prefix: {e}"));
+                }
+                text
+            }
+            None => format!("ledge/{device_id}"),
+        };
+        let ship_logs = match raw.logs.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
+            None => Some(log::Level::Info),
+            Some(("off", _)) => None,
+            Some((text, span)) => text.parse::<log::Level>().map(Some).unwrap_or_else(|_| {
+                self.fail(
+                    span,
+                    format!("`{text}` is not a level (off, error, warn, info, debug)"),
+                );
+                None
+            }),
+        };
+        let keep_alive = self.duration(&raw.keep_alive, Duration::from_secs(30));
+        UpstreamPlan {
+            host,
+            port,
+            tls: tls.then_some(tls_files),
+            client_id: raw
+                .client_id
+                .map(Spanned::into_inner)
+                .unwrap_or_else(|| format!("ledge-{device_id}-uplink")),
+            keep_alive,
+            username: raw.username,
+            password: self.password(&raw.password_file, &raw.password_env),
+            topic_prefix,
+            max_inflight: self.positive(&raw.max_inflight, 32, 1000),
+            ship_logs,
+        }
+    }
+
+    fn forwards(&mut self, raw: Vec<Spanned<RawForward>>, has_upstream: bool) -> Vec<ForwardRule> {
+        let mut rules = Vec::new();
+        for entry in raw {
+            let span = entry.span();
+            let f = entry.into_inner();
+            if !has_upstream {
+                self.fail(
+                    span.clone(),
+                    "[[forward]] needs an [upstream] to forward to",
+                );
+            }
+            let filter = match TopicFilter::new(f.topic.get_ref()) {
+                Ok(filter) => filter,
+                Err(e) => {
+                    self.fail(f.topic.span(), format!("invalid topic filter: {e}"));
+                    continue;
+                }
+            };
+            if let Some(to) = &f.to {
+                if let Err(e) = validate_topic_name(to.get_ref()) {
+                    self.fail(to.span(), format!("invalid upstream topic: {e}"));
+                }
+            }
+            rules.push(ForwardRule {
+                filter,
+                to: f.to.map(Spanned::into_inner),
+            });
+        }
+        rules
     }
 
     fn sensors(&mut self, raw: Vec<Spanned<RawSensor>>) -> Vec<SensorSpec> {
@@ -628,6 +851,7 @@ impl Resolver<'_> {
                     source,
                     function,
                     location,
+                    durable: t.durable.unwrap_or(false),
                 });
             }
         }
@@ -758,12 +982,25 @@ fn default_device_id() -> String {
 
 /// Parses `mqtt://host[:port]`; IPv6 hosts in brackets.
 pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let Some(rest) = url.strip_prefix("mqtt://") else {
-        return Err(if url.starts_with("mqtts://") {
-            format!("`{url}`: TLS to the local broker is not supported; use mqtt:// on loopback")
-        } else {
-            format!("`{url}` is not an mqtt:// URL (for example mqtt://127.0.0.1:1883)")
-        });
+    parse_broker_url(url, false).map(|(_, host, port)| (host, port))
+}
+
+/// Parses `mqtt://host[:port]` or, where `tls_allowed`, `mqtts://host[:port]`;
+/// returns (tls, host, port) with default ports 1883 and 8883.
+pub fn parse_broker_url(url: &str, tls_allowed: bool) -> Result<(bool, String, u16), String> {
+    let (tls, rest) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) if tls_allowed => (true, rest),
+        (None, Some(_)) => {
+            return Err(format!(
+                "`{url}`: TLS to the local broker is not supported; use mqtt:// on loopback"
+            ))
+        }
+        (None, None) => {
+            return Err(format!(
+                "`{url}` is not an mqtt:// URL (for example mqtt://127.0.0.1:1883)"
+            ))
+        }
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
@@ -781,6 +1018,7 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
         return Err(format!("`{url}` has no valid host"));
     }
     let port = match port {
+        None if tls => 8883,
         None => 1883,
         Some(p) => p
             .parse::<u16>()
@@ -788,7 +1026,7 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
             .filter(|p| *p != 0)
             .ok_or_else(|| format!("`{url}`: `{p}` is not a port number"))?,
     };
-    Ok((host.to_owned(), port))
+    Ok((tls, host.to_owned(), port))
 }
 
 #[cfg(test)]

@@ -23,6 +23,13 @@ pub struct RawConfig {
     pub broker: RawBroker,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub spool: RawSpool,
+    pub upstream: Option<RawUpstream>,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default, rename = "forward")]
+    pub forwards: Vec<Spanned<RawForward>>,
     #[serde(default, rename = "function")]
     pub functions: Vec<Spanned<RawFunction>>,
     #[serde(default, rename = "trigger")]
@@ -36,6 +43,48 @@ pub struct RawConfig {
 pub struct RawDevice {
     pub id: Option<Spanned<String>>,
     pub data_dir: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    pub fsync: Option<Spanned<String>>,
+    pub max_bytes: Option<Spanned<String>>,
+    pub segment_size: Option<Spanned<String>>,
+    pub on_full: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Spanned<String>,
+    pub client_id: Option<Spanned<String>>,
+    pub topic_prefix: Option<Spanned<String>>,
+    pub keep_alive: Option<Spanned<String>>,
+    pub username: Option<String>,
+    pub password_file: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub max_inflight: Option<Spanned<i64>>,
+    /// Lowest level of log lines shipped upstream, or "off".
+    pub logs: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub interval: Option<Spanned<String>>,
+}
+
+/// A store-and-forward rule: local messages matching `topic` go upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    pub topic: Spanned<String>,
+    /// Upstream topic; default `<prefix>/events/<local topic>`.
+    pub to: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +122,8 @@ pub struct RawFunction {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub allow_publish: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow_forward: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +139,8 @@ pub struct RawTrigger {
     pub payload: Option<String>,
     /// `source = "sensor"`: the sensor's name.
     pub sensor: Option<Spanned<String>>,
+    /// Pass events through the spool before invoking (at-least-once).
+    pub durable: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

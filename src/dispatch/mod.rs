@@ -21,7 +21,7 @@ use crate::config::{FunctionId, Plan, TriggerSource};
 use crate::event::{Event, EventSource};
 use crate::metrics::FunctionMetrics;
 use crate::runtime::LoadedFunction;
-use crate::sinks::PublishSink;
+use crate::sinks::Sinks;
 use crate::topic::TopicFilter;
 use queue::{EventQueue, PushError};
 
@@ -97,12 +97,12 @@ impl Dispatcher {
     pub fn spawn_workers(
         &self,
         functions: &[Option<LoadedFunction>],
-        publisher: &Arc<dyn PublishSink>,
+        sinks: &Sinks,
     ) -> std::io::Result<Vec<JoinHandle<()>>> {
         let mut handles = Vec::new();
         for (slot, function) in self.slots.iter().zip(functions) {
             if let (Some(queue), Some(function)) = (&slot.queue, function) {
-                handles.extend(worker::spawn(function, queue, &slot.metrics, publisher)?);
+                handles.extend(worker::spawn(function, queue, &slot.metrics, sinks)?);
             }
         }
         Ok(handles)

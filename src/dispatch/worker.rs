@@ -14,18 +14,20 @@ use super::queue::EventQueue;
 use super::Job;
 use crate::metrics::FunctionMetrics;
 use crate::runtime::{Instance, Invocation, InvokeError, LoadedFunction, Outcome};
-use crate::sinks::PublishSink;
+use crate::sinks::Sinks;
 
 /// Stack for worker threads. wasmi keeps the guest's stack on the heap, so
 /// worker threads need little of their own.
 const WORKER_STACK: usize = 256 << 10;
+/// How long a worker waits for an invocation's forwards to become durable.
+const FORWARD_DURABLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the workers of one function.
 pub fn spawn(
     function: &LoadedFunction,
     queue: &Arc<EventQueue<Job>>,
     metrics: &Arc<FunctionMetrics>,
-    publisher: &Arc<dyn PublishSink>,
+    sinks: &Sinks,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..function.spec.max_concurrency)
         .map(|n| {
@@ -33,7 +35,7 @@ pub fn spawn(
                 function: function.clone(),
                 queue: Arc::clone(queue),
                 metrics: Arc::clone(metrics),
-                publisher: Arc::clone(publisher),
+                sinks: sinks.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("fn-{}-{n}", function.spec.name))
@@ -47,7 +49,7 @@ struct Worker {
     function: LoadedFunction,
     queue: Arc<EventQueue<Job>>,
     metrics: Arc<FunctionMetrics>,
-    publisher: Arc<dyn PublishSink>,
+    sinks: Sinks,
 }
 
 impl Worker {
@@ -75,15 +77,39 @@ impl Worker {
             let Some(warm) = instance.as_mut() else {
                 continue;
             };
-            let outcome = warm.invoke(&invocation);
+            let mut outcome = warm.invoke(&invocation);
+            self.await_forwards(&mut outcome);
             if self.report(&invocation, &outcome) {
                 instance = None;
             }
         }
     }
 
+    /// An invocation that forwarded records is done only once they are
+    /// durable: otherwise a crash could lose output of an event that was
+    /// already confirmed as handled.
+    fn await_forwards(&self, outcome: &mut Outcome) {
+        let (Some(seq), Some(sink), Ok(_)) =
+            (outcome.forward_seq, &self.sinks.forward, &outcome.result)
+        else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let result = sink.wait_durable(seq, FORWARD_DURABLE_TIMEOUT);
+        outcome.duration += started.elapsed();
+        let failure = match result {
+            Ok(true) => return,
+            Ok(false) => format!(
+                "forwarded records not durable within {}s (storage too slow or full)",
+                FORWARD_DURABLE_TIMEOUT.as_secs()
+            ),
+            Err(e) => format!("forwarded records not durable: {e}"),
+        };
+        outcome.result = Err(InvokeError::NotDurable(failure));
+    }
+
     fn instantiate(&self) -> Result<Instance, InvokeError> {
-        Instance::new(&self.function, Arc::clone(&self.publisher), false, true)
+        Instance::new(&self.function, self.sinks.clone(), false, true)
     }
 
     /// Records and logs an outcome; true if the instance must be replaced.

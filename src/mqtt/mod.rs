@@ -33,12 +33,15 @@ pub struct LinkState {
     pub subscribed: AtomicBool,
 }
 
-/// Options for the local broker connection.
-pub fn options(broker: &BrokerPlan) -> MqttOptions {
+/// Options for the local broker connection. With `persistent`, the session
+/// survives a disconnect (or a kill -9) and messages are acknowledged by
+/// ledge, not by rumqttc, so unacknowledged ones are redelivered.
+pub fn options(broker: &BrokerPlan, persistent: bool) -> MqttOptions {
     let (host, port) = broker.mode.client_address();
     let mut options = MqttOptions::new(broker.client_id.clone(), host, port);
     options.set_keep_alive(broker.keep_alive);
-    options.set_clean_session(true);
+    options.set_clean_session(!persistent);
+    options.set_manual_acks(persistent);
     // Accept messages larger than max_payload so ledge can reject them with a
     // clear log line; rumqttc would otherwise drop the whole connection.
     let incoming = broker
@@ -56,8 +59,8 @@ pub fn options(broker: &BrokerPlan) -> MqttOptions {
 }
 
 /// Creates the client and its event loop.
-pub fn connect(broker: &BrokerPlan) -> (AsyncClient, rumqttc::EventLoop) {
-    AsyncClient::new(options(broker), REQUEST_CHANNEL)
+pub fn connect(broker: &BrokerPlan, persistent: bool) -> (AsyncClient, rumqttc::EventLoop) {
+    AsyncClient::new(options(broker, persistent), REQUEST_CHANNEL)
 }
 
 /// Drives the connection until `shutdown` turns true and the DISCONNECT is
@@ -105,7 +108,7 @@ pub async fn drive(
                     }
                 }
                 if !state.subscribed.swap(true, Ordering::AcqRel) {
-                    log::info!(target: "ledge::mqtt", "subscribed to {} trigger filters", filters.len());
+                    log::info!(target: "ledge::mqtt", "subscribed to {} trigger filters (triggers and forwards)", filters.len());
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) if shutting_down => return,
@@ -134,7 +137,7 @@ pub async fn drive(
 fn subscribe(client: &AsyncClient, filters: &[TopicFilter], state: &LinkState) {
     if filters.is_empty() {
         state.subscribed.store(true, Ordering::Release);
-        log::info!(target: "ledge::mqtt", "no MQTT triggers to subscribe to");
+        log::info!(target: "ledge::mqtt", "no trigger filters to subscribe to");
         return;
     }
     let subscriptions = filters
@@ -150,12 +153,12 @@ fn subscribe(client: &AsyncClient, filters: &[TopicFilter], state: &LinkState) {
 /// Capped exponential backoff with jitter, so a fleet of gateways that lost
 /// the same broker does not reconnect in lockstep.
 #[derive(Debug, Default)]
-struct Backoff {
-    attempts: u32,
+pub(crate) struct Backoff {
+    pub(crate) attempts: u32,
 }
 
 impl Backoff {
-    fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         self.attempts += 1;
         let exponent = self.attempts.saturating_sub(1).min(16);
         let base = MIN_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF);
@@ -164,7 +167,7 @@ impl Backoff {
         base.mul_f64(0.75 + f64::from(jitter) / 1000.0)
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempts = 0;
     }
 }

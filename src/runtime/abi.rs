@@ -14,7 +14,7 @@ use wasmi::{Caller, Linker, Memory, StoreLimits};
 
 use crate::config::FunctionSpec;
 use crate::event::{unix_ms, Event};
-use crate::sinks::{OutgoingMessage, PublishRefused, PublishSink, Qos};
+use crate::sinks::{ForwardRefused, OutgoingMessage, PublishRefused, Qos, Sinks};
 use crate::topic::{any_matches, validate_topic_name};
 
 /// Name of the import module; the ABI version lives in it.
@@ -64,7 +64,7 @@ pub struct HostState {
     pub(crate) spec: Arc<FunctionSpec>,
     /// `log` target for this function's lines (`fn::<name>`).
     pub(crate) log_target: String,
-    pub(crate) publisher: Arc<dyn PublishSink>,
+    pub(crate) sinks: Sinks,
     pub(crate) max_payload: usize,
     /// Set once the instance exists; host calls before that (from a start
     /// function) find no memory and fail.
@@ -87,12 +87,15 @@ pub struct CallState {
     pub logs_dropped: u32,
     pub publishes: u32,
     pub logs: Vec<LogLine>,
+    /// Highest spool seq this invocation forwarded; the invocation is not
+    /// done until it is durable.
+    pub forward_seq: Option<u64>,
 }
 
 impl HostState {
     pub(crate) fn new(
         spec: Arc<FunctionSpec>,
-        publisher: Arc<dyn PublishSink>,
+        sinks: Sinks,
         max_payload: usize,
         capture_logs: bool,
     ) -> Self {
@@ -108,7 +111,7 @@ impl HostState {
             limits,
             log_target: format!("fn::{}", spec.name),
             spec,
-            publisher,
+            sinks,
             max_payload,
             memory: None,
             capture_logs,
@@ -169,11 +172,59 @@ impl HostState {
             payload: Bytes::copy_from_slice(payload),
             qos,
         };
-        match self.publisher.publish(message) {
+        match self.sinks.publish.publish(message) {
             Ok(()) => OK,
             Err(e @ (PublishRefused::NotConnected | PublishRefused::Backlog)) => self.refuse(
                 ERR_UNAVAILABLE,
                 &format!("publish to `{topic}` dropped: {e}"),
+            ),
+        }
+    }
+
+    fn forward(&mut self, topic: &[u8], payload: &[u8]) -> i32 {
+        let Ok(topic) = std::str::from_utf8(topic) else {
+            return self.refuse(ERR_INVALID, "forward topic is not valid UTF-8");
+        };
+        if let Err(e) = validate_topic_name(topic) {
+            return self.refuse(ERR_INVALID, &format!("forward to `{topic}` refused: {e}"));
+        }
+        if !any_matches(&self.spec.allow_forward, topic) {
+            let reason = format!("forward to `{topic}` denied: not in allow_forward");
+            return self.refuse(ERR_DENIED, &reason);
+        }
+        if payload.len() > self.max_payload {
+            let reason = format!(
+                "forward to `{topic}` refused: {} bytes is over max_payload ({})",
+                payload.len(),
+                self.max_payload
+            );
+            return self.refuse(ERR_TOO_LARGE, &reason);
+        }
+        self.call.publishes += 1;
+        if self.call.publishes > MAX_PUBLISHES {
+            return self.refuse(
+                ERR_LIMIT,
+                "more than 1000 publishes and forwards in one invocation",
+            );
+        }
+        let Some(sink) = self.sinks.forward.clone() else {
+            return self.refuse(
+                ERR_UNAVAILABLE,
+                &format!(
+                    "forward to `{topic}` dropped: {}",
+                    ForwardRefused::NoUpstream
+                ),
+            );
+        };
+        let origin = format!("fn:{}", self.spec.name);
+        match sink.forward(topic, payload, &origin) {
+            Ok(seq) => {
+                self.call.forward_seq = seq.max(self.call.forward_seq);
+                OK
+            }
+            Err(e) => self.refuse(
+                ERR_UNAVAILABLE,
+                &format!("forward to `{topic}` refused: {e}"),
             ),
         }
     }
@@ -308,6 +359,22 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
             let topic = guest_slice(data, topic_ptr, topic_len, "publish")?;
             let payload = guest_slice(data, payload_ptr, payload_len, "publish")?;
             Ok(state.publish(topic, payload, qos))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "forward",
+        |mut caller: Caller<'_, HostState>,
+         topic_ptr: i32,
+         topic_len: i32,
+         payload_ptr: i32,
+         payload_len: i32|
+         -> HostResult<i32> {
+            let memory = memory_of(&caller, "forward")?;
+            let (data, state) = memory.data_and_store_mut(&mut caller);
+            let topic = guest_slice(data, topic_ptr, topic_len, "forward")?;
+            let payload = guest_slice(data, payload_ptr, payload_len, "forward")?;
+            Ok(state.forward(topic, payload))
         },
     )?;
     linker.func_wrap(

@@ -31,13 +31,16 @@ pub enum InvokeError {
     /// A fresh instance could not be created (or `ledge_init` failed).
     #[error("instance failed to start: {0}")]
     Instantiate(String),
+    /// The function finished, but what it forwarded did not become durable.
+    #[error("{0}")]
+    NotDurable(String),
 }
 
 impl InvokeError {
     /// True if the instance that produced this error must not run again: it
     /// stopped mid-call, so its heap may be half-updated (docs/abi.md).
     pub fn poisons_instance(&self) -> bool {
-        !matches!(self, Self::Handler(_))
+        !matches!(self, Self::Handler(_) | Self::NotDurable(_))
     }
 
     /// A short stable name for logs and metrics.
@@ -49,6 +52,7 @@ impl InvokeError {
             Self::MemoryLimit(_) => "memory_limit",
             Self::Trap(_) => "trap",
             Self::Instantiate(_) => "instantiate",
+            Self::NotDurable(_) => "not_durable",
         }
     }
 }

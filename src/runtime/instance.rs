@@ -1,10 +1,12 @@
 //! One live wasm instance and the invocation loop that keeps it in bounds.
 //!
-//! The guest runs in fuel slices (`FUEL_SLICE`); between slices the host
-//! checks the wall clock and the fuel budget. A slice is a fraction of a
-//! millisecond on x86 and about a millisecond on a Pi 4 (research/tech.md
-//! §1a), which bounds how late a timeout fires.
+//! The guest runs in fuel slices; between slices the host checks the wall
+//! clock and the fuel budget. The slice size adapts to how fast this machine
+//! burns fuel (a Pi 4 is 3–6× slower than x86, a debug build 30× slower),
+//! aiming at about a millisecond per slice: that bounds how late a timeout
+//! fires without paying for a clock read every few instructions.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,10 +15,17 @@ use wasmi::{Memory, Store, TrapCode, TypedFunc, TypedResumableCall, WasmParams, 
 use super::abi::{HostState, LogLine};
 use super::{InvokeError, LoadedFunction};
 use crate::event::{unix_ms, Event};
-use crate::sinks::PublishSink;
+use crate::sinks::Sinks;
 
-/// Fuel per slice: ~0.25 ms of guest work on this x86 machine.
-const FUEL_SLICE: u64 = 1_000_000;
+/// Fuel per slice, shared by every instance in the process so what one
+/// instance learns about this machine's speed serves all. Starts small
+/// (~25 µs on x86, a few ms on the slowest boards) and grows.
+static SLICE_FUEL: AtomicU64 = AtomicU64::new(100_000);
+/// Bounds of the adaptive slice.
+const MIN_SLICE: u64 = 10_000;
+const MAX_SLICE: u64 = 50_000_000;
+/// The slice duration the adaptation aims for.
+const TARGET_SLICE: Duration = Duration::from_millis(1);
 /// Fuel for instantiation (data segments, a start function): a module whose
 /// start function loops must fail to instantiate, not hang the worker.
 const INSTANTIATE_FUEL: u64 = 200_000_000;
@@ -40,6 +49,8 @@ pub struct Outcome {
     pub logs: Vec<LogLine>,
     /// Lines over the per-invocation limit, dropped.
     pub logs_dropped: u32,
+    /// Highest spool seq the invocation forwarded, to wait on.
+    pub forward_seq: Option<u64>,
 }
 
 /// A warm instance of one function.
@@ -59,13 +70,13 @@ impl Instance {
     /// optional `ledge_init` export.
     pub fn new(
         function: &LoadedFunction,
-        publisher: Arc<dyn PublishSink>,
+        sinks: impl Into<Sinks>,
         capture_logs: bool,
         run_init: bool,
     ) -> Result<Self, InvokeError> {
         let spec = Arc::clone(&function.spec);
         let runtime = &function.runtime;
-        let state = HostState::new(spec, publisher, runtime.max_payload, capture_logs);
+        let state = HostState::new(spec, sinks.into(), runtime.max_payload, capture_logs);
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limits);
         let instantiate = |e: wasmi::Error| InvokeError::Instantiate(e.to_string());
@@ -142,6 +153,7 @@ impl Instance {
             fuel_used: self.fuel_used - fuel_before,
             logs: std::mem::take(&mut state.logs),
             logs_dropped: state.logs_dropped,
+            forward_seq: state.forward_seq,
         }
     }
 
@@ -165,6 +177,7 @@ impl Instance {
         call.log_lines = 0;
         call.logs_dropped = 0;
         call.publishes = 0;
+        call.forward_seq = None;
         call.logs.clear();
         self.fuel_left = state.spec.max_fuel;
     }
@@ -196,6 +209,7 @@ impl Instance {
         params: P,
     ) -> Result<R, InvokeError> {
         let mut slice = self.next_slice()?;
+        let mut slice_started = Instant::now();
         let mut call = func
             .call_resumable(&mut self.store, params)
             .map_err(|e| self.classify(e))?;
@@ -211,7 +225,10 @@ impl Instance {
                 }
                 TypedResumableCall::OutOfFuel(out_of_fuel) => {
                     self.account(slice);
-                    self.check_deadline()?;
+                    let now = Instant::now();
+                    self.adapt_slice(now - slice_started, slice);
+                    slice_started = now;
+                    self.check_deadline(now)?;
                     slice = self.next_slice()?;
                     // Dropping `out_of_fuel` on an early return above
                     // abandons the call; the instance is then replaced.
@@ -230,8 +247,8 @@ impl Instance {
                 let budget = self.store.data().spec.max_fuel.unwrap_or(0);
                 return Err(InvokeError::FuelExhausted(budget));
             }
-            Some(left) => left.min(FUEL_SLICE),
-            None => FUEL_SLICE,
+            Some(left) => left.min(SLICE_FUEL.load(Ordering::Relaxed)),
+            None => SLICE_FUEL.load(Ordering::Relaxed),
         };
         self.store
             .set_fuel(slice)
@@ -249,12 +266,23 @@ impl Instance {
         }
     }
 
-    fn check_deadline(&self) -> Result<(), InvokeError> {
+    /// Halves or doubles the slice when a full slice took far longer or
+    /// far shorter than the target.
+    fn adapt_slice(&self, took: Duration, slice: u64) {
+        let adapted = if took > TARGET_SLICE * 2 {
+            (slice / 2).max(MIN_SLICE)
+        } else if took < TARGET_SLICE / 2 {
+            (slice * 2).min(MAX_SLICE)
+        } else {
+            return;
+        };
+        SLICE_FUEL.store(adapted, Ordering::Relaxed);
+    }
+
+    fn check_deadline(&self, now: Instant) -> Result<(), InvokeError> {
         let state = self.store.data();
         match state.call.deadline {
-            Some(deadline) if Instant::now() >= deadline => {
-                Err(InvokeError::Timeout(state.spec.timeout))
-            }
+            Some(deadline) if now >= deadline => Err(InvokeError::Timeout(state.spec.timeout)),
             _ => Ok(()),
         }
     }

@@ -120,9 +120,10 @@ const REQUIRED_EXPORTS: [(&str, &[ValType], &[ValType]); 2] = [
 const INIT_EXPORT: (&str, &[ValType], &[ValType]) = ("ledge_init", &[], &[ValType::I32]);
 
 /// The `ledge_v1` imports a module may use.
-const KNOWN_IMPORTS: [&str; 7] = [
+const KNOWN_IMPORTS: [&str; 8] = [
     "log",
     "publish",
+    "forward",
     "env",
     "context",
     "context_int",

@@ -1,11 +1,15 @@
 //! Sinks: where a function's output goes.
 //!
-//! For now that is the local broker (`local`), best effort, and a capturing
-//! sink for `ledge invoke` and tests (`capture`). The durable path upstream
-//! (the spool) is a sink of its own kind, added with the spool.
+//! - `local`: the local broker, best effort (`publish`).
+//! - `spool`: durable delivery upstream through the spool (`forward`).
+//! - `capture`: keeps both in memory, for `ledge invoke` and tests.
 
 pub mod capture;
 pub mod local;
+pub mod spool;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -49,4 +53,43 @@ pub enum PublishRefused {
 /// runs on worker threads that must never wait on the network).
 pub trait PublishSink: Send + Sync {
     fn publish(&self, message: OutgoingMessage) -> Result<(), PublishRefused>;
+}
+
+/// Why a forward was not accepted. Nothing was stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardRefused {
+    #[error("no [upstream] is configured")]
+    NoUpstream,
+    #[error("{0}")]
+    Spool(String),
+}
+
+/// Accepts records for durable delivery upstream, without blocking.
+pub trait ForwardSink: Send + Sync {
+    /// Stores a record; returns the seq to wait on for durability, if any.
+    fn forward(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        origin: &str,
+    ) -> Result<Option<u64>, ForwardRefused>;
+
+    /// Waits until record `seq` is durable (false on timeout).
+    fn wait_durable(&self, seq: u64, timeout: Duration) -> Result<bool, String>;
+}
+
+/// Where one instance's output goes.
+#[derive(Clone)]
+pub struct Sinks {
+    pub publish: Arc<dyn PublishSink>,
+    pub forward: Option<Arc<dyn ForwardSink>>,
+}
+
+impl<T: PublishSink + ForwardSink + 'static> From<Arc<T>> for Sinks {
+    fn from(sink: Arc<T>) -> Self {
+        Self {
+            publish: sink.clone(),
+            forward: Some(sink),
+        }
+    }
 }

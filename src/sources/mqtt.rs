@@ -1,18 +1,38 @@
-//! MQTT messages from the local broker → events.
+//! MQTT messages from the local broker → events, and `[[forward]]` rules →
+//! spool records.
 //!
 //! The connection itself lives in `crate::mqtt`; this is what ledge does
-//! with each message that arrives on it.
+//! with each message that arrives on it. When forward rules exist the link
+//! runs with a persistent session and manual acknowledgements: a message a
+//! rule matches is acknowledged to the broker only once its spool record is
+//! durable, so a kill -9 between receipt and append loses nothing (the
+//! broker redelivers).
+//!
+//! MQTT 3.1.1 §4.6 requires QoS 1 acknowledgements in the order the
+//! messages arrived (rumqttd disconnects a client that breaks it), so every
+//! acknowledgement goes through one FIFO task: a message waits for its own
+//! record and for every message before it. Records become durable in seq
+//! order, so this costs no extra waiting.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use rumqttc::Publish;
+use rumqttc::{AsyncClient, Publish, QoS};
+use tokio::sync::mpsc;
 
+use crate::config::ForwardRule;
 use crate::dispatch::Dispatcher;
 use crate::event::{Event, EventSource};
+use crate::sinks::spool::SpoolSink;
 
-/// Turns incoming publishes into events, enforcing `max_payload`.
+/// Turns incoming publishes into events and forwarded records.
 pub struct MqttSource {
-    max_payload: usize,
+    pub max_payload: usize,
+    pub forwards: Vec<ForwardRule>,
+    pub spool: Option<Arc<SpoolSink>>,
+    /// Set when the link acknowledges messages itself (forward rules exist):
+    /// messages in arrival order, with the spool seq each must wait for.
+    pub acks: Option<mpsc::UnboundedSender<(Publish, Option<u64>)>>,
     /// Messages rejected for size, for the log and for tests.
     pub oversized: AtomicU64,
 }
@@ -21,8 +41,16 @@ impl MqttSource {
     pub fn new(max_payload: usize) -> Self {
         Self {
             max_payload,
+            forwards: Vec::new(),
+            spool: None,
+            acks: None,
             oversized: AtomicU64::new(0),
         }
+    }
+
+    /// True if the link must use a persistent session and manual acks.
+    pub fn needs_manual_acks(forwards: &[ForwardRule]) -> bool {
+        !forwards.is_empty()
     }
 
     /// Routes one message; oversized ones are logged and dropped before any
@@ -37,9 +65,77 @@ impl MqttSource {
                 publish.payload.len(),
                 self.max_payload
             );
+            self.ack_now(&publish);
             return;
         }
-        let event = Event::new(EventSource::Mqtt, publish.topic, publish.payload);
+        let durable_seq = self.forward(&publish);
+        let event = Event::new(
+            EventSource::Mqtt,
+            publish.topic.clone(),
+            publish.payload.clone(),
+        );
         dispatcher.submit(event);
+        self.ack(publish, durable_seq);
+    }
+
+    /// Appends the message for every matching forward rule; returns the
+    /// highest seq to wait for.
+    fn forward(&self, publish: &Publish) -> Option<u64> {
+        let sink = self.spool.as_ref()?;
+        let mut last = None;
+        for rule in self
+            .forwards
+            .iter()
+            .filter(|r| r.filter.matches(&publish.topic))
+        {
+            let topic = rule
+                .to
+                .clone()
+                .unwrap_or_else(|| sink.upstream_topic(&publish.topic));
+            let origin = format!("bridge:{}", publish.topic);
+            match sink.append(topic, &publish.payload, &origin) {
+                Ok(seq) => last = Some(seq),
+                // The spool counted and logged the refusal; the message is
+                // acknowledged so the local link does not stall on it.
+                Err(e) => {
+                    log::debug!(target: "ledge::mqtt", "message on `{}` not forwarded: {e}", publish.topic)
+                }
+            }
+        }
+        last
+    }
+
+    fn ack_now(&self, publish: &Publish) {
+        self.ack(publish.clone(), None);
+    }
+
+    fn ack(&self, publish: Publish, durable_seq: Option<u64>) {
+        if publish.qos == QoS::AtMostOnce {
+            return;
+        }
+        if let Some(acks) = &self.acks {
+            let _ = acks.send((publish, durable_seq));
+        }
+    }
+}
+
+/// Acknowledges messages in arrival order, each once its record (if any) is
+/// durable. Ends when the source is dropped. If the spool fails, the
+/// remaining messages stay unacknowledged and the broker redelivers them
+/// after the next reconnect.
+pub async fn acknowledge_in_order(
+    client: AsyncClient,
+    spool: Option<Arc<SpoolSink>>,
+    mut queue: mpsc::UnboundedReceiver<(Publish, Option<u64>)>,
+) {
+    while let Some((publish, seq)) = queue.recv().await {
+        if let (Some(seq), Some(sink)) = (seq, &spool) {
+            if sink.spool().durable(seq).await.is_err() {
+                return;
+            }
+        }
+        if client.ack(&publish).await.is_err() {
+            return;
+        }
     }
 }

@@ -80,7 +80,7 @@ use std::time::Duration;
 
 pub use frame::Kind;
 pub use reader::{Reader, Record};
-pub use recovery::{inspect, verify, Inspection, VerifyReport};
+pub use recovery::{inspect, list_segments as recovery_list, verify, Inspection, VerifyReport};
 pub use writer::{AppendError, Counters, Spool, SpoolError};
 
 /// When the syncer calls `fdatasync`.

@@ -175,7 +175,7 @@ fn random_u64() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 40)
 }
 
-pub(crate) fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+pub fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         if let Some(base) = segment::parse_name(&entry?.file_name().to_string_lossy()) {

@@ -1,0 +1,246 @@
+//! Upstream sync: delivers the spool to the upstream broker, in seq order,
+//! at least once, and moves the spool's `uplink` cursor only over what
+//! upstream confirmed.
+//!
+//! One task owns the upstream MQTT 5 connection. Each connection attempt
+//! gets a fresh rumqttc client and event loop: rumqttc keeps unconfirmed
+//! publishes only in memory and drops them silently when the broker has no
+//! session (research/tech.md §2), so nothing is left in its queues between
+//! attempts. After any disconnect the reader rewinds to the confirmed cursor
+//! and re-sends from there; upstream drops duplicates by (device, epoch,
+//! seq). Reconnects back off exponentially with jitter, capped at 10 s.
+//!
+//! A PUBACK with a failure reason (not authorised, quota exceeded) is not a
+//! confirmation: the connection is restarted and the records re-sent, with
+//! the reason in the log, so a misconfigured broker never makes ledge skip
+//! data.
+
+mod acks;
+pub mod message;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::Outgoing;
+use tokio::sync::watch;
+
+use crate::config::UpstreamPlan;
+use crate::mqtt::Backoff;
+use crate::spool::{Reader, Spool};
+use acks::InFlight;
+use message::Stamp;
+
+/// The cursor name the uplink reads with.
+pub const CURSOR: &str = "uplink";
+/// Records read from the spool per round.
+const READ_BATCH: usize = 500;
+
+/// What `ledge status` shows about the uplink.
+#[derive(Debug, Default)]
+pub struct UplinkStatus {
+    pub connected: AtomicBool,
+    /// Messages published (including re-sends).
+    pub messages_sent: AtomicU64,
+    /// Highest seq upstream confirmed.
+    pub confirmed_seq: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+pub struct Uplink {
+    pub plan: UpstreamPlan,
+    pub device: String,
+    pub spool: Arc<Spool>,
+    pub status: Arc<UplinkStatus>,
+}
+
+/// Why a connection ended.
+enum End {
+    Shutdown,
+    Failed(String),
+}
+
+impl Uplink {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut reader = Some(self.spool.reader(CURSOR));
+        let mut backoff = Backoff::default();
+        let address = format!("{}:{}", self.plan.host, self.plan.port);
+        loop {
+            let (client, eventloop) =
+                AsyncClient::new(self.options(), self.plan.max_inflight * 2 + READ_BATCH + 8);
+            let end = self
+                .session(&client, eventloop, &mut reader, &mut backoff, &mut shutdown)
+                .await;
+            self.status.connected.store(false, Ordering::Release);
+            match end {
+                End::Shutdown => return,
+                End::Failed(reason) => {
+                    let delay = backoff.next_delay();
+                    self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+                    if backoff.attempts == 1 {
+                        log::warn!(target: "ledge::uplink", "upstream {address}: {reason}; retrying with backoff");
+                    } else {
+                        log::debug!(target: "ledge::uplink", "upstream {address}: {reason}; retry in {}ms", delay.as_millis());
+                    }
+                    *self
+                        .status
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                    let confirmed = self.spool.cursor(CURSOR).unwrap_or(0);
+                    if let Some(reader) = reader.as_mut() {
+                        reader.rewind_to(confirmed);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn options(&self) -> MqttOptions {
+        let mut options = MqttOptions::new(
+            self.plan.client_id.clone(),
+            self.plan.host.clone(),
+            self.plan.port,
+        );
+        options.set_keep_alive(self.plan.keep_alive);
+        options.set_clean_start(true);
+        options.set_max_packet_size(Some(16 << 20));
+        options.set_connection_timeout(10);
+        if let Some(user) = &self.plan.username {
+            let password = self
+                .plan
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default();
+            options.set_credentials(user.clone(), password);
+        }
+        options
+    }
+
+    async fn session(
+        &self,
+        client: &AsyncClient,
+        mut eventloop: EventLoop,
+        reader: &mut Option<Reader>,
+        backoff: &mut Backoff,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        // Connect first: nothing is queued before the CONNACK.
+        loop {
+            tokio::select! {
+                event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        if ack.code != rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success {
+                            return End::Failed(format!("connection refused: {:?}", ack.code));
+                        }
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return End::Failed(e.to_string()),
+                },
+                _ = shutdown.changed() => return End::Shutdown,
+            }
+        }
+        backoff.reset();
+        self.status.connected.store(true, Ordering::Release);
+        log::info!(target: "ledge::uplink", "connected to upstream {}:{}", self.plan.host, self.plan.port);
+        let stamp = Stamp {
+            device: &self.device,
+            epoch: self.spool.epoch(),
+            prefix: &self.plan.topic_prefix,
+        };
+        let mut inflight = InFlight::default();
+        let mut durable = self.spool.subscribe();
+        let mut caught_up = false;
+        loop {
+            if !caught_up && inflight.len() < self.plan.max_inflight {
+                match self.send_more(client, reader, &stamp, &mut inflight).await {
+                    Ok(sent) => caught_up = sent == 0,
+                    Err(reason) => return End::Failed(reason),
+                }
+                continue;
+            }
+            tokio::select! {
+                event = eventloop.poll() => match event {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.written(pkid),
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                            return End::Failed(format!("upstream refused a message: {:?}", ack.reason));
+                        }
+                        if let Some(seq) = inflight.acked(ack.pkid) {
+                            self.spool.ack(CURSOR, seq);
+                            self.status.confirmed_seq.store(seq, Ordering::Relaxed);
+                            caught_up = false;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => return End::Failed(e.to_string()),
+                },
+                changed = durable.changed(), if caught_up => {
+                    if changed.is_err() {
+                        return End::Shutdown;
+                    }
+                    caught_up = false;
+                }
+                _ = shutdown.changed() => {
+                    let _ = client.try_disconnect();
+                    return End::Shutdown;
+                }
+            }
+        }
+    }
+
+    /// Reads the next durable records and hands their messages to the
+    /// client; returns how many records were read.
+    async fn send_more(
+        &self,
+        client: &AsyncClient,
+        reader: &mut Option<Reader>,
+        stamp: &Stamp<'_>,
+        inflight: &mut InFlight,
+    ) -> Result<usize, String> {
+        let Some(mut taken) = reader.take() else {
+            return Err("spool reader lost".to_owned());
+        };
+        let (returned, read) = tokio::task::spawn_blocking(move || {
+            let batch = taken.next_batch(READ_BATCH, 1 << 20);
+            (taken, batch)
+        })
+        .await
+        .map_err(|e| format!("spool read panicked: {e}"))?;
+        *reader = Some(returned);
+        let records = read.map_err(|e| format!("cannot read the spool: {e}"))?;
+        for message in message::build(&records, stamp) {
+            let properties = PublishProperties {
+                user_properties: message.properties,
+                ..PublishProperties::default()
+            };
+            client
+                .try_publish_with_properties(
+                    message.topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    message.payload,
+                    properties,
+                )
+                .map_err(|e| format!("cannot queue a publish: {e}"))?;
+            inflight.queued(message.last_seq);
+            self.status.messages_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(records.len())
+    }
+}
+
+/// Time to wait between reconnects is in `Backoff`; this bounds a
+/// graceful stop.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(2);
