@@ -26,6 +26,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod event;
 pub mod logging;
@@ -36,5 +37,6 @@ pub mod runtime;
 pub mod sinks;
 pub mod sources;
 pub mod spool;
+pub mod telemetry;
 pub mod topic;
 pub mod uplink;

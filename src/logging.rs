@@ -9,9 +9,61 @@
 //! rumqttd's own logging is off unless the filter names it: it logs every
 //! packet at error level through tracing spans.
 
+use std::cell::Cell;
 use std::io::Write;
+use std::sync::OnceLock;
 
 const DEFAULT_FILTER: &str = "info";
+
+/// Where ledge's own warnings and errors are shipped (upstream, via the
+/// spool), once a node with an upstream is running.
+type Shipper = Box<dyn Fn(&log::Record<'_>) + Send + Sync>;
+static SHIPPER: OnceLock<Shipper> = OnceLock::new();
+
+thread_local! {
+    /// Set while shipping a record, so shipping never ships itself.
+    static SHIPPING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs the shipper; warnings and errors logged after this go upstream
+/// too (except the spool's and uplink's own, which would feed back).
+pub fn set_shipper(shipper: Shipper) {
+    let _ = SHIPPER.set(shipper);
+}
+
+/// env_logger for the terminal and journal, plus shipping.
+struct Tee {
+    inner: env_logger::Logger,
+}
+
+impl log::Log for Tee {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner.enabled(metadata) || metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.inner.matches(record) {
+            self.inner.log(record);
+        }
+        let target = record.target();
+        let shippable = record.level() <= log::Level::Warn
+            && target.starts_with("ledge")
+            && !target.starts_with("ledge::spool")
+            && !target.starts_with("ledge::uplink");
+        if let (true, Some(ship)) = (shippable, SHIPPER.get()) {
+            SHIPPING.with(|busy| {
+                if !busy.replace(true) {
+                    ship(record);
+                    busy.set(false);
+                }
+            });
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
 /// rumqttd logs through tracing; its spans arrive as `tracing::span` records.
 const QUIET_DEPENDENCIES: &str = "rumqttd=off,tracing::span=off,rumqttc=warn";
 
@@ -47,7 +99,11 @@ pub fn init(config_filter: Option<&str>) {
                 )
             }
         });
-    let _ = builder.try_init();
+    let inner = builder.build();
+    let max = inner.filter().max(log::LevelFilter::Warn);
+    if log::set_boxed_logger(Box::new(Tee { inner })).is_ok() {
+        log::set_max_level(max);
+    }
 }
 
 fn syslog_priority(level: log::Level) -> u8 {

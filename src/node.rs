@@ -21,10 +21,11 @@ use crate::mqtt::LinkState;
 use crate::runtime::{LoadedFunction, Runtime};
 use crate::sinks::local::{self, LocalPublisher};
 use crate::sinks::spool::SpoolSink;
-use crate::sinks::{ForwardSink, PublishSink, Sinks};
+use crate::sinks::{ForwardSink, LogSink, PublishSink, Sinks};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::{schedule, sensor};
 use crate::spool::Spool;
+use crate::telemetry::StatusSources;
 use crate::topic::TopicFilter;
 use crate::uplink::{Uplink, UplinkStatus};
 
@@ -110,6 +111,7 @@ impl Node {
             (Some(spool), Some(upstream)) => Some(Arc::new(SpoolSink::new(
                 Arc::clone(spool),
                 &upstream.topic_prefix,
+                upstream.ship_logs,
             ))),
             _ => None,
         };
@@ -122,7 +124,13 @@ impl Node {
         let sinks = Sinks {
             publish: Arc::clone(&publisher),
             forward: spool_sink.clone().map(|s| s as Arc<dyn ForwardSink>),
+            logs: spool_sink.clone().map(|s| s as Arc<dyn LogSink>),
         };
+        if let (Some(sink), Some(upstream)) = (&spool_sink, &plan.upstream) {
+            if upstream.ship_logs.is_some() {
+                crate::telemetry::ship_own_logs(Arc::clone(sink));
+            }
+        }
         let workers = dispatcher
             .spawn_workers(&functions, &sinks)
             .map_err(NodeError::Threads)?;
@@ -130,13 +138,17 @@ impl Node {
         let (stop_sources, sources_stopped) = watch::channel(false);
         let (stop_links, links_stopped) = watch::channel(false);
         let pump = tokio::spawn(local::pump(outgoing, client.clone()));
-        let uplink = match (&spool, &plan.upstream) {
-            (Some(spool), Some(upstream)) => {
+        let uplink_status = plan
+            .upstream
+            .as_ref()
+            .map(|_| Arc::new(UplinkStatus::default()));
+        let uplink = match (&spool, &plan.upstream, &uplink_status) {
+            (Some(spool), Some(upstream), Some(status)) => {
                 let uplink = Uplink {
                     plan: upstream.clone(),
                     device: plan.device.id.clone(),
                     spool: Arc::clone(spool),
-                    status: Arc::new(UplinkStatus::default()),
+                    status: Arc::clone(status),
                 };
                 Some(tokio::spawn(uplink.run(links_stopped.clone())))
             }
@@ -173,6 +185,35 @@ impl Node {
             &sources_stopped,
             &mut sources,
         );
+        let status = Arc::new(StatusSources {
+            device: plan.device.id.clone(),
+            started: std::time::Instant::now(),
+            dispatcher: Arc::clone(&dispatcher),
+            link: Arc::clone(&link_state),
+            spool: spool.clone(),
+            uplink: uplink_status,
+        });
+        if let Some(spool) = &spool {
+            sources.spawn(crate::telemetry::ship_metrics(
+                Arc::clone(&status),
+                Arc::clone(spool),
+                plan.metrics_interval,
+                sources_stopped.clone(),
+            ));
+        }
+        let socket = crate::control::socket_path(&plan.device.data_dir);
+        match crate::control::bind(&socket) {
+            Ok(listener) => {
+                sources.spawn(crate::control::serve(
+                    listener,
+                    status,
+                    sources_stopped.clone(),
+                ));
+            }
+            Err(e) => {
+                log::warn!(target: "ledge::control", "no control socket at {}: {e}; `ledge status` will not reach this ledge", socket.display())
+            }
+        }
 
         let enabled = functions.iter().filter(|f| f.is_some()).count();
         log::info!(

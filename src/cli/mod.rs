@@ -8,6 +8,7 @@ mod check;
 mod invoke;
 mod run;
 mod spool;
+mod status;
 
 use std::path::PathBuf;
 
@@ -65,6 +66,19 @@ pub enum Command {
         #[arg(long)]
         topic: Option<String>,
         /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running ledge how it is: links, spool, functions.
+    Status {
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
+        /// Print the status document as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -152,6 +166,7 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             topic,
             json,
         }),
+        Command::Status { config, json } => status::status(&config, json),
         Command::Spool {
             action,
             config,

@@ -135,8 +135,18 @@ impl HostState {
         let message = truncated_text(bytes, MAX_LOG_LINE);
         if self.capture_logs {
             self.call.logs.push(LogLine { level, message });
-        } else {
-            log::log!(target: &self.log_target, level, "[{}] {}", self.call.request_id, message);
+            return;
+        }
+        log::log!(target: &self.log_target, level, "[{}] {}", self.call.request_id, message);
+        if let Some(ship) = &self.sinks.logs {
+            let spec = &self.spec;
+            ship.function_line(
+                level,
+                &spec.name,
+                &spec.version,
+                &self.call.request_id,
+                &message,
+            );
         }
     }
 

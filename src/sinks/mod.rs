@@ -78,11 +78,26 @@ pub trait ForwardSink: Send + Sync {
     fn wait_durable(&self, seq: u64, timeout: Duration) -> Result<bool, String>;
 }
 
+/// Ships function log lines upstream (through the spool).
+pub trait LogSink: Send + Sync {
+    /// True if lines at `level` are shipped at all.
+    fn ships(&self, level: log::Level) -> bool;
+    fn function_line(
+        &self,
+        level: log::Level,
+        function: &str,
+        version: &str,
+        request_id: &str,
+        message: &str,
+    );
+}
+
 /// Where one instance's output goes.
 #[derive(Clone)]
 pub struct Sinks {
     pub publish: Arc<dyn PublishSink>,
     pub forward: Option<Arc<dyn ForwardSink>>,
+    pub logs: Option<Arc<dyn LogSink>>,
 }
 
 impl<T: PublishSink + ForwardSink + 'static> From<Arc<T>> for Sinks {
@@ -90,6 +105,7 @@ impl<T: PublishSink + ForwardSink + 'static> From<Arc<T>> for Sinks {
         Self {
             publish: sink.clone(),
             forward: Some(sink),
+            logs: None,
         }
     }
 }

@@ -4,22 +4,45 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ForwardRefused, ForwardSink};
-use crate::spool::body::{self, EventBody};
+use super::{ForwardRefused, ForwardSink, LogSink};
+use crate::spool::body::{self, EventBody, LogBody};
 use crate::spool::{Kind, Spool};
 
 pub struct SpoolSink {
     spool: Arc<Spool>,
     /// `<prefix>/events/` for relative topics.
     events_prefix: String,
+    /// Lowest level of log lines shipped; `None` ships none.
+    ship_logs: Option<log::Level>,
 }
 
 impl SpoolSink {
-    pub fn new(spool: Arc<Spool>, topic_prefix: &str) -> Self {
+    pub fn new(spool: Arc<Spool>, topic_prefix: &str, ship_logs: Option<log::Level>) -> Self {
         Self {
             spool,
             events_prefix: format!("{topic_prefix}/events/"),
+            ship_logs,
         }
+    }
+
+    /// Appends a log line record. Never logs about its own failure (the
+    /// spool counts refusals), so shipping can not feed on itself.
+    pub fn log_line(
+        &self,
+        level: log::Level,
+        source: &str,
+        version: &str,
+        request_id: &str,
+        message: &str,
+    ) {
+        let record = body::encode(&LogBody::V1 {
+            level: level as u8,
+            source: source.to_owned(),
+            version: version.to_owned(),
+            request_id: request_id.to_owned(),
+            message: message.to_owned(),
+        });
+        let _ = self.spool.append(Kind::Log, &record);
     }
 
     /// The upstream topic for a local one: `<prefix>/events/<topic>`.
@@ -64,5 +87,30 @@ impl ForwardSink for SpoolSink {
         self.spool
             .wait_durable(seq, timeout)
             .map_err(|e| e.to_string())
+    }
+}
+
+impl LogSink for SpoolSink {
+    fn ships(&self, level: log::Level) -> bool {
+        self.ship_logs.is_some_and(|lowest| level <= lowest)
+    }
+
+    fn function_line(
+        &self,
+        level: log::Level,
+        function: &str,
+        version: &str,
+        request_id: &str,
+        message: &str,
+    ) {
+        if self.ships(level) {
+            self.log_line(
+                level,
+                &format!("fn:{function}"),
+                version,
+                request_id,
+                message,
+            );
+        }
     }
 }

@@ -156,7 +156,10 @@ impl Reader {
             return Ok(false);
         };
         if self.next < first {
-            self.skip_to(first, "deleted before delivery");
+            self.skip_to(
+                first,
+                "no longer in the spool: confirmed before a restart, or dropped when full",
+            );
         }
         let Some(&base) = bases.iter().rev().find(|&&b| b <= self.next) else {
             return Ok(false);

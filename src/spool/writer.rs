@@ -732,6 +732,7 @@ impl Syncer {
                 .map(|(name, c)| (name.clone(), c.acked))
                 .collect()
         };
+        let mut persisted_all = true;
         for (name, seq) in moved {
             match cursor::persist(&self.shared.dir, &name, seq) {
                 Ok(()) => {
@@ -740,19 +741,26 @@ impl Syncer {
                     }
                 }
                 Err(e) => {
-                    log::warn!(target: "ledge::spool", "{}: cannot save cursor {name}: {e}", self.shared.dir.display())
+                    persisted_all = false;
+                    log::warn!(target: "ledge::spool", "{}: cannot save cursor {name}: {e}", self.shared.dir.display());
                 }
             }
         }
-        self.reclaim();
+        // Normally a segment goes only once the cursor past it is on disk.
+        // If the cursor cannot be written (the disk is full), segments that
+        // upstream confirmed are deleted anyway: that is the only way space
+        // comes back, and a crash before the cursor is saved then costs
+        // nothing but a log line about records already delivered.
+        self.reclaim(persisted_all);
         self.roll_if_old();
     }
 
-    fn reclaim(&mut self) {
+    fn reclaim(&mut self, by_persisted_cursor: bool) {
         let mut deleted = false;
+        let mut freed = 0;
         loop {
             let mut state = self.shared.lock();
-            let Some(confirmed) = state.min_cursor(true) else {
+            let Some(confirmed) = state.min_cursor(by_persisted_cursor) else {
                 break;
             };
             if state.segments.len() < 2 || state.segments[1].base - 1 > confirmed {
@@ -765,9 +773,24 @@ impl Syncer {
                 log::warn!(target: "ledge::spool", "cannot delete {}: {e}", path.display());
             }
             deleted = true;
+            freed += spent.bytes;
         }
         if deleted {
             let _ = sync_dir(&self.shared.dir);
+            self.space_returned(freed);
+        }
+    }
+
+    /// After freeing space with nothing left to write, the disk-full state
+    /// ends here: no write will come to end it (under `reject` appends are
+    /// refused while it lasts). If the disk is still full, the next write
+    /// says so and the state returns.
+    fn space_returned(&self, freed: u64) {
+        let mut state = self.shared.lock();
+        if state.pending.is_empty() {
+            if let Some(since) = state.disk_full_since.take() {
+                log::info!(target: "ledge::spool", "{}: {freed} bytes reclaimed after {}s of full disk; accepting records again", self.shared.dir.display(), since.elapsed().as_secs());
+            }
         }
     }
 
