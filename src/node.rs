@@ -91,6 +91,9 @@ struct Node {
     link_state: Arc<LinkState>,
     uplink: Option<tokio::task::JoinHandle<()>>,
     spool: Option<Arc<Spool>>,
+    /// Feeders of durable triggers; they finish once the workers have.
+    feeders: JoinSet<()>,
+    durable: Vec<Arc<Spool>>,
 }
 
 impl Node {
@@ -105,7 +108,8 @@ impl Node {
         let runtime =
             Runtime::new(plan.broker.max_payload).map_err(|e| NodeError::Runtime(e.to_string()))?;
         let functions = load_functions(&runtime, &plan);
-        let dispatcher = Arc::new(Dispatcher::new(&plan, &functions));
+        let durable = open_durable_spools(&plan)?;
+        let dispatcher = Arc::new(Dispatcher::new(&plan, &functions, durable.clone()));
         let spool = open_uplink_spool(&plan)?;
         let spool_sink = match (&spool, &plan.upstream) {
             (Some(spool), Some(upstream)) => Some(Arc::new(SpoolSink::new(
@@ -117,7 +121,7 @@ impl Node {
         };
 
         let link_state = Arc::new(LinkState::default());
-        let persistent = MqttSource::needs_manual_acks(&plan.forwards);
+        let persistent = MqttSource::needs_manual_acks(&plan);
         let (client, eventloop) = crate::mqtt::connect(&plan.broker, persistent);
         let (publisher, outgoing) = LocalPublisher::new(Arc::clone(&link_state));
         let publisher: Arc<dyn PublishSink> = Arc::new(publisher);
@@ -162,7 +166,6 @@ impl Node {
             mqtt.acks = Some(acks);
             tokio::spawn(crate::sources::mqtt::acknowledge_in_order(
                 client.clone(),
-                spool_sink,
                 queue,
             ));
         }
@@ -185,6 +188,17 @@ impl Node {
             &sources_stopped,
             &mut sources,
         );
+        let mut feeders = JoinSet::new();
+        for (function, spool) in durable.iter().enumerate() {
+            if let Some(spool) = spool {
+                feeders.spawn(crate::dispatch::feed(
+                    Arc::clone(&dispatcher),
+                    function,
+                    Arc::clone(spool),
+                    sources_stopped.clone(),
+                ));
+            }
+        }
         let status = Arc::new(StatusSources {
             device: plan.device.id.clone(),
             started: std::time::Instant::now(),
@@ -239,6 +253,8 @@ impl Node {
             link_state,
             uplink,
             spool,
+            feeders,
+            durable: durable.into_iter().flatten().collect(),
         })
     }
 
@@ -247,6 +263,13 @@ impl Node {
         while self.sources.join_next().await.is_some() {}
         self.dispatcher.close();
         drain_workers(&self.dispatcher, self.workers).await;
+        let _ = tokio::time::timeout(DISCONNECT_DEADLINE, async {
+            while self.feeders.join_next().await.is_some() {}
+        })
+        .await;
+        for spool in &self.durable {
+            spool.close();
+        }
         // Workers and sources are gone; dropping the last publisher lets the
         // pump finish once every queued publish is handed to the client.
         drop(self.publisher);
@@ -262,6 +285,25 @@ impl Node {
         }
         log_summary(&self.dispatcher, &self.link_state);
     }
+}
+
+/// One spool stream per function with a durable trigger, `fn-<name>`.
+fn open_durable_spools(plan: &Plan) -> Result<Vec<Option<Arc<Spool>>>, NodeError> {
+    plan.functions
+        .iter()
+        .enumerate()
+        .map(|(id, spec)| {
+            if !plan.routes.iter().any(|r| r.function == id && r.durable) {
+                return Ok(None);
+            }
+            let dir = crate::spool::stream_dir(&plan.device.data_dir, &format!("fn-{}", spec.name));
+            let spool = Spool::open(&dir, plan.spool.clone())?;
+            let (_, next) = spool.seq_range();
+            let waiting = next.saturating_sub(1).saturating_sub(spool.cursor(crate::dispatch::DURABLE_CURSOR).unwrap_or(0));
+            log::info!(target: "ledge::spool", "durable trigger stream {} open; {waiting} events from before the restart run again", dir.display());
+            Ok(Some(Arc::new(spool)))
+        })
+        .collect()
 }
 
 fn open_uplink_spool(plan: &Plan) -> Result<Option<Arc<Spool>>, NodeError> {
@@ -318,6 +360,7 @@ fn start_sources(
                 function: route.function,
                 every: *every,
                 payload: payload.clone(),
+                durable: route.durable,
             };
             tasks.spawn(schedule::run(
                 schedule,

@@ -69,7 +69,32 @@ fn print_plan(plan: &Plan, loaded: &[Option<LoadedFunction>]) {
     println!("\nroutes");
     for route in &plan.routes {
         let target = &plan.functions[route.function].name;
-        println!("  {:<36} -> {target}", route.source.to_string());
+        let durable = if route.durable { " (durable)" } else { "" };
+        println!("  {:<36} -> {target}{durable}", route.source.to_string());
+    }
+    for rule in &plan.forwards {
+        let to = rule.to.as_deref().unwrap_or("<prefix>/events/<topic>");
+        println!(
+            "  {:<36} -> upstream {to}",
+            format!("forward {}", rule.filter)
+        );
+    }
+    if let Some(upstream) = &plan.upstream {
+        let tls = if upstream.tls.is_some() {
+            "mqtts"
+        } else {
+            "mqtt"
+        };
+        println!(
+            "\nupstream  {tls}://{}:{} as {}, prefix {}, spool fsync {}, max {} ({})",
+            upstream.host,
+            upstream.port,
+            upstream.client_id,
+            upstream.topic_prefix,
+            plan.spool.fsync,
+            format_size(plan.spool.max_bytes),
+            plan.spool.on_full.as_str()
+        );
     }
     if !plan.sensors.is_empty() {
         println!("\nsensors");

@@ -7,9 +7,12 @@
 //! copy of the event (counted, logged at a limited rate); the other
 //! functions still get theirs.
 
+mod durable;
 pub mod queue;
 pub mod request_id;
 mod worker;
+
+pub use durable::{feed, CURSOR as DURABLE_CURSOR};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +25,7 @@ use crate::event::{Event, EventSource};
 use crate::metrics::FunctionMetrics;
 use crate::runtime::LoadedFunction;
 use crate::sinks::Sinks;
+use crate::spool::Spool;
 use crate::topic::TopicFilter;
 use queue::{EventQueue, PushError};
 
@@ -29,6 +33,22 @@ use queue::{EventQueue, PushError};
 pub struct Job {
     pub event: Arc<Event>,
     pub enqueued_at: Instant,
+    /// For an event from a durable trigger: whom to tell when it was run.
+    pub receipt: Option<Receipt>,
+}
+
+/// Tells a durable trigger's feeder that the record `seq` has been run (its
+/// invocation finished, successfully or not). A job dropped unrun sends
+/// nothing, so the record runs again after a restart.
+pub struct Receipt {
+    pub seq: u64,
+    pub done: tokio::sync::mpsc::UnboundedSender<u64>,
+}
+
+/// A record some source must wait on before acknowledging its input.
+pub struct Durable {
+    pub spool: Arc<Spool>,
+    pub seq: u64,
 }
 
 /// A function as the dispatcher sees it.
@@ -39,13 +59,16 @@ struct Slot {
     metrics: Arc<FunctionMetrics>,
     /// When a throttle was last logged, to limit the log to one line a second.
     last_throttle_log_ms: AtomicU64,
+    /// The function's own spool stream, if any of its triggers is durable.
+    durable: Option<Arc<Spool>>,
 }
 
-/// The routing table, compiled from the config's triggers.
+/// The routing table, compiled from the config's triggers: (function,
+/// durable) per route.
 #[derive(Default)]
 struct Routes {
-    mqtt: Vec<(TopicFilter, FunctionId)>,
-    sensor: HashMap<String, Vec<FunctionId>>,
+    mqtt: Vec<(TopicFilter, FunctionId, bool)>,
+    sensor: HashMap<String, Vec<(FunctionId, bool)>>,
 }
 
 pub struct Dispatcher {
@@ -56,33 +79,42 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Builds the routing table and one queue per enabled function.
-    /// `functions[i]` is `Some` if function `i` of the plan loaded.
-    pub fn new(plan: &Plan, functions: &[Option<LoadedFunction>]) -> Self {
+    /// `functions[i]` is `Some` if function `i` of the plan loaded;
+    /// `durable[i]` is function `i`'s spool stream for durable triggers.
+    pub fn new(
+        plan: &Plan,
+        functions: &[Option<LoadedFunction>],
+        durable: Vec<Option<Arc<Spool>>>,
+    ) -> Self {
         let slots = plan
             .functions
             .iter()
             .zip(functions)
-            .map(|(spec, loaded)| Slot {
+            .zip(durable.into_iter().chain(std::iter::repeat(None)))
+            .map(|((spec, loaded), durable)| Slot {
                 name: spec.name.clone(),
                 queue: loaded
                     .as_ref()
                     .map(|_| Arc::new(EventQueue::new(spec.queue_size))),
                 metrics: Arc::default(),
                 last_throttle_log_ms: AtomicU64::new(0),
+                durable,
             })
             .collect();
         let mut routes = Routes::default();
         for route in &plan.routes {
             match &route.source {
                 TriggerSource::Mqtt { filter } => {
-                    routes.mqtt.push((filter.clone(), route.function))
+                    routes
+                        .mqtt
+                        .push((filter.clone(), route.function, route.durable))
                 }
                 TriggerSource::Sensor { sensor } => routes
                     .sensor
                     .entry(sensor.clone())
                     .or_default()
-                    .push(route.function),
-                // Schedules know their function; they call `submit_to`.
+                    .push((route.function, route.durable)),
+                // Schedules know their function; they call `submit_routed`.
                 TriggerSource::Schedule { .. } => {}
             }
         }
@@ -111,37 +143,78 @@ impl Dispatcher {
     /// The MQTT topic filters the local link must subscribe to.
     pub fn mqtt_filters(&self) -> Vec<TopicFilter> {
         let mut filters: Vec<TopicFilter> =
-            self.routes.mqtt.iter().map(|(f, _)| f.clone()).collect();
+            self.routes.mqtt.iter().map(|(f, _, _)| f.clone()).collect();
         filters.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         filters.dedup();
         filters
     }
 
-    /// Routes an event to every function whose trigger matches it; returns
-    /// how many functions it was queued for.
-    pub fn submit(&self, event: Event) -> usize {
-        let event = Arc::new(event);
-        let mut targets: Vec<FunctionId> = Vec::new();
+    /// Routes an event to every function whose trigger matches it. Events
+    /// for durable triggers go to the function's spool stream; the returned
+    /// records must be durable before the event's source acknowledges it.
+    pub fn submit(&self, event: Event) -> Vec<Durable> {
+        let mut targets: Vec<(FunctionId, bool)> = Vec::new();
+        let mut add = |function: FunctionId, durable: bool| match targets
+            .iter_mut()
+            .find(|(f, _)| *f == function)
+        {
+            Some(target) => target.1 |= durable,
+            None => targets.push((function, durable)),
+        };
         match event.source {
             EventSource::Mqtt => {
-                for (filter, function) in &self.routes.mqtt {
-                    if filter.matches(&event.subject) && !targets.contains(function) {
-                        targets.push(*function);
+                for (filter, function, durable) in &self.routes.mqtt {
+                    if filter.matches(&event.subject) {
+                        add(*function, *durable);
                     }
                 }
             }
             EventSource::Sensor => {
-                if let Some(functions) = self.routes.sensor.get(&event.subject) {
-                    targets.extend(functions.iter().copied());
-                    targets.dedup();
+                for (function, durable) in
+                    self.routes.sensor.get(&event.subject).into_iter().flatten()
+                {
+                    add(*function, *durable);
                 }
             }
             EventSource::Schedule | EventSource::Invoke => {}
         }
+        let event = Arc::new(event);
         targets
             .into_iter()
-            .filter(|function| self.submit_to(*function, Arc::clone(&event)))
-            .count()
+            .filter_map(|(function, durable)| {
+                self.submit_routed(function, Arc::clone(&event), durable)
+            })
+            .collect()
+    }
+
+    /// Delivers an event to one function, through its spool stream if
+    /// `durable` (falling back to the queue if the spool refuses it).
+    pub fn submit_routed(
+        &self,
+        function: FunctionId,
+        event: Arc<Event>,
+        durable: bool,
+    ) -> Option<Durable> {
+        let spool = self
+            .slots
+            .get(function)
+            .and_then(|s| s.durable.as_ref())
+            .filter(|_| durable);
+        if let Some(spool) = spool {
+            match durable::append(spool, &event) {
+                Ok(seq) => {
+                    return Some(Durable {
+                        spool: Arc::clone(spool),
+                        seq,
+                    })
+                }
+                Err(e) => {
+                    log::warn!(target: "ledge::dispatch", "{}: durable trigger could not store an event ({e}); running it from memory", self.slots[function].name)
+                }
+            }
+        }
+        self.submit_to(function, event);
+        None
     }
 
     /// Queues an event for one function; false if it was refused.
@@ -158,6 +231,7 @@ impl Dispatcher {
         let job = Job {
             event,
             enqueued_at: Instant::now(),
+            receipt: None,
         };
         match queue.push(job) {
             Ok(()) => true,
@@ -186,6 +260,23 @@ impl Dispatcher {
             event.subject,
             slot.metrics.throttled.load(Ordering::Relaxed)
         );
+    }
+
+    /// Queues a job without throttling it: `Err` hands it back if the
+    /// queue is full (the caller retries later) or closed.
+    pub fn push_job(&self, function: FunctionId, job: Job) -> Result<(), PushError<Job>> {
+        match self.slots.get(function).and_then(|s| s.queue.as_ref()) {
+            Some(queue) => queue.push(job),
+            None => Err(PushError::Closed(job)),
+        }
+    }
+
+    /// Capacity of a function's queue.
+    pub fn queue_capacity(&self, function: FunctionId) -> usize {
+        self.slots
+            .get(function)
+            .and_then(|s| s.queue.as_ref())
+            .map_or(0, |q| q.capacity())
     }
 
     /// Stops accepting events; workers drain their queues, then exit.

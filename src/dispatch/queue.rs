@@ -80,6 +80,10 @@ impl<T> EventQueue<T> {
         }
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn len(&self) -> usize {
         self.lock().items.len()
     }

@@ -45,6 +45,16 @@ pub fn spawn(
         .collect()
 }
 
+/// Sends a receipt when dropped, i.e. after the loop iteration that ran
+/// the event, whichever way it ended.
+struct Done(super::Receipt);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.done.send(self.0.seq);
+    }
+}
+
 struct Worker {
     function: LoadedFunction,
     queue: Arc<EventQueue<Job>>,
@@ -62,6 +72,9 @@ impl Worker {
                 event: job.event,
                 attempt: 1,
             };
+            // Tells a durable trigger's feeder once this event has run, how
+            // ever the invocation ends.
+            let _done = job.receipt.map(Done);
             if instance.is_none() {
                 // The previous instance trapped or never started: a fresh one
                 // for this event, or fail the event with the reason.

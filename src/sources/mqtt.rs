@@ -20,8 +20,8 @@ use std::sync::Arc;
 use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::mpsc;
 
-use crate::config::ForwardRule;
-use crate::dispatch::Dispatcher;
+use crate::config::{ForwardRule, Plan, TriggerSource};
+use crate::dispatch::{Dispatcher, Durable};
 use crate::event::{Event, EventSource};
 use crate::sinks::spool::SpoolSink;
 
@@ -30,9 +30,10 @@ pub struct MqttSource {
     pub max_payload: usize,
     pub forwards: Vec<ForwardRule>,
     pub spool: Option<Arc<SpoolSink>>,
-    /// Set when the link acknowledges messages itself (forward rules exist):
-    /// messages in arrival order, with the spool seq each must wait for.
-    pub acks: Option<mpsc::UnboundedSender<(Publish, Option<u64>)>>,
+    /// Set when the link acknowledges messages itself (forward rules or
+    /// durable triggers exist): messages in arrival order, with the spool
+    /// records each must wait for.
+    pub acks: Option<mpsc::UnboundedSender<(Publish, Vec<Durable>)>>,
     /// Messages rejected for size, for the log and for tests.
     pub oversized: AtomicU64,
 }
@@ -49,8 +50,12 @@ impl MqttSource {
     }
 
     /// True if the link must use a persistent session and manual acks.
-    pub fn needs_manual_acks(forwards: &[ForwardRule]) -> bool {
-        !forwards.is_empty()
+    pub fn needs_manual_acks(plan: &Plan) -> bool {
+        !plan.forwards.is_empty()
+            || plan
+                .routes
+                .iter()
+                .any(|r| r.durable && matches!(r.source, TriggerSource::Mqtt { .. }))
     }
 
     /// Routes one message; oversized ones are logged and dropped before any
@@ -68,20 +73,22 @@ impl MqttSource {
             self.ack_now(&publish);
             return;
         }
-        let durable_seq = self.forward(&publish);
+        let mut waits = self.forward(&publish);
         let event = Event::new(
             EventSource::Mqtt,
             publish.topic.clone(),
             publish.payload.clone(),
         );
-        dispatcher.submit(event);
-        self.ack(publish, durable_seq);
+        waits.extend(dispatcher.submit(event));
+        self.ack(publish, waits);
     }
 
     /// Appends the message for every matching forward rule; returns the
-    /// highest seq to wait for.
-    fn forward(&self, publish: &Publish) -> Option<u64> {
-        let sink = self.spool.as_ref()?;
+    /// record to wait for.
+    fn forward(&self, publish: &Publish) -> Vec<Durable> {
+        let Some(sink) = self.spool.as_ref() else {
+            return Vec::new();
+        };
         let mut last = None;
         for rule in self
             .forwards
@@ -102,19 +109,24 @@ impl MqttSource {
                 }
             }
         }
-        last
+        last.map(|seq| Durable {
+            spool: Arc::clone(sink.spool()),
+            seq,
+        })
+        .into_iter()
+        .collect()
     }
 
     fn ack_now(&self, publish: &Publish) {
-        self.ack(publish.clone(), None);
+        self.ack(publish.clone(), Vec::new());
     }
 
-    fn ack(&self, publish: Publish, durable_seq: Option<u64>) {
+    fn ack(&self, publish: Publish, waits: Vec<Durable>) {
         if publish.qos == QoS::AtMostOnce {
             return;
         }
         if let Some(acks) = &self.acks {
-            let _ = acks.send((publish, durable_seq));
+            let _ = acks.send((publish, waits));
         }
     }
 }
@@ -125,12 +137,11 @@ impl MqttSource {
 /// after the next reconnect.
 pub async fn acknowledge_in_order(
     client: AsyncClient,
-    spool: Option<Arc<SpoolSink>>,
-    mut queue: mpsc::UnboundedReceiver<(Publish, Option<u64>)>,
+    mut queue: mpsc::UnboundedReceiver<(Publish, Vec<Durable>)>,
 ) {
-    while let Some((publish, seq)) = queue.recv().await {
-        if let (Some(seq), Some(sink)) = (seq, &spool) {
-            if sink.spool().durable(seq).await.is_err() {
+    while let Some((publish, waits)) = queue.recv().await {
+        for wait in waits {
+            if wait.spool.durable(wait.seq).await.is_err() {
                 return;
             }
         }

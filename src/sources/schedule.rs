@@ -19,6 +19,8 @@ pub struct Schedule {
     pub every: Duration,
     /// Event payload; a small JSON object if the trigger sets none.
     pub payload: Option<String>,
+    /// Pass events through the function's spool stream first.
+    pub durable: bool,
 }
 
 /// Runs one schedule until `shutdown` changes.
@@ -45,6 +47,6 @@ pub async fn run(
             ),
         };
         let event = Event::new(EventSource::Schedule, label.clone(), payload);
-        dispatcher.submit_to(schedule.function, Arc::new(event));
+        dispatcher.submit_routed(schedule.function, Arc::new(event), schedule.durable);
     }
 }

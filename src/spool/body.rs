@@ -37,6 +37,19 @@ pub enum MetricBody {
     V1 { json: String },
 }
 
+/// An event waiting for a function behind a `durable = true` trigger
+/// (`Kind::Event` in that function's own spool stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TriggerBody {
+    V1 {
+        /// `EventSource` as a number: 0 mqtt, 1 sensor, 2 schedule.
+        source: u8,
+        subject: String,
+        payload: Vec<u8>,
+        received_at_ms: u64,
+    },
+}
+
 /// Encodes a body; bodies are plain data, so this cannot fail short of
 /// running out of memory.
 pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {

@@ -1,0 +1,192 @@
+//! Durable triggers: events behind a `durable = true` trigger pass through
+//! the function's own spool stream before they run, so an invocation a crash
+//! interrupts runs again after the restart (at least once, the contract
+//! Lambda gives asynchronous events).
+//!
+//! The feeder reads the stream from its cursor, queues each event for the
+//! function (waiting, never throttling, when the queue is full: the events
+//! are safe on flash), and moves the cursor over the contiguous prefix of
+//! events whose invocations have finished.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::queue::PushError;
+use super::{Dispatcher, Job, Receipt};
+use crate::config::FunctionId;
+use crate::event::{Event, EventSource};
+use crate::spool::body::{self, TriggerBody};
+use crate::spool::{AppendError, Kind, Reader, Spool};
+
+/// The cursor name the feeder reads with.
+pub const CURSOR: &str = "invoke";
+
+/// Stores an event in a durable trigger's stream; returns its seq.
+pub fn append(spool: &Spool, event: &Event) -> Result<u64, AppendError> {
+    let source = match event.source {
+        EventSource::Mqtt => 0,
+        EventSource::Sensor => 1,
+        EventSource::Schedule | EventSource::Invoke => 2,
+    };
+    let record = body::encode(&TriggerBody::V1 {
+        source,
+        subject: event.subject.clone(),
+        payload: event.payload.to_vec(),
+        received_at_ms: event.received_at_ms,
+    });
+    spool.append(Kind::Event, &record)
+}
+
+fn decode(record: &crate::spool::Record) -> Option<Event> {
+    let TriggerBody::V1 {
+        source,
+        subject,
+        payload,
+        received_at_ms,
+    } = body::decode(&record.body).ok()?;
+    let source = match source {
+        0 => EventSource::Mqtt,
+        1 => EventSource::Sensor,
+        _ => EventSource::Schedule,
+    };
+    Some(Event {
+        source,
+        subject,
+        payload: payload.into(),
+        received_at_ms,
+    })
+}
+
+/// Feeds one function from its stream until `stop` changes and every event
+/// it queued has finished (or was dropped unrun at shutdown).
+pub async fn feed(
+    dispatcher: Arc<Dispatcher>,
+    function: FunctionId,
+    spool: Arc<Spool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut reader = Some(spool.reader(CURSOR));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
+    let mut done_tx = Some(done_tx);
+    // Seqs queued and not yet finished, with their finished flag, in order.
+    let mut running: VecDeque<(u64, bool)> = VecDeque::new();
+    let limit = (dispatcher.queue_capacity(function) / 2).clamp(1, 256);
+    let mut durable = spool.subscribe();
+    let mut caught_up = false;
+    loop {
+        if let (false, Some(tx)) = (caught_up, done_tx.as_ref()) {
+            if running.len() < limit {
+                match next_events(&mut reader, limit - running.len()).await {
+                    Some(records) if !records.is_empty() => {
+                        for (seq, event) in records {
+                            let Some(event) = event else {
+                                log::error!(target: "ledge::dispatch", "{}: durable record {seq} cannot be decoded; skipped", spool.dir().display());
+                                running.push_back((seq, true));
+                                continue;
+                            };
+                            let receipt = Receipt {
+                                seq,
+                                done: tx.clone(),
+                            };
+                            if !queue(&dispatcher, function, event, receipt, &mut stop).await {
+                                done_tx = None;
+                                break;
+                            }
+                            running.push_back((seq, false));
+                        }
+                        confirm(&spool, &mut running);
+                        continue;
+                    }
+                    Some(_) => caught_up = true,
+                    None => return,
+                }
+            }
+        }
+        if done_tx.is_none() && running.iter().all(|(_, finished)| *finished) {
+            confirm(&spool, &mut running);
+            return;
+        }
+        tokio::select! {
+            finished = done_rx.recv() => match finished {
+                Some(seq) => {
+                    if let Some(entry) = running.iter_mut().find(|(s, _)| *s == seq) {
+                        entry.1 = true;
+                    }
+                    confirm(&spool, &mut running);
+                    caught_up = false;
+                }
+                None => return,
+            },
+            changed = durable.changed(), if caught_up && done_tx.is_some() => {
+                if changed.is_err() {
+                    return;
+                }
+                caught_up = false;
+            }
+            _ = stop.changed(), if done_tx.is_some() => {
+                // Stop reading; keep confirming what the workers finish.
+                done_tx = None;
+            }
+        }
+    }
+}
+
+/// Moves the cursor over the finished prefix.
+fn confirm(spool: &Spool, running: &mut VecDeque<(u64, bool)>) {
+    let mut last = None;
+    while running.front().is_some_and(|(_, finished)| *finished) {
+        last = running.pop_front().map(|(seq, _)| seq);
+    }
+    if let Some(seq) = last {
+        spool.ack(CURSOR, seq);
+    }
+}
+
+/// Queues an event, waiting while the queue is full; false if ledge is
+/// stopping.
+async fn queue(
+    dispatcher: &Dispatcher,
+    function: FunctionId,
+    event: Event,
+    receipt: Receipt,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut job = Job {
+        event: Arc::new(event),
+        enqueued_at: Instant::now(),
+        receipt: Some(receipt),
+    };
+    loop {
+        match dispatcher.push_job(function, job) {
+            Ok(()) => return true,
+            Err(PushError::Closed(_)) => return false,
+            Err(PushError::Full(back)) => job = back,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = stop.changed() => return false,
+        }
+    }
+}
+
+/// Reads up to `max` durable records; `None` if the reader failed.
+async fn next_events(reader: &mut Option<Reader>, max: usize) -> Option<Vec<(u64, Option<Event>)>> {
+    let mut taken = reader.take()?;
+    let (returned, batch) = tokio::task::spawn_blocking(move || {
+        let batch = taken.next_batch(max, 4 << 20);
+        (taken, batch)
+    })
+    .await
+    .ok()?;
+    *reader = Some(returned);
+    match batch {
+        Ok(records) => Some(records.iter().map(|r| (r.seq, decode(r))).collect()),
+        Err(e) => {
+            log::error!(target: "ledge::dispatch", "cannot read a durable trigger stream: {e}");
+            None
+        }
+    }
+}
