@@ -5,9 +5,11 @@
 #   cross/build.sh rpi4                           # a board name from boards/*.toml
 #   cross/build.sh x86_64-unknown-linux-musl      # for tests on this machine
 #
-# Installs the rustup target if it is missing, builds with the release
-# profile (size-tuned: opt-level z, fat LTO, panic=abort, strip), and prints
-# the binary's path, size and sha256. Paths of this checkout and of
+# Installs what it needs if missing (the rustup target; zig and
+# cargo-zigbuild from PyPI, because ring, the TLS crypto, compiles C and zig
+# is a C cross compiler for every target), builds with the release profile
+# (size-tuned: opt-level z, fat LTO, panic=abort, strip), and prints the
+# binary's path, size and sha256. Paths of this checkout and of
 # CARGO_HOME are remapped out of the binary so two builds of one commit from
 # different folders give the same bytes.
 #
@@ -52,6 +54,10 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "
     echo "installing rustup target $target" >&2
     rustup target add "$target" >&2
 fi
+if ! command -v cargo-zigbuild >/dev/null || ! python3 -c 'import ziglang' 2>/dev/null; then
+    echo "installing zig and cargo-zigbuild from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check ziglang cargo-zigbuild >&2
+fi
 
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 rustflags="--remap-path-prefix=$repo=/ledge --remap-path-prefix=$cargo_home=/cargo -C target-feature=+crt-static"
@@ -64,7 +70,7 @@ if [[ -n ${LEDGE_FEATURES:-} ]]; then
 fi
 
 cd "$repo"
-RUSTFLAGS="$rustflags" cargo build --locked --release --target "$target" "${features[@]}" >&2
+RUSTFLAGS="$rustflags" cargo zigbuild --locked --release --target "$target" "${features[@]}" >&2
 
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 binary=$target_dir/$target/release/ledge

@@ -20,7 +20,6 @@ pub mod message;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
@@ -28,7 +27,7 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::Outgoing;
 use tokio::sync::watch;
 
-use crate::config::UpstreamPlan;
+use crate::config::{TlsFiles, UpstreamPlan};
 use crate::mqtt::Backoff;
 use crate::spool::{Reader, Spool};
 use acks::InFlight;
@@ -71,11 +70,15 @@ impl Uplink {
         let mut backoff = Backoff::default();
         let address = format!("{}:{}", self.plan.host, self.plan.port);
         loop {
-            let (client, eventloop) =
-                AsyncClient::new(self.options(), self.plan.max_inflight * 2 + READ_BATCH + 8);
-            let end = self
-                .session(&client, eventloop, &mut reader, &mut backoff, &mut shutdown)
-                .await;
+            let end = match self.options() {
+                Ok(options) => {
+                    let capacity = self.plan.max_inflight * 2 + READ_BATCH + 8;
+                    let (client, eventloop) = AsyncClient::new(options, capacity);
+                    self.session(&client, eventloop, &mut reader, &mut backoff, &mut shutdown)
+                        .await
+                }
+                Err(reason) => End::Failed(reason),
+            };
             self.status.connected.store(false, Ordering::Release);
             match end {
                 End::Shutdown => return,
@@ -105,7 +108,7 @@ impl Uplink {
         }
     }
 
-    fn options(&self) -> MqttOptions {
+    fn options(&self) -> Result<MqttOptions, String> {
         let mut options = MqttOptions::new(
             self.plan.client_id.clone(),
             self.plan.host.clone(),
@@ -124,7 +127,10 @@ impl Uplink {
                 .unwrap_or_default();
             options.set_credentials(user.clone(), password);
         }
-        options
+        if let Some(files) = &self.plan.tls {
+            options.set_transport(tls_transport(files)?);
+        }
+        Ok(options)
     }
 
     async fn session(
@@ -241,6 +247,45 @@ impl Uplink {
     }
 }
 
-/// Time to wait between reconnects is in `Backoff`; this bounds a
-/// graceful stop.
-pub const STOP_DEADLINE: Duration = Duration::from_secs(2);
+/// The TLS transport for `mqtts://`: the CA from `ca_file` (else the
+/// system's roots), and a client certificate for mutual TLS if configured.
+#[cfg(feature = "tls")]
+fn tls_transport(files: &TlsFiles) -> Result<rumqttc::Transport, String> {
+    // Exactly one crypto provider is compiled in; installing it explicitly
+    // avoids rustls' runtime check panicking if that ever changes.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let client_auth = match (&files.cert_file, &files.key_file) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Ok(match &files.ca_file {
+        Some(ca) => rumqttc::Transport::tls(read(ca)?, client_auth, None),
+        None => match client_auth {
+            Some(auth) => {
+                let roots = rustls_native_roots()?;
+                rumqttc::Transport::tls(roots, Some(auth), None)
+            }
+            None => rumqttc::Transport::tls_with_default_config(),
+        },
+    })
+}
+
+/// The system's CA bundle as PEM, for mutual TLS without a `ca_file`.
+#[cfg(feature = "tls")]
+fn rustls_native_roots() -> Result<Vec<u8>, String> {
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read(p).ok())
+    .ok_or_else(|| "no ca_file and no system CA bundle found".to_owned())
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_transport(_files: &TlsFiles) -> Result<rumqttc::Transport, String> {
+    Err("this ledge was built without the `tls` feature; mqtts:// is not available".to_owned())
+}

@@ -89,6 +89,21 @@ impl Ledge {
         }
     }
 
+    /// Like `wait_for_line`, but a line logged before this call counts too.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let seen = self
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned();
+        match seen {
+            Some(line) => line,
+            None => self.wait_for_line(needle, timeout),
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
