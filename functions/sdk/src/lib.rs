@@ -62,7 +62,7 @@ pub mod mock;
 
 pub use context::Context;
 pub use event::{Event, Source};
-pub use publish::{PublishError, Qos, publish};
+pub use publish::{PublishError, Qos, forward, publish};
 
 /// Wall-clock time, in milliseconds since the UNIX epoch.
 pub fn now_ms() -> u64 {

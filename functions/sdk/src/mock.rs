@@ -47,6 +47,7 @@ struct Host {
     /// What the next `publish` returns when the message is acceptable.
     publish_result: i32,
     published: Vec<Published>,
+    forwarded: Vec<Published>,
     logs: Vec<(Level, String)>,
     response: Vec<u8>,
 }
@@ -70,6 +71,7 @@ impl Default for Host {
             ints: [1_000, 16 << 20, NOW_MS, 1, NOW_MS + 1_000],
             publish_result: OK,
             published: Vec::new(),
+            forwarded: Vec::new(),
             logs: Vec::new(),
             response: Vec::new(),
         }
@@ -106,6 +108,12 @@ pub fn set_event(source: &str, subject: &str) {
 /// succeed again with `0`.
 pub fn set_publish_result(code: i32) {
     with(|host| host.publish_result = code);
+}
+
+/// Everything forwarded upstream so far, oldest first (`qos` is 1: the
+/// spool delivers at least once).
+pub fn forwarded() -> Vec<Published> {
+    with(|host| host.forwarded.clone())
 }
 
 /// Everything published so far, oldest first.
@@ -160,6 +168,35 @@ pub(crate) mod raw {
     pub(crate) unsafe fn log(level: i32, ptr: *const u8, len: usize) {
         let line = String::from_utf8_lossy(unsafe { bytes(ptr, len) }).into_owned();
         with(|host| host.logs.push((Level::from_abi(level), line)));
+    }
+
+    pub(crate) unsafe fn forward(
+        topic_ptr: *const u8,
+        topic_len: usize,
+        payload_ptr: *const u8,
+        payload_len: usize,
+    ) -> i32 {
+        let (topic, payload) =
+            unsafe { (bytes(topic_ptr, topic_len), bytes(payload_ptr, payload_len)) };
+        let Ok(topic) = std::str::from_utf8(topic) else {
+            return sys::ERR_INVALID;
+        };
+        if topic.is_empty() || topic.contains(['+', '#']) {
+            return sys::ERR_INVALID;
+        }
+        if payload.len() > MAX_PAYLOAD {
+            return sys::ERR_TOO_LARGE;
+        }
+        with(|host| {
+            if host.publish_result == OK {
+                host.forwarded.push(Published {
+                    topic: topic.into(),
+                    payload: payload.into(),
+                    qos: 1,
+                });
+            }
+            host.publish_result
+        })
     }
 
     pub(crate) unsafe fn publish(

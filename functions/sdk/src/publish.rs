@@ -84,3 +84,15 @@ pub fn publish(topic: &str, payload: impl AsRef<[u8]>, qos: Qos) -> Result<(), P
         code => Err(PublishError::from_code(code)),
     }
 }
+
+/// Forwards `payload` upstream durably: ledge stores it in its on-flash spool
+/// and delivers it to `<prefix>/events/<topic>` on the upstream broker when
+/// the link is up, at least once, in order. Checked against the function's
+/// `allow_forward`; `Unavailable` if no upstream is configured or the spool
+/// refused it. The invocation completes only once the record is durable.
+pub fn forward(topic: &str, payload: impl AsRef<[u8]>) -> Result<(), PublishError> {
+    match sys::forward(topic.as_bytes(), payload.as_ref()) {
+        code if code >= sys::OK => Ok(()),
+        code => Err(PublishError::from_code(code)),
+    }
+}

@@ -52,6 +52,12 @@ mod raw {
             payload_len: usize,
             qos: i32,
         ) -> i32;
+        pub(crate) fn forward(
+            topic_ptr: *const u8,
+            topic_len: usize,
+            payload_ptr: *const u8,
+            payload_len: usize,
+        ) -> i32;
         pub(crate) fn env(
             key_ptr: *const u8,
             key_len: usize,
@@ -75,6 +81,11 @@ const FIRST_GUESS: usize = 64;
 pub(crate) fn log(level: i32, message: &[u8]) {
     // SAFETY: the pointer and length describe a live slice for the whole call.
     unsafe { raw::log(level, message.as_ptr(), message.len()) }
+}
+
+pub(crate) fn forward(topic: &[u8], payload: &[u8]) -> i32 {
+    // SAFETY: both pairs describe live slices for the whole call.
+    unsafe { raw::forward(topic.as_ptr(), topic.len(), payload.as_ptr(), payload.len()) }
 }
 
 pub(crate) fn publish(topic: &[u8], payload: &[u8], qos: i32) -> i32 {

@@ -192,3 +192,21 @@ fn init_errors_fail_the_instance_and_are_logged() {
         [(Level::Error, "init failed: no config".to_string())]
     );
 }
+
+#[test]
+fn forward_records_durable_messages_for_upstream() {
+    crate::mock::reset();
+    assert_eq!(crate::forward("readings/t1", b"21.5"), Ok(()));
+    assert_eq!(
+        crate::forward("bad/#", b"x"),
+        Err(crate::PublishError::Invalid)
+    );
+    let forwarded = crate::mock::forwarded();
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(forwarded[0].topic, "readings/t1");
+    assert_eq!(forwarded[0].payload, b"21.5");
+    assert!(
+        crate::mock::published().is_empty(),
+        "forward is not a local publish"
+    );
+}
