@@ -12,7 +12,8 @@
 //!
 //! Beside the pipeline: `config` (TOML → validated plan), `broker` (the
 //! embedded MQTT broker), `mqtt` (the client link to the local broker),
-//! `node` (starts and stops everything for `ledge run`), `cli`.
+//! `node` (starts, reloads and stops everything for `ledge run`), `service`
+//! (systemd readiness and watchdog), `cli`.
 //!
 //! | guarantee | where it is kept |
 //! |---|---|
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod node;
 pub mod runtime;
+pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod spool;

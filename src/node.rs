@@ -8,6 +8,7 @@
 //! `DRAIN_DEADLINE`), publishes still queued are pumped to the broker, and
 //! the MQTT link disconnects cleanly.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{BrokerMode, Plan, TriggerSource};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Routing};
 use crate::mqtt::LinkState;
 use crate::runtime::{LoadedFunction, Runtime};
 use crate::sinks::local::{self, LocalPublisher};
@@ -68,21 +69,111 @@ pub fn load_functions(runtime: &Runtime, plan: &Plan) -> Vec<Option<LoadedFuncti
         .collect()
 }
 
-/// Runs ledge until SIGINT or SIGTERM.
+/// Runs ledge until SIGINT or SIGTERM; SIGHUP reloads the config.
 pub async fn run(plan: Plan) -> Result<(), NodeError> {
+    let mut signals = Signals::install()?;
+    let notifier = Arc::new(crate::service::Notifier::from_env());
     let node = Node::start(plan).await?;
-    wait_for_stop_signal().await?;
+    let (stop_watchdog, watchdog_stopped) = watch::channel(false);
+    if let Some(interval) = crate::service::watchdog_interval() {
+        log::info!(target: "ledge::service", "systemd watchdog on: keep-alive every {}ms", interval.as_millis());
+        tokio::spawn(crate::service::keep_alive(
+            Arc::clone(&notifier),
+            interval,
+            watchdog_stopped,
+        ));
+    }
+    notifier.notify("READY=1\nSTATUS=serving");
+    let mut node = node;
+    loop {
+        match signals.next().await {
+            Signal::Stop(name) => {
+                log::info!(target: "ledge::node", "{name} received");
+                break;
+            }
+            Signal::Reload => {
+                log::info!(target: "ledge::node", "SIGHUP received: reloading {}", node.plan.source.display());
+                notifier.notify(&format!(
+                    "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+                    monotonic_usec()
+                ));
+                let status = match node.reload().await {
+                    Ok(summary) => {
+                        log::info!(target: "ledge::node", "reloaded: {summary}");
+                        "STATUS=serving".to_owned()
+                    }
+                    Err(e) => {
+                        log::error!(target: "ledge::node", "reload failed, still running the previous config: {e}");
+                        format!("STATUS=serving the previous config (reload failed: {e})")
+                    }
+                };
+                notifier.notify(&format!("READY=1\n{status}"));
+            }
+        }
+    }
+    notifier.notify("STOPPING=1\nSTATUS=draining");
     log::info!(target: "ledge::node", "stopping: draining in-flight work");
     node.stop().await;
+    let _ = stop_watchdog.send(true);
     Ok(())
 }
 
-/// Everything a running ledge owns, in the order it must be stopped.
-struct Node {
+/// CLOCK_MONOTONIC in µs, which systemd wants with `RELOADING=1`.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64) * 1_000_000 + (now.tv_nsec as u64) / 1_000
+}
+
+/// Why a reload was refused; the running config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(crate::config::ConfigErrors),
+    #[error("{} changed: those take a restart (systemctl restart ledge); nothing was applied", .0.join(", "))]
+    NeedsRestart(Vec<String>),
+    #[error("{0}")]
+    Module(String),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("cannot start worker threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// The part of a running ledge a reload replaces: the functions with their
+/// queues and workers, and the sources that hold them (sensors, schedules,
+/// durable trigger feeders). The MQTT link, broker, spool and uplink outlive
+/// it.
+struct Pipeline {
     dispatcher: Arc<Dispatcher>,
     workers: Vec<std::thread::JoinHandle<()>>,
     stop_sources: watch::Sender<bool>,
     sources: JoinSet<()>,
+    /// Feeders of durable triggers; they finish once the workers have.
+    feeders: JoinSet<()>,
+}
+
+/// Everything a running ledge owns, in the order it must be stopped.
+struct Node {
+    plan: Plan,
+    /// The config text `plan` came from, to tell what a reload changes.
+    config_text: String,
+    runtime: Runtime,
+    routing: Routing,
+    pipeline: Pipeline,
+    sinks: Sinks,
+    /// Durable trigger streams by function name; they outlive reloads (a
+    /// stream's directory can be open only once).
+    durable: HashMap<String, Arc<Spool>>,
+    /// The MQTT link's subscriptions; a reload sends the new set.
+    filters: watch::Sender<Vec<TopicFilter>>,
+    /// Control socket and metrics shipping.
+    stop_services: watch::Sender<bool>,
+    services: JoinSet<()>,
     /// Last holder of the local publisher besides the workers and sources.
     publisher: Arc<dyn PublishSink>,
     pump: tokio::task::JoinHandle<()>,
@@ -91,9 +182,6 @@ struct Node {
     link_state: Arc<LinkState>,
     uplink: Option<tokio::task::JoinHandle<()>>,
     spool: Option<Arc<Spool>>,
-    /// Feeders of durable triggers; they finish once the workers have.
-    feeders: JoinSet<()>,
-    durable: Vec<Arc<Spool>>,
 }
 
 impl Node {
@@ -102,14 +190,14 @@ impl Node {
             path: plan.device.data_dir.clone(),
             source,
         })?;
+        // What a reload compares against; unreadable only if the file went
+        // away since it was parsed, and then every later reload fails anyway.
+        let config_text = std::fs::read_to_string(&plan.source).unwrap_or_default();
         if let BrokerMode::Embedded { listen } = &plan.broker.mode {
             crate::broker::start(*listen, plan.broker.max_payload.saturating_mul(4))?;
         }
         let runtime =
             Runtime::new(plan.broker.max_payload).map_err(|e| NodeError::Runtime(e.to_string()))?;
-        let functions = load_functions(&runtime, &plan);
-        let durable = open_durable_spools(&plan)?;
-        let dispatcher = Arc::new(Dispatcher::new(&plan, &functions, durable.clone()));
         let spool = open_uplink_spool(&plan)?;
         let spool_sink = match (&spool, &plan.upstream) {
             (Some(spool), Some(upstream)) => Some(Arc::new(SpoolSink::new(
@@ -135,11 +223,17 @@ impl Node {
                 crate::telemetry::ship_own_logs(Arc::clone(sink));
             }
         }
-        let workers = dispatcher
-            .spawn_workers(&functions, &sinks)
-            .map_err(NodeError::Threads)?;
+        let mut durable = HashMap::new();
+        let functions = load_functions(&runtime, &plan);
+        let pipeline = Pipeline::start(&plan, &functions, &sinks, &publisher, &mut durable, None)
+            .map_err(|e| match e {
+            ReloadError::Spool(e) => NodeError::Spool(e),
+            ReloadError::Threads(e) => NodeError::Threads(e),
+            other => NodeError::Runtime(other.to_string()),
+        })?;
+        let routing = Routing::new(Arc::clone(&pipeline.dispatcher));
 
-        let (stop_sources, sources_stopped) = watch::channel(false);
+        let (stop_services, services_stopped) = watch::channel(false);
         let (stop_links, links_stopped) = watch::channel(false);
         let pump = tokio::spawn(local::pump(outgoing, client.clone()));
         let uplink_status = plan
@@ -169,59 +263,42 @@ impl Node {
                 queue,
             ));
         }
+        let (filters, filters_wanted) = watch::channel(subscriptions(&pipeline.dispatcher, &plan));
         let link = tokio::spawn(crate::mqtt::drive(
             client,
             eventloop,
-            subscriptions(&dispatcher, &plan),
+            filters_wanted,
             Arc::clone(&link_state),
             links_stopped,
             {
-                let dispatcher = Arc::clone(&dispatcher);
-                move |publish| mqtt.incoming_publish(&dispatcher, publish)
+                let routing = routing.clone();
+                move |publish| mqtt.incoming_publish(&routing, publish)
             },
         ));
-        let mut sources = JoinSet::new();
-        start_sources(
-            &plan,
-            &dispatcher,
-            &publisher,
-            &sources_stopped,
-            &mut sources,
-        );
-        let mut feeders = JoinSet::new();
-        for (function, spool) in durable.iter().enumerate() {
-            if let Some(spool) = spool {
-                feeders.spawn(crate::dispatch::feed(
-                    Arc::clone(&dispatcher),
-                    function,
-                    Arc::clone(spool),
-                    sources_stopped.clone(),
-                ));
-            }
-        }
+        let mut services = JoinSet::new();
         let status = Arc::new(StatusSources {
             device: plan.device.id.clone(),
             started: std::time::Instant::now(),
-            dispatcher: Arc::clone(&dispatcher),
+            routing: routing.clone(),
             link: Arc::clone(&link_state),
             spool: spool.clone(),
             uplink: uplink_status,
         });
         if let Some(spool) = &spool {
-            sources.spawn(crate::telemetry::ship_metrics(
+            services.spawn(crate::telemetry::ship_metrics(
                 Arc::clone(&status),
                 Arc::clone(spool),
                 plan.metrics_interval,
-                sources_stopped.clone(),
+                services_stopped.clone(),
             ));
         }
         let socket = crate::control::socket_path(&plan.device.data_dir);
         match crate::control::bind(&socket) {
             Ok(listener) => {
-                sources.spawn(crate::control::serve(
+                services.spawn(crate::control::serve(
                     listener,
                     status,
-                    sources_stopped.clone(),
+                    services_stopped.clone(),
                 ));
             }
             Err(e) => {
@@ -242,10 +319,16 @@ impl Node {
             plan.upstream.as_ref().map(|u| format!("; upstream {}:{}", u.host, u.port)).unwrap_or_default()
         );
         Ok(Self {
-            dispatcher,
-            workers,
-            stop_sources,
-            sources,
+            plan,
+            config_text,
+            runtime,
+            routing,
+            pipeline,
+            sinks,
+            durable,
+            filters,
+            stop_services,
+            services,
             publisher,
             pump,
             stop_links,
@@ -253,26 +336,106 @@ impl Node {
             link_state,
             uplink,
             spool,
-            feeders,
-            durable: durable.into_iter().flatten().collect(),
         })
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop_sources.send(true);
-        while self.sources.join_next().await.is_some() {}
-        self.dispatcher.close();
-        drain_workers(&self.dispatcher, self.workers).await;
-        let _ = tokio::time::timeout(DISCONNECT_DEADLINE, async {
-            while self.feeders.join_next().await.is_some() {}
+    /// Re-reads the config file and swaps in its functions, triggers and
+    /// sensors without dropping an event: the new functions' workers start
+    /// first, the old sensors and schedules stop, new events go to the new
+    /// dispatcher from one instant on, and the old one finishes every event
+    /// it had already accepted. Nothing changes if the new config is
+    /// invalid or changes a section only a restart can apply.
+    async fn reload(&mut self) -> Result<String, ReloadError> {
+        let path = self.plan.source.clone();
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ReloadError::Config(crate::config::ConfigErrors(vec![
+                crate::config::ConfigError {
+                    location: None,
+                    file: path.clone(),
+                    message: format!("cannot read config: {e}"),
+                },
+            ]))
+        })?;
+        let plan = crate::config::parse(&path, &text).map_err(ReloadError::Config)?;
+        let restart = crate::config::changes_needing_restart(&self.config_text, &text);
+        if !restart.is_empty() {
+            return Err(ReloadError::NeedsRestart(restart));
+        }
+        // Unlike at start, a module that fails to load refuses the whole
+        // reload: the version that works keeps serving.
+        let mut functions = Vec::with_capacity(plan.functions.len());
+        for spec in &plan.functions {
+            let loaded = self
+                .runtime
+                .load(spec.clone())
+                .map_err(|e| ReloadError::Module(e.to_string()))?;
+            functions.push(Some(loaded));
+        }
+        let next = Pipeline::start(
+            &plan,
+            &functions,
+            &self.sinks,
+            &self.publisher,
+            &mut self.durable,
+            Some(&self.pipeline.dispatcher),
+        )?;
+        let old = std::mem::replace(&mut self.pipeline, next);
+        // Old sensors and schedules submit straight to the old dispatcher:
+        // they stop before the swap so none of their events is left behind.
+        let _ = old.stop_sources.send(true);
+        let mut old_sources = old.sources;
+        while old_sources.join_next().await.is_some() {}
+        self.routing.replace(Arc::clone(&self.pipeline.dispatcher));
+        old.dispatcher.close();
+        self.pipeline.start_sources(&plan, &self.publisher);
+        let _ = self
+            .filters
+            .send(subscriptions(&self.pipeline.dispatcher, &plan));
+        // Every event the old dispatcher accepted runs; each invocation is
+        // bounded by its function's timeout, so this ends.
+        let workers = old.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
         })
         .await;
-        for spool in &self.durable {
+        let mut old_feeders = old.feeders;
+        while old_feeders.join_next().await.is_some() {}
+        // The old feeders have confirmed what ran; the new ones read on from
+        // there, so no durable event runs twice.
+        self.pipeline.start_feeders(&self.durable, &plan);
+        let enabled = functions.iter().filter(|f| f.is_some()).count();
+        let summary = format!(
+            "{enabled} of {} functions enabled, {} routes, {} sensors",
+            plan.functions.len(),
+            plan.routes.len(),
+            plan.sensors.len()
+        );
+        self.plan = plan;
+        self.config_text = text;
+        Ok(summary)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.pipeline.stop_sources.send(true);
+        let _ = self.stop_services.send(true);
+        while self.pipeline.sources.join_next().await.is_some() {}
+        while self.services.join_next().await.is_some() {}
+        let dispatcher = Arc::clone(&self.pipeline.dispatcher);
+        dispatcher.close();
+        drain_workers(&dispatcher, std::mem::take(&mut self.pipeline.workers)).await;
+        let _ = tokio::time::timeout(DISCONNECT_DEADLINE, async {
+            while self.pipeline.feeders.join_next().await.is_some() {}
+        })
+        .await;
+        for spool in self.durable.values() {
             spool.close();
         }
-        // Workers and sources are gone; dropping the last publisher lets the
+        // Workers and sources are gone; dropping the last publishers lets the
         // pump finish once every queued publish is handed to the client.
         drop(self.publisher);
+        drop(self.sinks);
         let _ = tokio::time::timeout(DISCONNECT_DEADLINE, self.pump).await;
         let _ = self.stop_links.send(true);
         let _ = tokio::time::timeout(DISCONNECT_DEADLINE, self.link).await;
@@ -283,12 +446,81 @@ impl Node {
             // Writes and syncs what is buffered and saves the cursor.
             spool.close();
         }
-        log_summary(&self.dispatcher, &self.link_state);
+        log_summary(&dispatcher, &self.link_state);
     }
 }
 
-/// One spool stream per function with a durable trigger, `fn-<name>`.
-fn open_durable_spools(plan: &Plan) -> Result<Vec<Option<Arc<Spool>>>, NodeError> {
+impl Pipeline {
+    /// Builds the dispatcher for `plan`, opens the durable streams it needs
+    /// and starts the workers; sources start separately. With `previous`,
+    /// function metrics carry on from it.
+    fn start(
+        plan: &Plan,
+        functions: &[Option<LoadedFunction>],
+        sinks: &Sinks,
+        publisher: &Arc<dyn PublishSink>,
+        durable: &mut HashMap<String, Arc<Spool>>,
+        previous: Option<&Arc<Dispatcher>>,
+    ) -> Result<Self, ReloadError> {
+        let streams = open_durable_spools(plan, durable)?;
+        let mut dispatcher = Dispatcher::new(plan, functions, streams);
+        if let Some(previous) = previous {
+            dispatcher.inherit_metrics(previous);
+        }
+        let dispatcher = Arc::new(dispatcher);
+        let workers = dispatcher
+            .spawn_workers(functions, sinks)
+            .map_err(ReloadError::Threads)?;
+        let (stop_sources, _) = watch::channel(false);
+        let mut pipeline = Self {
+            dispatcher,
+            workers,
+            stop_sources,
+            sources: JoinSet::new(),
+            feeders: JoinSet::new(),
+        };
+        if previous.is_none() {
+            pipeline.start_sources(plan, publisher);
+            pipeline.start_feeders(durable, plan);
+        }
+        Ok(pipeline)
+    }
+
+    fn start_sources(&mut self, plan: &Plan, publisher: &Arc<dyn PublishSink>) {
+        start_sources(
+            plan,
+            &self.dispatcher,
+            publisher,
+            &self.stop_sources.subscribe(),
+            &mut self.sources,
+        );
+    }
+
+    fn start_feeders(&mut self, durable: &HashMap<String, Arc<Spool>>, plan: &Plan) {
+        for (function, spec) in plan.functions.iter().enumerate() {
+            let is_durable = plan
+                .routes
+                .iter()
+                .any(|r| r.function == function && r.durable);
+            if let (true, Some(spool)) = (is_durable, durable.get(&spec.name)) {
+                self.feeders.spawn(crate::dispatch::feed(
+                    Arc::clone(&self.dispatcher),
+                    function,
+                    Arc::clone(spool),
+                    self.stop_sources.subscribe(),
+                ));
+            }
+        }
+    }
+}
+
+/// One spool stream per function with a durable trigger, `fn-<name>`,
+/// indexed like `plan.functions`. Streams already open (an earlier config)
+/// are reused from `open`; new ones are added to it.
+fn open_durable_spools(
+    plan: &Plan,
+    open: &mut HashMap<String, Arc<Spool>>,
+) -> Result<Vec<Option<Arc<Spool>>>, crate::spool::SpoolError> {
     plan.functions
         .iter()
         .enumerate()
@@ -296,12 +528,17 @@ fn open_durable_spools(plan: &Plan) -> Result<Vec<Option<Arc<Spool>>>, NodeError
             if !plan.routes.iter().any(|r| r.function == id && r.durable) {
                 return Ok(None);
             }
+            if let Some(spool) = open.get(&spec.name) {
+                return Ok(Some(Arc::clone(spool)));
+            }
             let dir = crate::spool::stream_dir(&plan.device.data_dir, &format!("fn-{}", spec.name));
             let spool = Spool::open(&dir, plan.spool.clone())?;
             let (_, next) = spool.seq_range();
             let waiting = next.saturating_sub(1).saturating_sub(spool.cursor(crate::dispatch::DURABLE_CURSOR).unwrap_or(0));
             log::info!(target: "ledge::spool", "durable trigger stream {} open; {waiting} events from before the restart run again", dir.display());
-            Ok(Some(Arc::new(spool)))
+            let spool = Arc::new(spool);
+            open.insert(spec.name.clone(), Arc::clone(&spool));
+            Ok(Some(spool))
         })
         .collect()
 }
@@ -396,15 +633,37 @@ async fn drain_workers(dispatcher: &Dispatcher, workers: Vec<std::thread::JoinHa
     let _ = joined.await;
 }
 
-async fn wait_for_stop_signal() -> Result<(), NodeError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signals)?;
-    tokio::select! {
-        _ = terminate.recv() => log::info!(target: "ledge::node", "SIGTERM received"),
-        _ = interrupt.recv() => log::info!(target: "ledge::node", "SIGINT received"),
+/// What a signal asks of a running ledge.
+enum Signal {
+    Stop(&'static str),
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP, installed before ledge says it is ready (an
+/// early SIGHUP would otherwise kill it).
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, NodeError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).map_err(NodeError::Signals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(NodeError::Signals)?,
+            hangup: signal(SignalKind::hangup()).map_err(NodeError::Signals)?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.terminate.recv() => Signal::Stop("SIGTERM"),
+            _ = self.interrupt.recv() => Signal::Stop("SIGINT"),
+            _ = self.hangup.recv() => Signal::Reload,
+        }
+    }
 }
 
 fn log_summary(dispatcher: &Dispatcher, link: &LinkState) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
-use crate::dispatch::Dispatcher;
+use crate::dispatch::Routing;
 use crate::mqtt::LinkState;
 use crate::sinks::spool::SpoolSink;
 use crate::spool::body::{self, MetricBody};
@@ -21,7 +21,8 @@ use crate::uplink::{UplinkStatus, CURSOR};
 pub struct StatusSources {
     pub device: String,
     pub started: Instant,
-    pub dispatcher: Arc<Dispatcher>,
+    /// Reads the current dispatcher at each request: a reload replaces it.
+    pub routing: Routing,
     pub link: Arc<LinkState>,
     pub spool: Option<Arc<Spool>>,
     pub uplink: Option<Arc<UplinkStatus>>,
@@ -58,7 +59,7 @@ impl StatusSources {
 
     fn functions(&self) -> Value {
         let mut functions = Map::new();
-        for (name, metrics) in self.dispatcher.metrics() {
+        for (name, metrics) in self.routing.current().metrics() {
             let m = metrics.snapshot();
             functions.insert(
                 name,

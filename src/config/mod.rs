@@ -125,6 +125,24 @@ pub fn load(path: &Path) -> Result<Plan, ConfigErrors> {
     parse(path, &text)
 }
 
+/// Top-level tables a running ledge takes on reload (SIGHUP). A change
+/// anywhere else (device, brokers, spool, forwards...) needs a restart.
+pub const RELOADABLE: [&str; 3] = ["function", "trigger", "sensor"];
+
+/// The top-level keys, other than the reloadable ones, whose values differ
+/// between two versions of a config file. Both texts must parse.
+pub fn changes_needing_restart(old: &str, new: &str) -> Vec<String> {
+    let parse = |text: &str| toml::from_str::<toml::Table>(text).unwrap_or_default();
+    let (old, new) = (parse(old), parse(new));
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|key| !RELOADABLE.contains(&key.as_str()) && old.get(*key) != new.get(*key))
+        .map(|key| format!("[{key}]"))
+        .collect()
+}
+
 /// Parses and resolves config text; `path` names the file in errors and is
 /// the base for relative paths inside it.
 pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigErrors> {
@@ -155,6 +173,22 @@ mod tests {
         assert_eq!(map.locate(0..1).to_string(), "f.toml:1:1");
         let offset = text.find('"').unwrap();
         assert_eq!(map.locate(offset..offset + 1).to_string(), "f.toml:2:6");
+    }
+
+    #[test]
+    fn only_non_reloadable_changes_need_a_restart() {
+        let old = "[device]\nid = \"a\"\n[[function]]\nname = \"f\"\n";
+        let functions_changed =
+            "[device]\nid = \"a\"\n[[function]]\nname = \"g\"\n[[trigger]]\nfunction = \"g\"\n";
+        assert!(changes_needing_restart(old, functions_changed).is_empty());
+        // Formatting and comments are not changes.
+        let reformatted = "# note\n[device]\nid   =   \"a\"\n[[function]]\nname = \"f\"\n";
+        assert!(changes_needing_restart(old, reformatted).is_empty());
+        let device_changed = "[device]\nid = \"b\"\n[upstream]\nurl = \"mqtt://h:1\"\n";
+        assert_eq!(
+            changes_needing_restart(old, device_changed),
+            vec!["[device]".to_owned(), "[upstream]".to_owned()]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use durable::{feed, CURSOR as DURABLE_CURSOR};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -71,6 +71,40 @@ struct Routes {
     sensor: HashMap<String, Vec<(FunctionId, bool)>>,
 }
 
+/// The dispatcher every long-lived source submits to. A config reload
+/// builds a new dispatcher and swaps it in here: a submit holds the read
+/// lock for its whole call, so once `replace` returns no event can still
+/// reach the old dispatcher, and closing it loses nothing.
+#[derive(Clone)]
+pub struct Routing(Arc<RwLock<Arc<Dispatcher>>>);
+
+impl Routing {
+    pub fn new(dispatcher: Arc<Dispatcher>) -> Self {
+        Self(Arc::new(RwLock::new(dispatcher)))
+    }
+
+    /// The dispatcher events go to now.
+    pub fn current(&self) -> Arc<Dispatcher> {
+        // A poisoned lock only means a submit panicked; the pointer is intact.
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Routes an event through the current dispatcher (see
+    /// [`Dispatcher::submit`]).
+    pub fn submit(&self, event: Event) -> Vec<Durable> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .submit(event)
+    }
+
+    /// Makes `next` the dispatcher for every later event; returns the old one.
+    pub fn replace(&self, next: Arc<Dispatcher>) -> Arc<Dispatcher> {
+        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *current, next)
+    }
+}
+
 pub struct Dispatcher {
     slots: Vec<Slot>,
     routes: Routes,
@@ -122,6 +156,17 @@ impl Dispatcher {
             slots,
             routes,
             started: Instant::now(),
+        }
+    }
+
+    /// Keeps counting where `old` left off for every function both know by
+    /// name, so a reload does not reset a function's metrics. Call before
+    /// `spawn_workers`.
+    pub fn inherit_metrics(&mut self, old: &Dispatcher) {
+        for slot in &mut self.slots {
+            if let Some(previous) = old.slots.iter().find(|s| s.name == slot.name) {
+                slot.metrics = Arc::clone(&previous.metrics);
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! nothing on disk, so nothing that must survive is ever left only in its
 //! queues: publishes through this link are best effort by contract.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,11 +65,13 @@ pub fn connect(broker: &BrokerPlan, persistent: bool) -> (AsyncClient, rumqttc::
 }
 
 /// Drives the connection until `shutdown` turns true and the DISCONNECT is
-/// sent. `on_publish` gets every incoming message.
+/// sent. `filters` holds the topic filters to subscribe to; a new value
+/// (a config reload) subscribes to the added ones and unsubscribes the
+/// removed ones. `on_publish` gets every incoming message.
 pub async fn drive(
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
-    filters: Vec<TopicFilter>,
+    mut filters: watch::Receiver<Vec<TopicFilter>>,
     state: Arc<LinkState>,
     mut shutdown: watch::Receiver<bool>,
     mut on_publish: impl FnMut(Publish),
@@ -80,12 +83,27 @@ pub async fn drive(
     );
     let mut backoff = Backoff::default();
     let mut shutting_down = false;
+    let mut filters_open = true;
+    // What this connection has subscribed to, and the SUBSCRIBEs not yet
+    // acknowledged, oldest first (brokers answer them in order).
+    let mut subscribed: Vec<TopicFilter> = Vec::new();
+    let mut pending: VecDeque<Vec<TopicFilter>> = VecDeque::new();
     loop {
         let event = tokio::select! {
             event = eventloop.poll() => event,
             _ = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
                 let _ = client.try_disconnect();
+                continue;
+            }
+            changed = filters.changed(), if filters_open && !shutting_down => {
+                if changed.is_err() {
+                    filters_open = false;
+                } else if state.connected.load(Ordering::Acquire) {
+                    let wanted = filters.borrow_and_update().clone();
+                    resubscribe(&client, &mut subscribed, wanted, &mut pending);
+                }
+                // Not connected: the next CONNACK subscribes to the new set.
                 continue;
             }
         };
@@ -99,16 +117,24 @@ pub async fn drive(
                 state.connected.store(true, Ordering::Release);
                 backoff.reset();
                 log::info!(target: "ledge::mqtt", "connected to local broker {address}");
-                subscribe(&client, &filters, &state);
+                subscribed.clear();
+                pending.clear();
+                let wanted = filters.borrow_and_update().clone();
+                if wanted.is_empty() {
+                    state.subscribed.store(true, Ordering::Release);
+                    log::info!(target: "ledge::mqtt", "no trigger filters to subscribe to");
+                }
+                resubscribe(&client, &mut subscribed, wanted, &mut pending);
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                for (filter, code) in filters.iter().zip(&ack.return_codes) {
+                let batch = pending.pop_front().unwrap_or_default();
+                for (filter, code) in batch.iter().zip(&ack.return_codes) {
                     if matches!(code, rumqttc::SubscribeReasonCode::Failure) {
                         log::error!(target: "ledge::mqtt", "local broker refused subscription to `{filter}`");
                     }
                 }
                 if !state.subscribed.swap(true, Ordering::AcqRel) {
-                    log::info!(target: "ledge::mqtt", "subscribed to {} trigger filters (triggers and forwards)", filters.len());
+                    log::info!(target: "ledge::mqtt", "subscribed to {} trigger filters (triggers and forwards)", subscribed.len());
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) if shutting_down => return,
@@ -134,20 +160,38 @@ pub async fn drive(
     }
 }
 
-fn subscribe(client: &AsyncClient, filters: &[TopicFilter], state: &LinkState) {
-    if filters.is_empty() {
-        state.subscribed.store(true, Ordering::Release);
-        log::info!(target: "ledge::mqtt", "no trigger filters to subscribe to");
-        return;
-    }
-    let subscriptions = filters
+/// Moves the connection's subscriptions from `subscribed` to `wanted`.
+fn resubscribe(
+    client: &AsyncClient,
+    subscribed: &mut Vec<TopicFilter>,
+    wanted: Vec<TopicFilter>,
+    pending: &mut VecDeque<Vec<TopicFilter>>,
+) {
+    let added: Vec<TopicFilter> = wanted
         .iter()
-        .map(|f| rumqttc::SubscribeFilter::new(f.as_str().to_owned(), QoS::AtLeastOnce));
+        .filter(|f| !subscribed.contains(f))
+        .cloned()
+        .collect();
     // try_: we are inside the poll loop; awaiting here could deadlock on a
     // full request channel that only this loop drains.
-    if let Err(e) = client.try_subscribe_many(subscriptions) {
-        log::error!(target: "ledge::mqtt", "cannot queue subscriptions: {e}");
+    for removed in subscribed.iter().filter(|f| !wanted.contains(f)) {
+        match client.try_unsubscribe(removed.as_str()) {
+            Ok(()) => log::info!(target: "ledge::mqtt", "unsubscribed from `{removed}`"),
+            Err(e) => {
+                log::error!(target: "ledge::mqtt", "cannot unsubscribe from `{removed}`: {e}")
+            }
+        }
     }
+    if !added.is_empty() {
+        let subscriptions = added
+            .iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f.as_str().to_owned(), QoS::AtLeastOnce));
+        match client.try_subscribe_many(subscriptions) {
+            Ok(()) => pending.push_back(added),
+            Err(e) => log::error!(target: "ledge::mqtt", "cannot queue subscriptions: {e}"),
+        }
+    }
+    *subscribed = wanted;
 }
 
 /// Capped exponential backoff with jitter, so a fleet of gateways that lost

@@ -21,7 +21,7 @@ use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::mpsc;
 
 use crate::config::{ForwardRule, Plan, TriggerSource};
-use crate::dispatch::{Dispatcher, Durable};
+use crate::dispatch::{Durable, Routing};
 use crate::event::{Event, EventSource};
 use crate::sinks::spool::SpoolSink;
 
@@ -60,7 +60,7 @@ impl MqttSource {
 
     /// Routes one message; oversized ones are logged and dropped before any
     /// function sees them.
-    pub fn incoming_publish(&self, dispatcher: &Dispatcher, publish: Publish) {
+    pub fn incoming_publish(&self, routing: &Routing, publish: Publish) {
         if publish.payload.len() > self.max_payload {
             let total = self.oversized.fetch_add(1, Ordering::Relaxed) + 1;
             log::warn!(
@@ -79,7 +79,7 @@ impl MqttSource {
             publish.topic.clone(),
             publish.payload.clone(),
         );
-        waits.extend(dispatcher.submit(event));
+        waits.extend(routing.submit(event));
         self.ack(publish, waits);
     }
 
