@@ -7,8 +7,7 @@
 //! embedded broker from mosquitto. Built only with the `local-broker` feature
 //! (on by default; ~1.1 MB of binary).
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -26,6 +25,8 @@ pub enum BrokerError {
 #[cfg(feature = "local-broker")]
 pub fn start(listen: SocketAddr, max_message: usize) -> Result<(), BrokerError> {
     use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+    use std::collections::HashMap;
+    use std::net::TcpListener;
 
     // rumqttd reports a bind failure only in a log line from its own thread;
     // probe first so the user gets a clear error and a non-zero exit.
@@ -78,7 +79,6 @@ pub fn start(listen: SocketAddr, max_message: usize) -> Result<(), BrokerError> 
 
 #[cfg(not(feature = "local-broker"))]
 pub fn start(_listen: SocketAddr, _max_message: usize) -> Result<(), BrokerError> {
-    let _ = (HashMap::<(), ()>::new(), TcpListener::bind);
     Err(BrokerError::Start(
         "this ledge was built without the `local-broker` feature".to_owned(),
     ))
