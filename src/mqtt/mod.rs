@@ -61,7 +61,18 @@ pub fn options(broker: &BrokerPlan, persistent: bool) -> MqttOptions {
 
 /// Creates the client and its event loop.
 pub fn connect(broker: &BrokerPlan, persistent: bool) -> (AsyncClient, rumqttc::EventLoop) {
-    AsyncClient::new(options(broker, persistent), REQUEST_CHANNEL)
+    let (client, mut eventloop) = AsyncClient::new(options(broker, persistent), REQUEST_CHANNEL);
+    no_delay(&mut eventloop);
+    (client, eventloop)
+}
+
+/// Turns off Nagle's algorithm on the connection: an alert is one small
+/// packet, and with Nagle it waits for the ACK of the previous one (up to a
+/// delayed-ACK timeout, 40 ms on Linux) before it leaves.
+pub fn no_delay(eventloop: &mut rumqttc::EventLoop) {
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
 }
 
 /// Drives the connection until `shutdown` turns true and the DISCONNECT is

@@ -130,6 +130,10 @@ impl Uplink {
         if let Some(files) = &self.plan.tls {
             options.set_transport(tls_transport(files)?);
         }
+        // As on the local link: records are small, Nagle would hold them.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
         Ok(options)
     }
 
