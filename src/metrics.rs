@@ -22,6 +22,12 @@ pub struct FunctionMetrics {
     /// Sum and maximum of invocation durations, microseconds.
     pub duration_total_us: AtomicU64,
     pub duration_max_us: AtomicU64,
+    /// Retries scheduled after a failed attempt.
+    pub retries: AtomicU64,
+    /// Events that went to the failure destination after their last attempt.
+    pub dead_letters: AtomicU64,
+    /// Events the failure destination itself could not take (logged in full).
+    pub dead_letter_errors: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -34,6 +40,9 @@ pub struct Snapshot {
     pub dropped_disabled: u64,
     pub duration_total_us: u64,
     pub duration_max_us: u64,
+    pub retries: u64,
+    pub dead_letters: u64,
+    pub dead_letter_errors: u64,
 }
 
 impl FunctionMetrics {
@@ -60,6 +69,9 @@ impl FunctionMetrics {
             dropped_disabled: get(&self.dropped_disabled),
             duration_total_us: get(&self.duration_total_us),
             duration_max_us: get(&self.duration_max_us),
+            retries: get(&self.retries),
+            dead_letters: get(&self.dead_letters),
+            dead_letter_errors: get(&self.dead_letter_errors),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::mqtt::LinkState;
 use crate::runtime::{LoadedFunction, Runtime};
 use crate::sinks::local::{self, LocalPublisher};
 use crate::sinks::spool::SpoolSink;
-use crate::sinks::{ForwardSink, LogSink, PublishSink, Sinks};
+use crate::sinks::{DeadLetterSink, ForwardSink, LogSink, PublishSink, Sinks};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::{schedule, sensor};
 use crate::spool::Spool;
@@ -217,6 +217,7 @@ impl Node {
             publish: Arc::clone(&publisher),
             forward: spool_sink.clone().map(|s| s as Arc<dyn ForwardSink>),
             logs: spool_sink.clone().map(|s| s as Arc<dyn LogSink>),
+            dead_letters: spool_sink.clone().map(|s| s as Arc<dyn DeadLetterSink>),
         };
         if let (Some(sink), Some(upstream)) = (&spool_sink, &plan.upstream) {
             if upstream.ship_logs.is_some() {

@@ -18,8 +18,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use plan::{
-    BrokerMode, BrokerPlan, DevicePlan, ForwardRule, FunctionId, FunctionSpec, Plan, Route, Secret,
-    SensorKind, SensorSpec, TlsFiles, TriggerSource, UpstreamPlan,
+    BrokerMode, BrokerPlan, DevicePlan, FailurePolicy, ForwardRule, FunctionId, FunctionSpec,
+    OnFailure, Plan, Route, Secret, SensorKind, SensorSpec, TlsFiles, TriggerSource, UpstreamPlan,
 };
 
 /// A place in a config file, for error messages.

@@ -191,6 +191,49 @@ pub struct FunctionSpec {
     pub allow_publish: Vec<TopicFilter>,
     /// Topics the function may `forward` upstream through the spool.
     pub allow_forward: Vec<TopicFilter>,
+    /// How failed asynchronous events are retried and where they end up.
+    pub failure: FailurePolicy,
+}
+
+/// Lambda's asynchronous-invocation contract: a failed event is retried
+/// `retries` times, `retry_backoff` after the first failure and doubling,
+/// unless it is older than `max_event_age`; then it goes to `on_failure`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailurePolicy {
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub max_event_age: Duration,
+    pub on_failure: OnFailure,
+}
+
+impl FailurePolicy {
+    /// The delay before attempt `next` (2 for the first retry).
+    pub fn backoff(&self, next: u32) -> Duration {
+        let doublings = next.saturating_sub(2).min(16);
+        self.retry_backoff.saturating_mul(1 << doublings)
+    }
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self {
+            retries: 2,
+            retry_backoff: Duration::from_secs(1),
+            max_event_age: Duration::from_secs(6 * 3600),
+            on_failure: OnFailure::DeadLetter,
+        }
+    }
+}
+
+/// The failure destination of a function's asynchronous events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnFailure {
+    /// A dead-letter record in the spool, synced to `<prefix>/dlq/<function>`.
+    DeadLetter,
+    /// The dead-letter document published to a local topic.
+    Topic(String),
+    /// Counted and logged, nothing kept.
+    Drop,
 }
 
 /// One row of the routing table.
@@ -561,7 +604,9 @@ impl Resolver<'_> {
             }
             *fuel.get_ref()
         });
+        let failure = self.failure_policy(&f);
         FunctionSpec {
+            failure,
             version: "$LATEST".to_owned(),
             module_path: self.path(f.module.get_ref()),
             module_location: self.map.locate(f.module.span()),
@@ -574,6 +619,45 @@ impl Resolver<'_> {
             allow_publish,
             allow_forward,
             name,
+        }
+    }
+
+    fn failure_policy(&mut self, f: &RawFunction) -> FailurePolicy {
+        let defaults = FailurePolicy::default();
+        let retries = match &f.retries {
+            None => defaults.retries,
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(n) if n <= 10 => n,
+                _ => {
+                    self.fail(v.span(), "retries must be between 0 and 10");
+                    defaults.retries
+                }
+            },
+        };
+        let on_failure = match &f.on_failure {
+            None => defaults.on_failure.clone(),
+            Some(v) => match v.get_ref().as_str() {
+                "dlq" => OnFailure::DeadLetter,
+                "drop" => OnFailure::Drop,
+                other => match other.strip_prefix("topic:") {
+                    Some(topic) if TopicFilter::new(topic).is_ok_and(|t| !t.has_wildcards()) => {
+                        OnFailure::Topic(topic.to_owned())
+                    }
+                    _ => {
+                        self.fail(
+                            v.span(),
+                            "on_failure must be \"dlq\", \"drop\" or \"topic:<local topic without wildcards>\"",
+                        );
+                        defaults.on_failure.clone()
+                    }
+                },
+            },
+        };
+        FailurePolicy {
+            retries,
+            retry_backoff: self.duration(&f.retry_backoff, defaults.retry_backoff),
+            max_event_age: self.duration(&f.max_event_age, defaults.max_event_age),
+            on_failure,
         }
     }
 

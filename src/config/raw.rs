@@ -124,6 +124,15 @@ pub struct RawFunction {
     pub allow_publish: Vec<Spanned<String>>,
     #[serde(default)]
     pub allow_forward: Vec<Spanned<String>>,
+    /// Asynchronous events: attempts after the first (default 2).
+    pub retries: Option<Spanned<i64>>,
+    /// Delay before the first retry; doubles for each next one.
+    pub retry_backoff: Option<Spanned<String>>,
+    /// Events older than this are not retried.
+    pub max_event_age: Option<Spanned<String>>,
+    /// Where an event goes after its last failed attempt: "dlq", "drop" or
+    /// "topic:<local topic>".
+    pub on_failure: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

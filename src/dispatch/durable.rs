@@ -158,6 +158,7 @@ async fn queue(
         event: Arc::new(event),
         enqueued_at: Instant::now(),
         receipt: Some(receipt),
+        attempt: 1,
     };
     loop {
         match dispatcher.push_job(function, job) {

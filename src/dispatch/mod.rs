@@ -35,6 +35,8 @@ pub struct Job {
     pub enqueued_at: Instant,
     /// For an event from a durable trigger: whom to tell when it was run.
     pub receipt: Option<Receipt>,
+    /// 1 for the first attempt; retries count up.
+    pub attempt: u32,
 }
 
 /// Tells a durable trigger's feeder that the record `seq` has been run (its
@@ -277,6 +279,7 @@ impl Dispatcher {
             event,
             enqueued_at: Instant::now(),
             receipt: None,
+            attempt: 1,
         };
         match queue.push(job) {
             Ok(()) => true,

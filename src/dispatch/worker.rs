@@ -6,15 +6,18 @@
 //! from delaying MQTT keep-alives or other functions: the async reactor never
 //! executes guest code, and a slow function only occupies its own workers.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::queue::EventQueue;
+use super::queue::{EventQueue, PushError};
 use super::Job;
+use crate::config::OnFailure;
 use crate::metrics::FunctionMetrics;
 use crate::runtime::{Instance, Invocation, InvokeError, LoadedFunction, Outcome};
-use crate::sinks::Sinks;
+use crate::sinks::{OutgoingMessage, Qos, Sinks};
+use crate::spool::body::DeadLetterBody;
 
 /// Stack for worker threads. wasmi keeps the guest's stack on the heap, so
 /// worker threads need little of their own.
@@ -36,6 +39,7 @@ pub fn spawn(
                 queue: Arc::clone(queue),
                 metrics: Arc::clone(metrics),
                 sinks: sinks.clone(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             };
             std::thread::Builder::new()
                 .name(format!("fn-{}-{n}", function.spec.name))
@@ -60,6 +64,135 @@ struct Worker {
     queue: Arc<EventQueue<Job>>,
     metrics: Arc<FunctionMetrics>,
     sinks: Sinks,
+    /// The async runtime whose timers run pending retries.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+/// What a retry or a dead letter needs of its worker, owned, so a retry can
+/// outlive the worker thread that scheduled it.
+struct RetryContext {
+    function: LoadedFunction,
+    metrics: Arc<FunctionMetrics>,
+    sinks: Sinks,
+}
+
+impl RetryContext {
+    /// Hands a finally failed event to the function's `on_failure`
+    /// destination. If that fails too, the whole dead letter goes to the
+    /// log so nothing is lost silently.
+    fn dead_letter(&self, invocation: &Invocation, error: &InvokeError, why: &str) {
+        let spec = &self.function.spec;
+        let letter = DeadLetterBody::V1 {
+            function: spec.name.clone(),
+            version: spec.version.clone(),
+            request_id: invocation.request_id.clone(),
+            error_kind: error.kind().to_owned(),
+            error: error.to_string(),
+            attempts: invocation.attempt,
+            source: invocation.event.source.to_string(),
+            subject: invocation.event.subject.clone(),
+            payload: invocation.event.payload.to_vec(),
+            received_at_ms: invocation.event.received_at_ms,
+        };
+        let stored = match &spec.failure.on_failure {
+            OnFailure::Drop => {
+                self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+                log::warn!(target: "ledge::invoke", "{} {}: {why}; dropped (on_failure = \"drop\")", spec.name, invocation.request_id);
+                return;
+            }
+            OnFailure::DeadLetter => match &self.sinks.dead_letters {
+                Some(sink) => sink
+                    .dead_letter(&letter)
+                    .map(|seq| format!("dead-letter record {seq}")),
+                None => Err("no [upstream] is configured to keep dead letters".to_owned()),
+            },
+            OnFailure::Topic(topic) => self
+                .sinks
+                .publish
+                .publish(OutgoingMessage {
+                    topic: topic.clone(),
+                    payload: letter.to_json(None).to_string().into(),
+                    qos: Qos::AtLeastOnce,
+                })
+                .map(|()| format!("published to `{topic}`"))
+                .map_err(|e| e.to_string()),
+        };
+        match stored {
+            Ok(place) => {
+                self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+                log::warn!(target: "ledge::invoke", "{} {}: {why}; {place}", spec.name, invocation.request_id);
+            }
+            Err(e) => {
+                self.metrics
+                    .dead_letter_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    target: "ledge::invoke",
+                    "{} {}: {why}, and the failure destination refused it ({e}); dead letter: {}",
+                    spec.name,
+                    invocation.request_id,
+                    letter.to_json(None)
+                );
+            }
+        }
+    }
+}
+
+/// A failed event waiting for its next attempt.
+struct PendingRetry {
+    job: Option<Job>,
+    /// The error of the attempt that failed, for a dead letter.
+    last_error: String,
+    queue: Arc<EventQueue<Job>>,
+    worker: RetryContext,
+}
+
+impl PendingRetry {
+    /// Queues the next attempt. A closed queue (ledge stopping or
+    /// reloading) or a full one ends the event at the failure destination,
+    /// with the reason.
+    fn fire(mut self) {
+        let Some(job) = self.job.take() else {
+            return;
+        };
+        let (job, reason) = match self.queue.push(job) {
+            Ok(()) => return,
+            Err(PushError::Full(job)) => {
+                self.worker
+                    .metrics
+                    .throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                (job, "not retried: the queue is full")
+            }
+            Err(PushError::Closed(job)) => (job, "not retried: ledge is stopping or reloading"),
+        };
+        let invocation = Invocation {
+            request_id: super::request_id::next(),
+            event: job.event,
+            attempt: job.attempt - 1,
+        };
+        let error = InvokeError::Handler(self.last_error.clone());
+        self.worker.dead_letter(&invocation, &error, reason);
+        // A durable event stays unconfirmed (its receipt is dropped unsent)
+        // and runs again after a restart.
+    }
+}
+
+impl Drop for PendingRetry {
+    fn drop(&mut self) {
+        if let Some(job) = &self.job {
+            // The runtime shut down before the retry was due.
+            log::warn!(
+                target: "ledge::invoke",
+                "{}: a retry (attempt {}) of an event from {} {} was pending at shutdown and is not run{}",
+                self.worker.function.spec.name,
+                job.attempt,
+                job.event.source,
+                job.event.subject,
+                if job.receipt.is_some() { "; its durable trigger runs it after the restart" } else { "" }
+            );
+        }
+    }
 }
 
 impl Worker {
@@ -67,35 +200,139 @@ impl Worker {
         // Instantiate before the first event so that event does not pay for it.
         let mut instance = self.instantiate().ok();
         while let Some(job) = self.queue.pop() {
+            let Job {
+                event,
+                receipt,
+                attempt,
+                ..
+            } = job;
             let invocation = Invocation {
                 request_id: super::request_id::next(),
-                event: job.event,
-                attempt: 1,
+                event,
+                attempt,
             };
-            // Tells a durable trigger's feeder once this event has run, how
-            // ever the invocation ends.
-            let _done = job.receipt.map(Done);
-            if instance.is_none() {
-                // The previous instance trapped or never started: a fresh one
-                // for this event, or fail the event with the reason.
-                match self.instantiate() {
-                    Ok(fresh) => instance = Some(fresh),
-                    Err(e) => {
-                        self.metrics.record_invocation(Duration::ZERO, true, false);
-                        self.log_failure(&invocation, &e, Duration::ZERO);
-                        continue;
-                    }
-                }
-            }
-            let Some(warm) = instance.as_mut() else {
-                continue;
-            };
-            let mut outcome = warm.invoke(&invocation);
-            self.await_forwards(&mut outcome);
-            if self.report(&invocation, &outcome) {
-                instance = None;
+            let failure = self.run_once(&invocation, &mut instance);
+            match failure {
+                // Tells a durable trigger's feeder the event has run.
+                None => drop(receipt.map(Done)),
+                Some(error) => self.after_failure(invocation, error, receipt),
             }
         }
+    }
+
+    /// Runs one attempt; returns its error if it failed.
+    fn run_once(
+        &self,
+        invocation: &Invocation,
+        instance: &mut Option<Instance>,
+    ) -> Option<InvokeError> {
+        if instance.is_none() {
+            // The previous instance trapped or never started: a fresh one
+            // for this event, or fail the event with the reason.
+            match self.instantiate() {
+                Ok(fresh) => *instance = Some(fresh),
+                Err(e) => {
+                    self.metrics.record_invocation(Duration::ZERO, true, false);
+                    self.log_failure(invocation, &e, Duration::ZERO);
+                    return Some(e);
+                }
+            }
+        }
+        let warm = instance.as_mut()?;
+        let mut outcome = warm.invoke(invocation);
+        self.await_forwards(&mut outcome);
+        if self.report(invocation, &outcome) {
+            *instance = None;
+        }
+        outcome.result.err()
+    }
+
+    /// Retries a failed event after its backoff, or, after the last attempt
+    /// (or once it is older than `max_event_age`), hands it to the
+    /// function's failure destination.
+    fn after_failure(
+        &self,
+        invocation: Invocation,
+        error: InvokeError,
+        receipt: Option<super::Receipt>,
+    ) {
+        let policy = &self.function.spec.failure;
+        let next = invocation.attempt + 1;
+        let delay = policy.backoff(next);
+        let age = Duration::from_millis(
+            crate::event::unix_ms().saturating_sub(invocation.event.received_at_ms),
+        );
+        if invocation.attempt <= policy.retries && age + delay <= policy.max_event_age {
+            self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+            log::info!(
+                target: "ledge::invoke",
+                "{} {}: attempt {} of {} failed; retry in {}ms",
+                self.function.spec.name,
+                invocation.request_id,
+                invocation.attempt,
+                policy.retries + 1,
+                delay.as_millis()
+            );
+            let job = Job {
+                event: invocation.event,
+                enqueued_at: std::time::Instant::now(),
+                receipt,
+                attempt: next,
+            };
+            self.schedule_retry(job, delay, error.to_string());
+            return;
+        }
+        let why = if invocation.attempt <= policy.retries {
+            format!(
+                "not retried: the event is {}s old and max_event_age is {}s",
+                age.as_secs(),
+                policy.max_event_age.as_secs()
+            )
+        } else {
+            format!("failed {} attempts", invocation.attempt)
+        };
+        self.dead_letter(&invocation, &error, &why);
+        drop(receipt.map(Done));
+    }
+
+    /// Puts the job back on the function's queue after `delay`, on the
+    /// async runtime's timer when there is one (so no thread sleeps per
+    /// pending retry).
+    fn schedule_retry(&self, job: Job, delay: Duration, last_error: String) {
+        let retry = PendingRetry {
+            job: Some(job),
+            last_error,
+            queue: Arc::clone(&self.queue),
+            worker: self.retry_context(),
+        };
+        match &self.runtime {
+            Some(handle) => {
+                handle.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    retry.fire();
+                });
+            }
+            None => {
+                let _ = std::thread::Builder::new()
+                    .name("ledge-retry".to_owned())
+                    .spawn(move || {
+                        std::thread::sleep(delay);
+                        retry.fire();
+                    });
+            }
+        }
+    }
+
+    fn retry_context(&self) -> RetryContext {
+        RetryContext {
+            function: self.function.clone(),
+            metrics: Arc::clone(&self.metrics),
+            sinks: self.sinks.clone(),
+        }
+    }
+
+    fn dead_letter(&self, invocation: &Invocation, error: &InvokeError, why: &str) {
+        self.retry_context().dead_letter(invocation, error, why);
     }
 
     /// An invocation that forwarded records is done only once they are

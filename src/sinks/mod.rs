@@ -92,12 +92,20 @@ pub trait LogSink: Send + Sync {
     );
 }
 
+/// Keeps dead letters: events a function failed on after its last attempt.
+pub trait DeadLetterSink: Send + Sync {
+    /// Stores one; returns its seq.
+    fn dead_letter(&self, letter: &crate::spool::body::DeadLetterBody) -> Result<u64, String>;
+}
+
 /// Where one instance's output goes.
 #[derive(Clone)]
 pub struct Sinks {
     pub publish: Arc<dyn PublishSink>,
     pub forward: Option<Arc<dyn ForwardSink>>,
     pub logs: Option<Arc<dyn LogSink>>,
+    /// `None` without an `[upstream]`: dead letters are then only logged.
+    pub dead_letters: Option<Arc<dyn DeadLetterSink>>,
 }
 
 impl<T: PublishSink + ForwardSink + 'static> From<Arc<T>> for Sinks {
@@ -106,6 +114,7 @@ impl<T: PublishSink + ForwardSink + 'static> From<Arc<T>> for Sinks {
             publish: sink.clone(),
             forward: Some(sink),
             logs: None,
+            dead_letters: None,
         }
     }
 }

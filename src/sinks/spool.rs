@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ForwardRefused, ForwardSink, LogSink};
-use crate::spool::body::{self, EventBody, LogBody};
+use super::{DeadLetterSink, ForwardRefused, ForwardSink, LogSink};
+use crate::spool::body::{self, DeadLetterBody, EventBody, LogBody};
 use crate::spool::{Kind, Spool};
 
 pub struct SpoolSink {
@@ -86,6 +86,14 @@ impl ForwardSink for SpoolSink {
     fn wait_durable(&self, seq: u64, timeout: Duration) -> Result<bool, String> {
         self.spool
             .wait_durable(seq, timeout)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl DeadLetterSink for SpoolSink {
+    fn dead_letter(&self, letter: &DeadLetterBody) -> Result<u64, String> {
+        self.spool
+            .append(Kind::DeadLetter, &body::encode(letter))
             .map_err(|e| e.to_string())
     }
 }

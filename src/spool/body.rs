@@ -37,6 +37,75 @@ pub enum MetricBody {
     V1 { json: String },
 }
 
+/// An event a function failed on after its last attempt (`Kind::DeadLetter`),
+/// synced upstream to `<prefix>/dlq/<function>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeadLetterBody {
+    V1 {
+        function: String,
+        version: String,
+        /// The request id of the last attempt.
+        request_id: String,
+        /// `InvokeError::kind()` of the last attempt: `error`, `timeout`...
+        error_kind: String,
+        error: String,
+        attempts: u32,
+        /// The original event, as the function received it.
+        source: String,
+        subject: String,
+        payload: Vec<u8>,
+        received_at_ms: u64,
+    },
+}
+
+impl DeadLetterBody {
+    /// The JSON document sent upstream or published locally.
+    pub fn to_json(&self, device: Option<&str>) -> serde_json::Value {
+        let DeadLetterBody::V1 {
+            function,
+            version,
+            request_id,
+            error_kind,
+            error,
+            attempts,
+            source,
+            subject,
+            payload,
+            received_at_ms,
+        } = self;
+        let mut event = serde_json::json!({
+            "source": source,
+            "subject": subject,
+            "received_at_ms": received_at_ms,
+        });
+        // The payload as text when it is text, else as hex: either way the
+        // backend gets the exact bytes back.
+        match std::str::from_utf8(payload) {
+            Ok(text) => event["payload"] = text.into(),
+            Err(_) => {
+                event["payload_hex"] = payload
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    .into()
+            }
+        }
+        let mut document = serde_json::json!({
+            "function": function,
+            "version": version,
+            "request_id": request_id,
+            "error_kind": error_kind,
+            "error": error,
+            "attempts": attempts,
+            "event": event,
+        });
+        if let Some(device) = device {
+            document["device"] = device.into();
+        }
+        document
+    }
+}
+
 /// An event waiting for a function behind a `durable = true` trigger
 /// (`Kind::Event` in that function's own spool stream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

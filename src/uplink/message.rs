@@ -1,6 +1,7 @@
 //! Spooled records → upstream MQTT messages.
 //!
 //! - An event goes out alone, payload unchanged, on its own topic.
+//! - A dead letter goes out alone, as JSON, on `<prefix>/dlq/<function>`.
 //! - Log lines and metric snapshots go out batched: one JSON document per
 //!   run of consecutive records of the same kind, up to `MAX_BATCH`
 //!   records or `MAX_BATCH_BYTES`, on `<prefix>/logs` and `<prefix>/metrics`.
@@ -10,7 +11,7 @@
 //! the duplicates a crash between send and confirm produces. JSON batches
 //! carry the same fields in the document.
 
-use crate::spool::body::{self, EventBody, LogBody, MetricBody};
+use crate::spool::body::{self, DeadLetterBody, EventBody, LogBody, MetricBody};
 use crate::spool::{Kind, Record};
 
 pub const MAX_BATCH: usize = 200;
@@ -44,6 +45,10 @@ pub fn build(records: &[Record], stamp: &Stamp<'_>) -> Vec<Message> {
         match record.kind {
             Kind::Event => {
                 messages.push(event(record, stamp));
+                i += 1;
+            }
+            Kind::DeadLetter => {
+                messages.push(dead_letter(record, stamp));
                 i += 1;
             }
             kind => {
@@ -95,6 +100,30 @@ fn event(record: &Record, stamp: &Stamp<'_>) -> Message {
     }
 }
 
+fn dead_letter(record: &Record, stamp: &Stamp<'_>) -> Message {
+    let mut properties = identity(stamp);
+    properties.push(("seq".to_owned(), record.seq.to_string()));
+    properties.push(("ts".to_owned(), record.ts_ms.to_string()));
+    match body::decode::<DeadLetterBody>(&record.body) {
+        Ok(letter) => {
+            let DeadLetterBody::V1 { function, .. } = &letter;
+            let topic = format!("{}/dlq/{function}", stamp.prefix);
+            let mut document = letter.to_json(Some(stamp.device));
+            document["epoch"] = stamp.epoch.into();
+            document["seq"] = record.seq.into();
+            document["ts"] = record.ts_ms.into();
+            Message {
+                topic,
+                payload: document.to_string().into_bytes(),
+                first_seq: record.seq,
+                last_seq: record.seq,
+                properties,
+            }
+        }
+        Err(e) => undecodable(record, stamp, &e.to_string(), properties),
+    }
+}
+
 fn undecodable(
     record: &Record,
     stamp: &Stamp<'_>,
@@ -127,8 +156,7 @@ fn batch(kind: Kind, records: &[Record], stamp: &Stamp<'_>) -> Message {
     let (first_seq, last_seq) = (records[0].seq, records[records.len() - 1].seq);
     let (field, topic) = match kind {
         Kind::Metric => ("metrics", format!("{}/metrics", stamp.prefix)),
-        Kind::DeadLetter => ("dead_letters", format!("{}/dlq", stamp.prefix)),
-        Kind::Log | Kind::Event => ("logs", format!("{}/logs", stamp.prefix)),
+        Kind::Log | Kind::Event | Kind::DeadLetter => ("logs", format!("{}/logs", stamp.prefix)),
     };
     let items: Vec<serde_json::Value> = records.iter().map(|r| item(kind, r)).collect();
     let document = serde_json::json!({
