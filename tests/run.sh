@@ -25,11 +25,13 @@ command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || packages+=(mo
 command -v mosquitto_pub >/dev/null || packages+=(mosquitto-clients)
 command -v qemu-aarch64-static >/dev/null || packages+=(qemu-user-static)
 command -v shellcheck >/dev/null || packages+=(shellcheck)
+[[ -x /usr/sbin/sshd ]] || packages+=(openssh-server)
+command -v ssh >/dev/null || packages+=(openssh-client)
 if [[ ${#packages[@]} -gt 0 ]]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
-echo "ok: mosquitto, mosquitto-clients, qemu-user-static, shellcheck"
+echo "ok: mosquitto, mosquitto-clients, qemu-user-static, shellcheck, openssh-server, openssh-client"
 
 step "rust targets and components"
 installed=$(rustup target list --installed)
@@ -44,12 +46,15 @@ cargo fmt --all -- --check
 (cd functions && cargo fmt --all -- --check)
 cargo clippy --locked --all-targets -- -D warnings
 (cd functions && cargo clippy --locked --all-targets -- -D warnings)
-shellcheck tests/run.sh tests/soak-kill.sh cross/build.sh functions/build.sh .ci/run
+shellcheck tests/run.sh tests/soak-kill.sh cross/build.sh functions/build.sh .ci/run flash.sh tests/flash.sh
 
 step "guest SDK and example function tests (host-side)"
 (cd functions && cargo test --locked --quiet)
 
 step "ledge tests (unit, runtime, CLI, end-to-end over MQTT, aarch64 under qemu)"
 cargo test --locked -- --test-threads "${LEDGE_TEST_THREADS:-2}"
+
+step "flash.sh and the systemd unit"
+tests/flash.sh
 
 step "all tests passed"
