@@ -256,6 +256,8 @@ impl Node {
         let mut mqtt = MqttSource::new(plan.broker.max_payload);
         mqtt.forwards = plan.forwards.clone();
         mqtt.spool = spool_sink.clone();
+        mqtt.invoke_prefix = format!("ledge/{}/invoke/", plan.device.id);
+        mqtt.replies = Some(Arc::clone(&publisher));
         if persistent {
             let (acks, queue) = tokio::sync::mpsc::unbounded_channel();
             mqtt.acks = Some(acks);
@@ -566,6 +568,10 @@ fn open_uplink_spool(plan: &Plan) -> Result<Option<Arc<Spool>>, NodeError> {
 fn subscriptions(dispatcher: &Dispatcher, plan: &Plan) -> Vec<TopicFilter> {
     let mut filters = dispatcher.mqtt_filters();
     filters.extend(plan.forwards.iter().map(|f| f.filter.clone()));
+    // Device ids are checked to be valid topic levels, so this always parses.
+    if let Ok(invoke) = TopicFilter::new(&MqttSource::invoke_filter(&plan.device.id)) {
+        filters.push(invoke);
+    }
     filters.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     filters.dedup();
     filters

@@ -21,11 +21,17 @@ pub struct Request {
     pub event_file: Option<PathBuf>,
     pub topic: Option<String>,
     pub json: bool,
+    /// Ask the running ledge instead (`--remote`).
+    pub remote: bool,
 }
 
 pub fn invoke(request: &Request) -> Result<(), CliError> {
     let plan = load_config(&request.config)?;
     crate::logging::init(Some("warn"));
+    if request.remote {
+        let payload = read_payload(request)?;
+        return super::remote::invoke(&plan, &request.function, &payload, request.json);
+    }
     let spec = plan
         .functions
         .iter()
@@ -39,12 +45,7 @@ pub fn invoke(request: &Request) -> Result<(), CliError> {
                 known.join(", ")
             ))
         })?;
-    let payload = match (&request.event, &request.event_file) {
-        (Some(text), _) => text.clone().into_bytes(),
-        (None, Some(path)) => std::fs::read(path)
-            .map_err(|e| CliError::Usage(anyhow!("cannot read {}: {e}", path.display())))?,
-        (None, None) => Vec::new(),
-    };
+    let payload = read_payload(request)?;
     let runtime = Runtime::new(plan.broker.max_payload)
         .map_err(|e| CliError::Failed(anyhow!("cannot start the wasm runtime: {e}")))?;
     let function = runtime
@@ -94,6 +95,15 @@ pub fn invoke(request: &Request) -> Result<(), CliError> {
             e.kind()
         ))),
     }
+}
+
+fn read_payload(request: &Request) -> Result<Vec<u8>, CliError> {
+    Ok(match (&request.event, &request.event_file) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(path)) => std::fs::read(path)
+            .map_err(|e| CliError::Usage(anyhow!("cannot read {}: {e}", path.display())))?,
+        (None, None) => Vec::new(),
+    })
 }
 
 fn print_text(

@@ -6,6 +6,7 @@
 
 mod check;
 mod invoke;
+mod remote;
 mod run;
 mod spool;
 mod status;
@@ -68,6 +69,10 @@ pub enum Command {
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Invoke the function in the running ledge, synchronously, over its
+        /// local broker (instead of loading it here).
+        #[arg(long, conflicts_with = "topic")]
+        remote: bool,
     },
     /// Ask a running ledge how it is: links, spool, functions.
     Status {
@@ -158,12 +163,14 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             event_file,
             topic,
             json,
+            remote,
         } => invoke::invoke(&invoke::Request {
             function,
             config,
             event,
             event_file,
             topic,
+            remote,
             json,
         }),
         Command::Status { config, json } => status::status(&config, json),

@@ -159,6 +159,7 @@ async fn queue(
         enqueued_at: Instant::now(),
         receipt: Some(receipt),
         attempt: 1,
+        reply: None,
     };
     loop {
         match dispatcher.push_job(function, job) {

@@ -10,6 +10,7 @@
 mod durable;
 pub mod queue;
 pub mod request_id;
+pub mod sync;
 mod worker;
 
 pub use durable::{feed, CURSOR as DURABLE_CURSOR};
@@ -37,6 +38,9 @@ pub struct Job {
     pub receipt: Option<Receipt>,
     /// 1 for the first attempt; retries count up.
     pub attempt: u32,
+    /// For a synchronous request: where the response goes. Such a job is
+    /// never retried.
+    pub reply: Option<sync::Reply>,
 }
 
 /// Tells a durable trigger's feeder that the record `seq` has been run (its
@@ -98,6 +102,15 @@ impl Routing {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .submit(event)
+    }
+
+    /// Queues a synchronous request through the current dispatcher (see
+    /// [`Dispatcher::submit_sync`]).
+    pub fn submit_sync(&self, function: &str, event: Event, reply: sync::Reply) {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .submit_sync(function, Arc::new(event), reply)
     }
 
     /// Makes `next` the dispatcher for every later event; returns the old one.
@@ -280,6 +293,7 @@ impl Dispatcher {
             enqueued_at: Instant::now(),
             receipt: None,
             attempt: 1,
+            reply: None,
         };
         match queue.push(job) {
             Ok(()) => true,
@@ -289,6 +303,58 @@ impl Dispatcher {
                 false
             }
             Err(PushError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a synchronous request for the function named `function`, or
+    /// answers at once if it cannot run: unknown, disabled, or its queue
+    /// full (throttled, like Lambda's 429).
+    pub fn submit_sync(&self, function: &str, event: Arc<Event>, reply: sync::Reply) {
+        let Some(slot) = self.slots.iter().find(|s| s.name == function) else {
+            let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
+            reply.refuse(
+                function,
+                "not_found",
+                &format!(
+                    "no function `{function}` on this device (defined: {})",
+                    known.join(", ")
+                ),
+            );
+            return;
+        };
+        let Some(queue) = &slot.queue else {
+            slot.metrics
+                .dropped_disabled
+                .fetch_add(1, Ordering::Relaxed);
+            reply.refuse(
+                function,
+                "disabled",
+                "the function's module failed to load (see the log)",
+            );
+            return;
+        };
+        let job = Job {
+            event,
+            enqueued_at: Instant::now(),
+            receipt: None,
+            attempt: 1,
+            reply: Some(reply),
+        };
+        let (job, status, error) = match queue.push(job) {
+            Ok(()) => return,
+            Err(PushError::Full(job)) => {
+                slot.metrics.throttled.fetch_add(1, Ordering::Relaxed);
+                self.log_throttle(slot, &job.event);
+                let error = format!(
+                    "{} requests already wait for this function; retry later",
+                    queue.capacity()
+                );
+                (job, "throttled", error)
+            }
+            Err(PushError::Closed(job)) => (job, "unavailable", "ledge is stopping".to_owned()),
+        };
+        if let Some(reply) = job.reply {
+            reply.refuse(function, status, &error);
         }
     }
 

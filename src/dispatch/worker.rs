@@ -204,6 +204,7 @@ impl Worker {
                 event,
                 receipt,
                 attempt,
+                reply,
                 ..
             } = job;
             let invocation = Invocation {
@@ -211,40 +212,50 @@ impl Worker {
                 event,
                 attempt,
             };
-            let failure = self.run_once(&invocation, &mut instance);
-            match failure {
+            let (result, duration) = self.run_once(&invocation, &mut instance);
+            if let Some(reply) = reply {
+                // Synchronous: the caller gets the outcome and decides.
+                reply.outcome(
+                    &self.function.spec.name,
+                    &invocation.request_id,
+                    &result,
+                    duration,
+                );
+                continue;
+            }
+            match result {
                 // Tells a durable trigger's feeder the event has run.
-                None => drop(receipt.map(Done)),
-                Some(error) => self.after_failure(invocation, error, receipt),
+                Ok(_) => drop(receipt.map(Done)),
+                Err(error) => self.after_failure(invocation, error, receipt),
             }
         }
     }
 
-    /// Runs one attempt; returns its error if it failed.
+    /// Runs one attempt: its response or error, and how long it took.
     fn run_once(
         &self,
         invocation: &Invocation,
         instance: &mut Option<Instance>,
-    ) -> Option<InvokeError> {
-        if instance.is_none() {
+    ) -> (Result<Vec<u8>, InvokeError>, Duration) {
+        let warm = match instance {
+            Some(warm) => warm,
             // The previous instance trapped or never started: a fresh one
             // for this event, or fail the event with the reason.
-            match self.instantiate() {
-                Ok(fresh) => *instance = Some(fresh),
+            None => match self.instantiate() {
+                Ok(fresh) => instance.insert(fresh),
                 Err(e) => {
                     self.metrics.record_invocation(Duration::ZERO, true, false);
                     self.log_failure(invocation, &e, Duration::ZERO);
-                    return Some(e);
+                    return (Err(e), Duration::ZERO);
                 }
-            }
-        }
-        let warm = instance.as_mut()?;
+            },
+        };
         let mut outcome = warm.invoke(invocation);
         self.await_forwards(&mut outcome);
         if self.report(invocation, &outcome) {
             *instance = None;
         }
-        outcome.result.err()
+        (outcome.result, outcome.duration)
     }
 
     /// Retries a failed event after its backoff, or, after the last attempt
@@ -278,6 +289,7 @@ impl Worker {
                 enqueued_at: std::time::Instant::now(),
                 receipt,
                 attempt: next,
+                reply: None,
             };
             self.schedule_retry(job, delay, error.to_string());
             return;

@@ -145,7 +145,7 @@ pub async fn drive(
                     }
                 }
                 if !state.subscribed.swap(true, Ordering::AcqRel) {
-                    log::info!(target: "ledge::mqtt", "subscribed to {} trigger filters (triggers and forwards)", subscribed.len());
+                    log::info!(target: "ledge::mqtt", "subscribed to {} trigger filters (triggers, forwards and synchronous invokes)", subscribed.len());
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) if shutting_down => return,

@@ -21,9 +21,10 @@ use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::mpsc;
 
 use crate::config::{ForwardRule, Plan, TriggerSource};
-use crate::dispatch::{Durable, Routing};
+use crate::dispatch::{sync, Durable, Routing};
 use crate::event::{Event, EventSource};
 use crate::sinks::spool::SpoolSink;
+use crate::sinks::PublishSink;
 
 /// Turns incoming publishes into events and forwarded records.
 pub struct MqttSource {
@@ -36,6 +37,10 @@ pub struct MqttSource {
     pub acks: Option<mpsc::UnboundedSender<(Publish, Vec<Durable>)>>,
     /// Messages rejected for size, for the log and for tests.
     pub oversized: AtomicU64,
+    /// `ledge/<device>/invoke/`: requests for synchronous invocations.
+    pub invoke_prefix: String,
+    /// Where synchronous replies go (the local broker).
+    pub replies: Option<Arc<dyn PublishSink>>,
 }
 
 impl MqttSource {
@@ -46,7 +51,37 @@ impl MqttSource {
             spool: None,
             acks: None,
             oversized: AtomicU64::new(0),
+            invoke_prefix: String::new(),
+            replies: None,
         }
+    }
+
+    /// The filter synchronous requests arrive on.
+    pub fn invoke_filter(device: &str) -> String {
+        format!("ledge/{device}/invoke/+")
+    }
+
+    /// A request on `ledge/<device>/invoke/<function>`: runs the function
+    /// once and replies to the envelope's `reply_to`.
+    fn incoming_request(&self, routing: &Routing, publish: &Publish, function: &str) {
+        let Some(publisher) = &self.replies else {
+            return;
+        };
+        let request = match sync::parse_request(&publish.payload) {
+            Ok(request) => request,
+            Err(e) => {
+                // Without a valid envelope there is nowhere to answer.
+                log::warn!(target: "ledge::invoke", "synchronous request on `{}` ignored: {e}", publish.topic);
+                return;
+            }
+        };
+        let reply = sync::Reply {
+            topic: request.reply_to,
+            correlation_id: request.correlation_id,
+            publisher: Arc::clone(publisher),
+        };
+        let event = Event::new(EventSource::Invoke, publish.topic.clone(), request.payload);
+        routing.submit_sync(function, event, reply);
     }
 
     /// True if the link must use a persistent session and manual acks.
@@ -72,6 +107,14 @@ impl MqttSource {
             );
             self.ack_now(&publish);
             return;
+        }
+        if !self.invoke_prefix.is_empty() {
+            if let Some(function) = publish.topic.strip_prefix(self.invoke_prefix.as_str()) {
+                let function = function.to_owned();
+                self.incoming_request(routing, &publish, &function);
+                self.ack_now(&publish);
+                return;
+            }
         }
         let mut waits = self.forward(&publish);
         let event = Event::new(

@@ -1,0 +1,186 @@
+//! Synchronous (request/response) invocations over the local broker.
+//!
+//! A client publishes a JSON envelope on `ledge/<device>/invoke/<function>`:
+//!
+//! ```json
+//! {"reply_to": "clients/c1/reply", "correlation_id": "42", "payload": {"value": 31.5}}
+//! ```
+//!
+//! `payload` is the event: a JSON string is passed as its text, any other
+//! JSON value as its serialisation (`payload_hex` carries raw bytes). The
+//! function runs on its own workers like any event, but once and without
+//! retries (the caller decides, as with Lambda's RequestResponse), and the
+//! response document goes to `reply_to`:
+//!
+//! ```json
+//! {"status": "ok", "request_id": "...", "correlation_id": "42",
+//!  "function": "echo", "duration_ms": 0.21, "response": "..."}
+//! ```
+//!
+//! `status` is `ok`, `error` (with `error` and `error_kind`), `throttled`
+//! (the function's queue is full: retry later, like HTTP 429),
+//! `not_found`, `disabled` or `bad_request`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::runtime::InvokeError;
+use crate::sinks::{OutgoingMessage, PublishSink, Qos};
+
+/// Where the response to one synchronous request goes.
+pub struct Reply {
+    pub topic: String,
+    pub correlation_id: Option<String>,
+    pub publisher: Arc<dyn PublishSink>,
+}
+
+impl Reply {
+    /// Sends a response document. A reply that cannot be sent (local queue
+    /// full, broker gone) is logged: the caller times out and retries.
+    pub fn send(&self, mut document: Value) {
+        if let Some(id) = &self.correlation_id {
+            document["correlation_id"] = id.clone().into();
+        }
+        let message = OutgoingMessage {
+            topic: self.topic.clone(),
+            payload: document.to_string().into(),
+            qos: Qos::AtLeastOnce,
+        };
+        if let Err(e) = self.publisher.publish(message) {
+            log::warn!(target: "ledge::invoke", "reply to `{}` not sent: {e}", self.topic);
+        }
+    }
+
+    /// A refusal before any function ran.
+    pub fn refuse(&self, function: &str, status: &str, error: &str) {
+        self.send(json!({ "status": status, "function": function, "error": error }));
+    }
+
+    /// The outcome of the invocation.
+    pub fn outcome(
+        &self,
+        function: &str,
+        request_id: &str,
+        result: &Result<Vec<u8>, InvokeError>,
+        duration: Duration,
+    ) {
+        let mut document = json!({
+            "function": function,
+            "request_id": request_id,
+            "duration_ms": duration.as_secs_f64() * 1000.0,
+        });
+        match result {
+            Ok(response) => {
+                document["status"] = "ok".into();
+                document["response"] = String::from_utf8_lossy(response).into_owned().into();
+            }
+            Err(e) => {
+                document["status"] = "error".into();
+                document["error_kind"] = e.kind().into();
+                document["error"] = e.to_string().into();
+            }
+        }
+        self.send(document);
+    }
+}
+
+/// A parsed request envelope.
+#[derive(Debug, PartialEq)]
+pub struct Request {
+    pub reply_to: String,
+    pub correlation_id: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// Parses an envelope; the error says what is wrong with it.
+pub fn parse_request(bytes: &[u8]) -> Result<Request, String> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the request is not a JSON envelope: {e}"))?;
+    let reply_to = value
+        .get("reply_to")
+        .and_then(Value::as_str)
+        .ok_or("the request has no `reply_to` topic")?;
+    crate::topic::validate_topic_name(reply_to)
+        .map_err(|e| format!("`reply_to` is not a topic a reply can go to: {e}"))?;
+    let correlation_id = match value.get("correlation_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    let payload = match (value.get("payload"), value.get("payload_hex")) {
+        (_, Some(Value::String(hex))) => decode_hex(hex).ok_or("`payload_hex` is not hex")?,
+        (Some(Value::String(text)), _) => text.clone().into_bytes(),
+        (Some(other), _) => other.to_string().into_bytes(),
+        (None, _) => Vec::new(),
+    };
+    Ok(Request {
+        reply_to: reply_to.to_owned(),
+        correlation_id,
+        payload,
+    })
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The envelope a client sends; used by `ledge invoke --remote`.
+pub fn request_envelope(reply_to: &str, correlation_id: &str, payload: &[u8]) -> Value {
+    match std::str::from_utf8(payload) {
+        Ok(text) => {
+            json!({ "reply_to": reply_to, "correlation_id": correlation_id, "payload": text })
+        }
+        Err(_) => {
+            let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+            json!({ "reply_to": reply_to, "correlation_id": correlation_id, "payload_hex": hex })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_carry_text_json_or_hex_payloads() {
+        let r = parse_request(br#"{"reply_to":"a/b","correlation_id":7,"payload":{"value":1}}"#)
+            .unwrap();
+        assert_eq!(r.reply_to, "a/b");
+        assert_eq!(r.correlation_id.as_deref(), Some("7"));
+        assert_eq!(r.payload, br#"{"value":1}"#);
+        let r = parse_request(br#"{"reply_to":"a","payload":"plain"}"#).unwrap();
+        assert_eq!(
+            (r.payload.as_slice(), r.correlation_id),
+            (&b"plain"[..], None)
+        );
+        let r = parse_request(br#"{"reply_to":"a","payload_hex":"ff00"}"#).unwrap();
+        assert_eq!(r.payload, vec![0xff, 0x00]);
+        let round = request_envelope("r", "c", &[0xff, 1]);
+        let parsed = parse_request(round.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.payload, vec![0xff, 1]);
+    }
+
+    #[test]
+    fn bad_envelopes_say_what_is_wrong() {
+        assert!(parse_request(b"not json")
+            .unwrap_err()
+            .contains("not a JSON envelope"));
+        assert!(parse_request(br#"{"payload":1}"#)
+            .unwrap_err()
+            .contains("reply_to"));
+        assert!(parse_request(br#"{"reply_to":"a/#"}"#)
+            .unwrap_err()
+            .contains("reply_to"));
+        assert!(parse_request(br#"{"reply_to":"a","payload_hex":"f"}"#)
+            .unwrap_err()
+            .contains("hex"));
+    }
+}

@@ -1,0 +1,170 @@
+//! Synchronous invocations over the local broker: a request envelope on
+//! `ledge/<device>/invoke/<function>` gets one response on its `reply_to`,
+//! with status, response or error, duration and request id; beyond
+//! capacity the answer is an immediate `throttled`; `ledge invoke --remote`
+//! is the same round trip from the command line.
+
+mod common;
+
+use std::time::Duration;
+
+use common::broker::{Mosquitto, TestClient};
+use common::process::Ledge;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(dir: &std::path::Path, port: u16, embedded: bool) -> std::path::PathBuf {
+    let broker = if embedded {
+        format!("[broker]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\n")
+    } else {
+        format!("[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\n")
+    };
+    let text = format!("[device]\nid = \"gw7\"\ndata_dir = \"data\"\n{broker}")
+        + &common::function_toml("echo", &common::example("echo"), "")
+        + &common::function_toml(
+            "fails",
+            &common::fixture(dir, "always_fails"),
+            "allow_publish = [\"fails/#\"]",
+        )
+        + &common::function_toml(
+            "slow",
+            &common::fixture(dir, "slow_echo"),
+            "max_concurrency = 1\nqueue_size = 1\nallow_publish = [\"done\"]",
+        );
+    common::write_config(dir, &text)
+}
+
+fn request(client: &TestClient, function: &str, envelope: serde_json::Value) {
+    client.publish(
+        &format!("ledge/gw7/invoke/{function}"),
+        envelope.to_string(),
+    );
+}
+
+#[test]
+fn a_request_gets_exactly_one_response_with_status_and_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let config = config(dir.path(), port, true);
+    let ledge = Ledge::start(&config);
+    let client = TestClient::connect(port, "sync-client", &["replies/#"]);
+
+    request(
+        &client,
+        "echo",
+        serde_json::json!({"reply_to": "replies/a", "correlation_id": "c-1", "payload": {"value": 31.5}}),
+    );
+    let reply = client.next(WAIT).expect("reply").json();
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(reply["correlation_id"], "c-1");
+    assert_eq!(reply["function"], "echo");
+    assert_eq!(reply["response"], "{\"value\":31.5}");
+    assert_eq!(reply["request_id"].as_str().unwrap().len(), 16);
+    assert!(reply["duration_ms"].as_f64().unwrap() >= 0.0);
+
+    // A failing function: the error, once, and no retries for a sync call.
+    request(
+        &client,
+        "fails",
+        serde_json::json!({"reply_to": "replies/b", "correlation_id": 2, "payload": "x"}),
+    );
+    let reply = client.next(WAIT).expect("reply").json();
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert_eq!(reply["error_kind"], "handler_error");
+    assert!(reply["error"].as_str().unwrap().contains("sensor offline"));
+    assert_eq!(reply["correlation_id"], "2");
+
+    request(
+        &client,
+        "nope",
+        serde_json::json!({"reply_to": "replies/c", "payload": ""}),
+    );
+    let reply = client.next(WAIT).expect("reply").json();
+    assert_eq!(reply["status"], "not_found", "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("echo"), "{reply}");
+    assert!(
+        client.drain(Duration::from_millis(1500)).is_empty(),
+        "a reply came twice, or a retry ran"
+    );
+
+    let status =
+        common::process::ledge(&["status", "--json", "--config", config.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(doc["functions"]["fails"]["invocations"], 1, "{doc}");
+    assert_eq!(doc["functions"]["fails"]["retries"], 0, "{doc}");
+    drop(ledge);
+}
+
+#[test]
+fn requests_beyond_capacity_are_throttled_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let config = config(dir.path(), mosquitto.port, false);
+    let _ledge = Ledge::start(&config);
+    let client = TestClient::connect(mosquitto.port, "throttle-client", &["replies/#"]);
+    // `slow` runs one call at a time (300 ms) and queues one more: of six
+    // requests sent at once, one runs, one waits, four are refused at once.
+    for i in 0..6 {
+        request(
+            &client,
+            "slow",
+            serde_json::json!({"reply_to": format!("replies/{i}"), "correlation_id": i, "payload": "p"}),
+        );
+    }
+    let replies: Vec<serde_json::Value> =
+        client.collect(6, WAIT).iter().map(|m| m.json()).collect();
+    assert_eq!(replies.len(), 6);
+    let throttled: Vec<_> = replies
+        .iter()
+        .filter(|r| r["status"] == "throttled")
+        .collect();
+    let ok: Vec<_> = replies.iter().filter(|r| r["status"] == "ok").collect();
+    assert_eq!((ok.len(), throttled.len()), (2, 4), "{replies:?}");
+    // The refusals come before either call finishes.
+    let first_four: Vec<&str> = replies[..4]
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert!(first_four.iter().all(|s| *s == "throttled"), "{replies:?}");
+    let status =
+        common::process::ledge(&["status", "--json", "--config", config.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(doc["functions"]["slow"]["throttled"], 4, "{doc}");
+}
+
+#[test]
+fn ledge_invoke_remote_round_trips_through_the_running_ledge() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let config = config(dir.path(), port, true);
+    let _ledge = Ledge::start(&config);
+    let config = config.to_str().unwrap();
+
+    let output = common::process::ledge(&[
+        "invoke", "echo", "--remote", "--config", config, "--event", "hello",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("status    ok") && stdout.contains("response  hello"),
+        "{stdout}"
+    );
+
+    let output =
+        common::process::ledge(&["invoke", "fails", "--remote", "--json", "--config", config]);
+    assert_eq!(output.status.code(), Some(1));
+    let reply: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(reply["status"], "error");
+
+    let output = common::process::ledge(&["invoke", "ghost", "--remote", "--config", config]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
