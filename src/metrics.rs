@@ -1,11 +1,75 @@
-//! Per-function counters, updated lock-free on the hot path.
+//! Per-function metrics, updated lock-free on the hot path: counters, two
+//! gauges and two log-scale histograms (invocation duration, and async
+//! event age: from receipt to the start of the invocation).
 //!
-//! Kept deliberately small for now: counts and duration totals that the node
-//! logs at shutdown and tests read. Percentiles, export upstream and
-//! `ledge metrics` build on these counters.
+//! Read by `ledge status` / `ledge metrics`, the snapshots spooled upstream,
+//! the Prometheus endpoint and the shutdown summary.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Buckets per doubling: 4 gives ~19% resolution on a percentile.
+const STEPS_PER_DOUBLING: f64 = 4.0;
+/// Enough buckets for values up to 2^40 µs (12 days).
+const BUCKETS: usize = 160;
+
+/// A histogram of microsecond values in log-scale buckets: recording is one
+/// atomic add; percentiles are read from the cumulative counts and are the
+/// upper bound of the bucket they fall in.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(us: u64) -> usize {
+        if us <= 1 {
+            return 0;
+        }
+        ((us as f64).log2() * STEPS_PER_DOUBLING)
+            .ceil()
+            .min((BUCKETS - 1) as f64) as usize
+    }
+
+    fn upper_bound(bucket: usize) -> u64 {
+        (2f64).powf(bucket as f64 / STEPS_PER_DOUBLING).round() as u64
+    }
+
+    pub fn record(&self, us: u64) {
+        self.buckets[Self::bucket(us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The value below which `quantile` (0..=1) of the recorded values lie,
+    /// in µs; 0 if nothing was recorded.
+    pub fn percentile(&self, quantile: f64) -> u64 {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * quantile).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bucket, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Self::upper_bound(bucket);
+            }
+        }
+        Self::upper_bound(BUCKETS - 1)
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct FunctionMetrics {
@@ -28,6 +92,12 @@ pub struct FunctionMetrics {
     pub dead_letters: AtomicU64,
     /// Events the failure destination itself could not take (logged in full).
     pub dead_letter_errors: AtomicU64,
+    /// Invocations running right now.
+    pub concurrent: AtomicI64,
+    /// Invocation durations.
+    pub durations: Histogram,
+    /// Time from receipt of an event to the start of its invocation.
+    pub event_ages: Histogram,
 }
 
 /// A copy of the counters at one moment.
@@ -43,11 +113,18 @@ pub struct Snapshot {
     pub retries: u64,
     pub dead_letters: u64,
     pub dead_letter_errors: u64,
+    pub concurrent: u64,
+    pub duration_p50_us: u64,
+    pub duration_p90_us: u64,
+    pub duration_p99_us: u64,
+    pub event_age_p50_us: u64,
+    pub event_age_p99_us: u64,
 }
 
 impl FunctionMetrics {
     pub fn record_invocation(&self, duration: Duration, failed: bool, timed_out: bool) {
         let us = duration.as_micros() as u64;
+        self.durations.record(us);
         self.invocations.fetch_add(1, Ordering::Relaxed);
         self.duration_total_us.fetch_add(us, Ordering::Relaxed);
         self.duration_max_us.fetch_max(us, Ordering::Relaxed);
@@ -72,6 +149,12 @@ impl FunctionMetrics {
             retries: get(&self.retries),
             dead_letters: get(&self.dead_letters),
             dead_letter_errors: get(&self.dead_letter_errors),
+            concurrent: self.concurrent.load(Ordering::Relaxed).max(0) as u64,
+            duration_p50_us: self.durations.percentile(0.50),
+            duration_p90_us: self.durations.percentile(0.90),
+            duration_p99_us: self.durations.percentile(0.99),
+            event_age_p50_us: self.event_ages.percentile(0.50),
+            event_age_p99_us: self.event_ages.percentile(0.99),
         }
     }
 }
@@ -81,5 +164,28 @@ impl Snapshot {
         self.duration_total_us
             .checked_div(self.invocations)
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_land_within_one_bucket_of_the_truth() {
+        let h = Histogram::default();
+        assert_eq!(h.percentile(0.5), 0);
+        for us in 1..=1000 {
+            h.record(us);
+        }
+        for (q, truth) in [(0.5, 500.0), (0.9, 900.0), (0.99, 990.0)] {
+            let got = h.percentile(q) as f64;
+            assert!(
+                got >= truth && got <= truth * 1.19 + 1.0,
+                "p{q}: {got} vs {truth}"
+            );
+        }
+        h.record(u64::MAX);
+        assert!(h.percentile(1.0) >= 1 << 39);
     }
 }

@@ -295,6 +295,21 @@ impl Node {
                 services_stopped.clone(),
             ));
         }
+        if let Some(address) = plan.metrics_listen {
+            match tokio::net::TcpListener::bind(address).await {
+                Ok(listener) => {
+                    log::info!(target: "ledge::metrics", "Prometheus metrics on http://{address}/metrics");
+                    services.spawn(crate::telemetry::serve_prometheus(
+                        listener,
+                        Arc::clone(&status),
+                        services_stopped.clone(),
+                    ));
+                }
+                Err(e) => {
+                    log::error!(target: "ledge::metrics", "cannot serve metrics on {address}: {e}; running without the endpoint")
+                }
+            }
+        }
         let socket = crate::control::socket_path(&plan.device.data_dir);
         match crate::control::bind(&socket) {
             Ok(listener) => {

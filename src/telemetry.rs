@@ -58,9 +58,11 @@ impl StatusSources {
     }
 
     fn functions(&self) -> Value {
+        let dispatcher = self.routing.current();
         let mut functions = Map::new();
-        for (name, metrics) in self.routing.current().metrics() {
+        for (name, metrics) in dispatcher.metrics() {
             let m = metrics.snapshot();
+            let queued = dispatcher.queue_depth(&name);
             functions.insert(
                 name,
                 json!({
@@ -71,12 +73,157 @@ impl StatusSources {
                     "retries": m.retries,
                     "dead_letters": m.dead_letters,
                     "dead_letter_errors": m.dead_letter_errors,
+                    "concurrent": m.concurrent,
+                    "queued": queued,
                     "mean_us": m.mean_duration_us(),
+                    "p50_us": m.duration_p50_us,
+                    "p90_us": m.duration_p90_us,
+                    "p99_us": m.duration_p99_us,
                     "max_us": m.duration_max_us,
+                    "event_age_p50_us": m.event_age_p50_us,
+                    "event_age_p99_us": m.event_age_p99_us,
                 }),
             );
         }
         Value::Object(functions)
+    }
+}
+
+/// The status document's function metrics as Prometheus text exposition
+/// (format 0.0.4): counters `_total`, gauges, and duration quantiles.
+pub fn prometheus(doc: &Value) -> String {
+    use std::fmt::Write;
+    const COUNTERS: [(&str, &str, &str); 7] = [
+        (
+            "invocations",
+            "ledge_invocations_total",
+            "Invocations started.",
+        ),
+        ("errors", "ledge_errors_total", "Invocations that failed."),
+        (
+            "timeouts",
+            "ledge_timeouts_total",
+            "Invocations that timed out.",
+        ),
+        (
+            "throttled",
+            "ledge_throttles_total",
+            "Events refused because the queue was full.",
+        ),
+        (
+            "retries",
+            "ledge_retries_total",
+            "Retries scheduled after a failed attempt.",
+        ),
+        (
+            "dead_letters",
+            "ledge_dead_letters_total",
+            "Events sent to the failure destination.",
+        ),
+        (
+            "dead_letter_errors",
+            "ledge_dead_letter_errors_total",
+            "Events the failure destination refused.",
+        ),
+    ];
+    const GAUGES: [(&str, &str, &str); 2] = [
+        (
+            "concurrent",
+            "ledge_concurrent_executions",
+            "Invocations running now.",
+        ),
+        (
+            "queued",
+            "ledge_queue_depth",
+            "Events waiting in the queue.",
+        ),
+    ];
+    let empty = Map::new();
+    let functions = doc["functions"].as_object().unwrap_or(&empty);
+    let mut out = String::new();
+    let device = doc["device"].as_str().unwrap_or("");
+    for (key, metric, help) in COUNTERS {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for (name, f) in functions {
+            let _ = writeln!(
+                out,
+                "{metric}{{device=\"{device}\",function=\"{name}\"}} {}",
+                f[key].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    for (key, metric, help) in GAUGES {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for (name, f) in functions {
+            let _ = writeln!(
+                out,
+                "{metric}{{device=\"{device}\",function=\"{name}\"}} {}",
+                f[key].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    let metric = "ledge_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {metric} Invocation duration.\n# TYPE {metric} summary"
+    );
+    for (name, f) in functions {
+        for (quantile, key) in [("0.5", "p50_us"), ("0.9", "p90_us"), ("0.99", "p99_us")] {
+            let seconds = f[key].as_u64().unwrap_or(0) as f64 / 1e6;
+            let _ = writeln!(out, "{metric}{{device=\"{device}\",function=\"{name}\",quantile=\"{quantile}\"}} {seconds}");
+        }
+        let count = f["invocations"].as_u64().unwrap_or(0);
+        let sum = (f["mean_us"].as_u64().unwrap_or(0) * count) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{metric}_sum{{device=\"{device}\",function=\"{name}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "{metric}_count{{device=\"{device}\",function=\"{name}\"}} {count}"
+        );
+    }
+    out
+}
+
+/// Serves `prometheus(status)` to every HTTP request on `listener` until
+/// `shutdown` changes. One response per connection, then close: all a
+/// scraper needs, in a few lines rather than an HTTP crate.
+pub async fn serve_prometheus(
+    listener: tokio::net::TcpListener,
+    sources: Arc<StatusSources>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log::warn!(target: "ledge::metrics", "metrics endpoint accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let sources = Arc::clone(&sources);
+        tokio::spawn(async move {
+            let exchange = async {
+                // The request line and headers; their content does not matter.
+                let mut request = [0u8; 2048];
+                let _ = stream.read(&mut request).await?;
+                let body = prometheus(&sources.status());
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(body.as_bytes()).await?;
+                stream.shutdown().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), exchange).await;
+        });
     }
 }
 

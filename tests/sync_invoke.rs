@@ -102,9 +102,13 @@ fn requests_beyond_capacity_are_throttled_at_once() {
     let config = config(dir.path(), mosquitto.port, false);
     let _ledge = Ledge::start(&config);
     let client = TestClient::connect(mosquitto.port, "throttle-client", &["replies/#"]);
-    // `slow` runs one call at a time (300 ms) and queues one more: of six
-    // requests sent at once, one runs, one waits, four are refused at once.
+    // `slow` runs one call at a time (300 ms) and queues one more: the first
+    // request runs; of the five sent while it does, one waits and four are
+    // refused at once.
     for i in 0..6 {
+        if i == 1 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         request(
             &client,
             "slow",

@@ -87,6 +87,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per-function metrics of the running ledge: counts, throttles, retries,
+    /// dead letters, concurrency, queue depth, duration percentiles.
+    Metrics {
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
+        /// Print them as JSON.
+        #[arg(long, conflicts_with = "prometheus")]
+        json: bool,
+        /// Print them in the Prometheus text format.
+        #[arg(long)]
+        prometheus: bool,
+    },
     /// Inspect the on-flash spool (works beside a running ledge).
     Spool {
         #[command(subcommand)]
@@ -174,6 +191,11 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             json,
         }),
         Command::Status { config, json } => status::status(&config, json),
+        Command::Metrics {
+            config,
+            json,
+            prometheus,
+        } => status::metrics(&config, json, prometheus),
         Command::Spool {
             action,
             config,

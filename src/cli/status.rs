@@ -7,15 +7,59 @@ use serde_json::Value;
 
 use super::{load_config, CliError};
 
-pub fn status(config: &Path, json: bool) -> Result<(), CliError> {
+fn fetch(config: &Path) -> Result<Value, CliError> {
     let plan = load_config(config)?;
     let socket = crate::control::socket_path(&plan.device.data_dir);
-    let doc = crate::control::request(&socket, "status").map_err(|e| {
+    crate::control::request(&socket, "status").map_err(|e| {
         CliError::Failed(anyhow!(
             "cannot reach ledge at {}: {e} (is `ledge run` running with this config?)",
             socket.display()
         ))
-    })?;
+    })
+}
+
+/// `ledge metrics`: the functions part of the status document.
+pub fn metrics(config: &Path, json: bool, prometheus: bool) -> Result<(), CliError> {
+    let doc = fetch(config)?;
+    if json {
+        println!("{}", doc["functions"]);
+        return Ok(());
+    }
+    if prometheus {
+        print!("{}", crate::telemetry::prometheus(&doc));
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>8} {:>7} {:>9} {:>7} {:>5} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "function",
+        "invoked",
+        "errors",
+        "throttled",
+        "retries",
+        "dlq",
+        "running",
+        "queued",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "max µs",
+        "age p99 ms"
+    );
+    if let Some(functions) = doc["functions"].as_object() {
+        for (name, f) in functions {
+            println!(
+                "{name:<20} {:>8} {:>7} {:>9} {:>7} {:>5} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>10}",
+                f["invocations"], f["errors"], f["throttled"], f["retries"], f["dead_letters"],
+                f["concurrent"], f["queued"], f["p50_us"], f["p90_us"], f["p99_us"], f["max_us"],
+                f["event_age_p99_us"].as_u64().unwrap_or(0) / 1000
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn status(config: &Path, json: bool) -> Result<(), CliError> {
+    let doc = fetch(config)?;
     if json {
         println!("{doc}");
     } else {

@@ -61,6 +61,8 @@ pub struct Plan {
     pub forwards: Vec<ForwardRule>,
     /// How often a metrics snapshot is spooled for upstream.
     pub metrics_interval: Duration,
+    /// Where Prometheus text is served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The upstream broker ledge syncs the spool to.
@@ -312,6 +314,19 @@ pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors
     let upstream = raw.upstream.map(|u| resolver.upstream(u, &device.id));
     let forwards = resolver.forwards(raw.forwards, upstream.is_some());
     let metrics_interval = resolver.duration(&raw.metrics.interval, Duration::from_secs(60));
+    let metrics_listen = raw.metrics.listen.as_ref().and_then(|listen| match listen
+        .get_ref()
+        .parse::<std::net::SocketAddr>(
+    ) {
+        Ok(address) => Some(address),
+        Err(e) => {
+            resolver.fail(
+                listen.span(),
+                format!("metrics listen must be an address like \"127.0.0.1:9464\": {e}"),
+            );
+            None
+        }
+    });
     let functions = resolver.functions(raw.functions);
     let sensors = resolver.sensors(raw.sensors);
     let routes = resolver.routes(raw.triggers, &functions, &sensors);
@@ -336,6 +351,7 @@ pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors
         upstream,
         forwards,
         metrics_interval,
+        metrics_listen,
     })
 }
 

@@ -76,6 +76,8 @@ pub struct RawUpstream {
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub interval: Option<Spanned<String>>,
+    /// Serve Prometheus text on this address (e.g. "127.0.0.1:9464").
+    pub listen: Option<Spanned<String>>,
 }
 
 /// A store-and-forward rule: local messages matching `topic` go upstream.

@@ -420,6 +420,15 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Events waiting for the function named `name`.
+    pub fn queue_depth(&self, name: &str) -> usize {
+        self.slots
+            .iter()
+            .find(|slot| slot.name == name)
+            .and_then(|slot| slot.queue.as_ref())
+            .map_or(0, |q| q.len())
+    }
+
     /// Events waiting across all queues.
     pub fn queued(&self) -> usize {
         self.slots

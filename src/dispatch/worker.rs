@@ -212,7 +212,14 @@ impl Worker {
                 event,
                 attempt,
             };
+            if reply.is_none() {
+                let age_ms =
+                    crate::event::unix_ms().saturating_sub(invocation.event.received_at_ms);
+                self.metrics.event_ages.record(age_ms.saturating_mul(1000));
+            }
+            self.metrics.concurrent.fetch_add(1, Ordering::Relaxed);
             let (result, duration) = self.run_once(&invocation, &mut instance);
+            self.metrics.concurrent.fetch_sub(1, Ordering::Relaxed);
             if let Some(reply) = reply {
                 // Synchronous: the caller gets the outcome and decides.
                 reply.outcome(

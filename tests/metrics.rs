@@ -1,0 +1,134 @@
+//! Built-in metrics equal the exact counts of a scripted workload, through
+//! `ledge metrics --json`, the table, and the Prometheus endpoint.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::broker::{Mosquitto, TestClient};
+use common::process::Ledge;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn metrics_json(config: &str) -> serde_json::Value {
+    let output = common::process::ledge(&["metrics", "--json", "--config", config]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn scrape(port: u16) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn metrics_equal_the_counts_of_a_scripted_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let metrics_port = common::free_port();
+    let text = format!(
+        "[device]\nid = \"m1\"\ndata_dir = \"data\"\n[broker]\nurl = \"mqtt://127.0.0.1:{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        mosquitto.port
+    ) + &common::function_toml(
+        "echo",
+        &common::example("echo"),
+        "env = { ECHO_TOPIC = \"echo/out\" }\nallow_publish = [\"echo/out\"]",
+    ) + &common::mqtt_trigger("echo/in", "echo")
+        + &common::function_toml(
+            "fails",
+            &common::fixture(dir.path(), "always_fails"),
+            "retries = 1\nretry_backoff = \"20ms\"\non_failure = \"drop\"\nallow_publish = [\"fails/#\"]",
+        )
+        + &common::mqtt_trigger("fails/in", "fails")
+        + &common::function_toml(
+            "slow",
+            &common::fixture(dir.path(), "slow_echo"),
+            "max_concurrency = 1\nqueue_size = 2\nallow_publish = [\"done\"]",
+        )
+        + &common::mqtt_trigger("slow/in", "slow");
+    let config = common::write_config(dir.path(), &text);
+    let config_str = config.to_str().unwrap();
+    let ledge = Ledge::start(&config);
+    let client = TestClient::connect(
+        mosquitto.port,
+        "metrics-client",
+        &["echo/out", "fails/attempts", "done"],
+    );
+
+    for i in 0..20 {
+        client.publish("echo/in", format!("{i}"));
+    }
+    for _ in 0..5 {
+        client.publish("fails/in", "x");
+    }
+    // `slow` takes 300 ms a call, one at a time, two may wait: the first
+    // event runs, of the nine sent while it does two wait, seven are throttled.
+    client.publish("slow/in", "first");
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..9 {
+        client.publish("slow/in", "burst");
+    }
+    // 20 echoes, 10 attempts of `fails`, 3 runs of `slow`.
+    let got = client.collect(33, WAIT);
+    assert_eq!(got.len(), 33, "log:\n{}", ledge.log_text());
+    assert!(client.drain(Duration::from_millis(700)).is_empty());
+
+    let m = metrics_json(config_str);
+    let echo = &m["echo"];
+    assert_eq!(
+        (echo["invocations"].as_u64(), echo["errors"].as_u64()),
+        (Some(20), Some(0)),
+        "{m}"
+    );
+    let p50 = echo["p50_us"].as_u64().unwrap();
+    let p90 = echo["p90_us"].as_u64().unwrap();
+    let p99 = echo["p99_us"].as_u64().unwrap();
+    let max = echo["max_us"].as_u64().unwrap();
+    assert!(0 < p50 && p50 <= p90 && p90 <= p99, "{echo}");
+    assert!(max as f64 * 1.2 + 1.0 >= p99 as f64, "{echo}");
+    let fails = &m["fails"];
+    assert_eq!(fails["invocations"], 10, "{m}");
+    assert_eq!(fails["errors"], 10, "{m}");
+    assert_eq!(fails["retries"], 5, "{m}");
+    assert_eq!(fails["dead_letters"], 5, "{m}");
+    let slow = &m["slow"];
+    assert_eq!(slow["invocations"], 3, "{m}");
+    assert_eq!(slow["throttled"], 7, "{m}");
+    assert_eq!(slow["concurrent"], 0, "{m}");
+    assert_eq!(slow["queued"], 0, "{m}");
+    assert!(slow["p50_us"].as_u64().unwrap() >= 300_000, "{m}");
+
+    let table = common::process::ledge(&["metrics", "--config", config_str]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("slow ") && l.contains(" 7 ")),
+        "{table}"
+    );
+
+    let scraped = scrape(metrics_port);
+    assert!(scraped.starts_with("HTTP/1.1 200 OK"), "{scraped}");
+    for line in [
+        "ledge_invocations_total{device=\"m1\",function=\"echo\"} 20",
+        "ledge_throttles_total{device=\"m1\",function=\"slow\"} 7",
+        "ledge_retries_total{device=\"m1\",function=\"fails\"} 5",
+        "ledge_duration_seconds_count{device=\"m1\",function=\"slow\"} 3",
+        "# TYPE ledge_duration_seconds summary",
+    ] {
+        assert!(scraped.contains(line), "missing {line}:\n{scraped}");
+    }
+    let cli = common::process::ledge(&["metrics", "--prometheus", "--config", config_str]);
+    assert!(String::from_utf8_lossy(&cli.stdout)
+        .contains("ledge_errors_total{device=\"m1\",function=\"fails\"} 10"));
+}
