@@ -190,6 +190,8 @@ pub struct FunctionSpec {
     pub max_concurrency: usize,
     pub queue_size: usize,
     pub env: BTreeMap<String, String>,
+    /// Values from `env_file`: secrets.
+    pub secret_env: BTreeMap<String, Secret>,
     pub allow_publish: Vec<TopicFilter>,
     /// Topics the function may `forward` upstream through the spool.
     pub allow_forward: Vec<TopicFilter>,
@@ -206,6 +208,31 @@ pub struct FailurePolicy {
     pub retry_backoff: Duration,
     pub max_event_age: Duration,
     pub on_failure: OnFailure,
+}
+
+impl FunctionSpec {
+    /// The value of env `key`, secret or not.
+    pub fn env_value(&self, key: &str) -> Option<&str> {
+        self.env
+            .get(key)
+            .map(String::as_str)
+            .or_else(|| self.secret_env.get(key).map(Secret::expose))
+    }
+
+    /// `text` with every secret env value replaced by `[secret KEY]`, for
+    /// anything a function says that ledge writes down (log lines, errors,
+    /// dead letters, replies). Values under 4 bytes are left alone: they
+    /// would redact ordinary words.
+    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut out = std::borrow::Cow::Borrowed(text);
+        for (key, value) in &self.secret_env {
+            let value = value.expose();
+            if value.len() >= 4 && out.contains(value) {
+                out = std::borrow::Cow::Owned(out.replace(value, &format!("[secret {key}]")));
+            }
+        }
+        out
+    }
 }
 
 impl FailurePolicy {
@@ -621,7 +648,12 @@ impl Resolver<'_> {
             *fuel.get_ref()
         });
         let failure = self.failure_policy(&f);
+        let secret_env = match &f.env_file {
+            Some(file) => self.env_file(file, &f.env),
+            None => BTreeMap::new(),
+        };
         FunctionSpec {
+            secret_env,
             failure,
             version: "$LATEST".to_owned(),
             module_path: self.path(f.module.get_ref()),
@@ -636,6 +668,72 @@ impl Resolver<'_> {
             allow_forward,
             name,
         }
+    }
+
+    /// Reads `env_file`: `KEY=VALUE` lines, blank lines and `#` comments.
+    /// Problems inside it are reported at its own file:line.
+    fn env_file(
+        &mut self,
+        file: &Spanned<String>,
+        inline: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, Secret> {
+        let path = self.path(file.get_ref());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                self.fail(
+                    file.span(),
+                    format!("cannot read env_file {}: {e}", path.display()),
+                );
+                return BTreeMap::new();
+            }
+        };
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.permissions().mode() & 0o004 != 0 {
+                log::warn!(target: "ledge::config", "env_file {} is readable by every user; it holds secrets (chmod 640)", path.display());
+            }
+        }
+        let mut values = BTreeMap::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let location = Location {
+                file: path.clone(),
+                line: number + 1,
+                column: 1,
+            };
+            let problem = match line.split_once('=') {
+                Some((key, _)) if !is_identifier(key.trim(), "") => {
+                    Some(format!("`{}` is not a valid env key", key.trim()))
+                }
+                Some((key, _)) if inline.contains_key(key.trim()) => Some(format!(
+                    "`{}` is also set in the function's env; set it in one place",
+                    key.trim()
+                )),
+                Some((key, value)) => {
+                    let value = value.trim();
+                    let value = value
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(value);
+                    values.insert(key.trim().to_owned(), Secret::new(value.to_owned()));
+                    None
+                }
+                // The line is not shown: it may be a secret missing its key.
+                None => Some("expected KEY=VALUE".to_owned()),
+            };
+            if let Some(message) = problem {
+                self.errors.push(ConfigError {
+                    location: Some(location),
+                    file: path.clone(),
+                    message,
+                });
+            }
+        }
+        values
     }
 
     fn failure_policy(&mut self, f: &RawFunction) -> FailurePolicy {

@@ -126,6 +126,9 @@ pub struct RawFunction {
     pub allow_publish: Vec<Spanned<String>>,
     #[serde(default)]
     pub allow_forward: Vec<Spanned<String>>,
+    /// KEY=VALUE lines whose values are secrets: readable by the function,
+    /// never printed, and redacted from its log lines and errors.
+    pub env_file: Option<Spanned<String>>,
     /// Asynchronous events: attempts after the first (default 2).
     pub retries: Option<Spanned<i64>>,
     /// Delay before the first retry; doubles for each next one.

@@ -133,6 +133,10 @@ impl HostState {
             _ => log::Level::Trace,
         };
         let message = truncated_text(bytes, MAX_LOG_LINE);
+        let message = match self.spec.redact(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(redacted) => redacted,
+        };
         if self.capture_logs {
             self.call.logs.push(LogLine { level, message });
             return;
@@ -399,7 +403,7 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
             let memory = memory_of(&caller, "env")?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
             let key = String::from_utf8_lossy(guest_slice(data, key_ptr, key_len, "env")?);
-            let Some(value) = state.spec.env.get(key.as_ref()) else {
+            let Some(value) = state.spec.env_value(key.as_ref()) else {
                 return Ok(ERR_NOT_FOUND);
             };
             let buffer = guest_slice_mut(data, buf_ptr, buf_len, "env")?;

@@ -135,14 +135,17 @@ impl Instance {
         self.begin_call(Some(invocation), invocation.attempt);
         let fuel_before = self.fuel_used;
         let result = self.call_handler(&invocation.event.payload);
-        let state = &mut self.store.data_mut().call;
+        let host = self.store.data_mut();
+        let spec = &host.spec;
+        let state = &mut host.call;
         let result = match result {
             Ok(0) => Ok(std::mem::take(&mut state.response)),
             Ok(status) if state.response.is_empty() => Err(InvokeError::Handler(format!(
                 "handler returned status {status}"
             ))),
             Ok(_) => Err(InvokeError::Handler(
-                String::from_utf8_lossy(&state.response).into_owned(),
+                spec.redact(&String::from_utf8_lossy(&state.response))
+                    .into_owned(),
             )),
             Err(e) => Err(e),
         };
