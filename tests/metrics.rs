@@ -104,6 +104,9 @@ fn metrics_equal_the_counts_of_a_scripted_workload() {
     let slow = &m["slow"];
     assert_eq!(slow["invocations"], 3, "{m}");
     assert_eq!(slow["throttled"], 7, "{m}");
+    // Throttled events go to the failure destination; with no [upstream]
+    // to keep dead letters they are logged in full and counted.
+    assert_eq!(slow["dead_letter_errors"], 7, "{m}");
     assert_eq!(slow["concurrent"], 0, "{m}");
     assert_eq!(slow["queued"], 0, "{m}");
     assert!(slow["p50_us"].as_u64().unwrap() >= 300_000, "{m}");

@@ -67,6 +67,8 @@ struct Slot {
     last_throttle_log_ms: AtomicU64,
     /// The function's own spool stream, if any of its triggers is durable.
     durable: Option<Arc<Spool>>,
+    /// Where throttled events go; set when the workers start.
+    failure: std::sync::OnceLock<worker::RetryContext>,
 }
 
 /// The routing table, compiled from the config's triggers: (function,
@@ -148,6 +150,7 @@ impl Dispatcher {
                 metrics: Arc::default(),
                 last_throttle_log_ms: AtomicU64::new(0),
                 durable,
+                failure: std::sync::OnceLock::new(),
             })
             .collect();
         let mut routes = Routes::default();
@@ -194,6 +197,9 @@ impl Dispatcher {
         let mut handles = Vec::new();
         for (slot, function) in self.slots.iter().zip(functions) {
             if let (Some(queue), Some(function)) = (&slot.queue, function) {
+                let _ =
+                    slot.failure
+                        .set(worker::failure_destination(function, &slot.metrics, sinks));
                 handles.extend(worker::spawn(function, queue, &slot.metrics, sinks)?);
             }
         }
@@ -300,6 +306,18 @@ impl Dispatcher {
             Err(PushError::Full(job)) => {
                 slot.metrics.throttled.fetch_add(1, Ordering::Relaxed);
                 self.log_throttle(slot, &job.event);
+                // Lambda sends events it gave up on to the failure
+                // destination; so does ledge, rather than drop them.
+                if let Some(destination) = slot.failure.get() {
+                    let invocation = crate::runtime::Invocation {
+                        request_id: request_id::next(),
+                        event: job.event,
+                        attempt: 0,
+                    };
+                    let why = format!("throttled: {} events already wait", queue.capacity());
+                    let error = crate::runtime::InvokeError::Throttled(why.clone());
+                    destination.dead_letter(&invocation, &error, &why, true);
+                }
                 false
             }
             Err(PushError::Closed(_)) => false,

@@ -25,6 +25,19 @@ const WORKER_STACK: usize = 256 << 10;
 /// How long a worker waits for an invocation's forwards to become durable.
 const FORWARD_DURABLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The failure destination of one function, for the dispatcher.
+pub(super) fn failure_destination(
+    function: &LoadedFunction,
+    metrics: &Arc<FunctionMetrics>,
+    sinks: &Sinks,
+) -> RetryContext {
+    RetryContext {
+        function: function.clone(),
+        metrics: Arc::clone(metrics),
+        sinks: sinks.clone(),
+    }
+}
+
 /// Starts the workers of one function.
 pub fn spawn(
     function: &LoadedFunction,
@@ -68,9 +81,10 @@ struct Worker {
     runtime: Option<tokio::runtime::Handle>,
 }
 
-/// What a retry or a dead letter needs of its worker, owned, so a retry can
-/// outlive the worker thread that scheduled it.
-struct RetryContext {
+/// A function's failure destination, and what a retry needs of its worker,
+/// owned so that a retry can outlive the worker thread that scheduled it.
+/// The dispatcher holds one per function too, for throttled events.
+pub(super) struct RetryContext {
     function: LoadedFunction,
     metrics: Arc<FunctionMetrics>,
     sinks: Sinks,
@@ -80,7 +94,15 @@ impl RetryContext {
     /// Hands a finally failed event to the function's `on_failure`
     /// destination. If that fails too, the whole dead letter goes to the
     /// log so nothing is lost silently.
-    fn dead_letter(&self, invocation: &Invocation, error: &InvokeError, why: &str) {
+    /// `quiet` skips the log line on success (throttled events are logged,
+    /// rate-limited, by the dispatcher).
+    pub(super) fn dead_letter(
+        &self,
+        invocation: &Invocation,
+        error: &InvokeError,
+        why: &str,
+        quiet: bool,
+    ) {
         let spec = &self.function.spec;
         let letter = DeadLetterBody::V1 {
             function: spec.name.clone(),
@@ -97,6 +119,9 @@ impl RetryContext {
         let stored = match &spec.failure.on_failure {
             OnFailure::Drop => {
                 self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+                if quiet {
+                    return;
+                }
                 log::warn!(target: "ledge::invoke", "{} {}: {why}; dropped (on_failure = \"drop\")", spec.name, invocation.request_id);
                 return;
             }
@@ -120,6 +145,9 @@ impl RetryContext {
         match stored {
             Ok(place) => {
                 self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+                if quiet {
+                    return;
+                }
                 log::warn!(target: "ledge::invoke", "{} {}: {why}; {place}", spec.name, invocation.request_id);
             }
             Err(e) => {
@@ -171,8 +199,8 @@ impl PendingRetry {
             event: job.event,
             attempt: job.attempt - 1,
         };
-        let error = InvokeError::Handler(self.last_error.clone());
-        self.worker.dead_letter(&invocation, &error, reason);
+        let error = InvokeError::Throttled(format!("{reason}; last error: {}", self.last_error));
+        self.worker.dead_letter(&invocation, &error, reason, false);
         // A durable event stays unconfirmed (its receipt is dropped unsent)
         // and runs again after a restart.
     }
@@ -351,7 +379,8 @@ impl Worker {
     }
 
     fn dead_letter(&self, invocation: &Invocation, error: &InvokeError, why: &str) {
-        self.retry_context().dead_letter(invocation, error, why);
+        self.retry_context()
+            .dead_letter(invocation, error, why, false);
     }
 
     /// An invocation that forwarded records is done only once they are

@@ -34,13 +34,20 @@ pub enum InvokeError {
     /// The function finished, but what it forwarded did not become durable.
     #[error("{0}")]
     NotDurable(String),
+    /// The event never ran: the function's queue was full (or, for a retry,
+    /// closed); the message says which.
+    #[error("{0}")]
+    Throttled(String),
 }
 
 impl InvokeError {
     /// True if the instance that produced this error must not run again: it
     /// stopped mid-call, so its heap may be half-updated (docs/abi.md).
     pub fn poisons_instance(&self) -> bool {
-        !matches!(self, Self::Handler(_) | Self::NotDurable(_))
+        !matches!(
+            self,
+            Self::Handler(_) | Self::NotDurable(_) | Self::Throttled(_)
+        )
     }
 
     /// A short stable name for logs and metrics.
@@ -52,6 +59,7 @@ impl InvokeError {
             Self::MemoryLimit(_) => "memory_limit",
             Self::Trap(_) => "trap",
             Self::Instantiate(_) => "instantiate",
+            Self::Throttled(_) => "throttled",
             Self::NotDurable(_) => "not_durable",
         }
     }
