@@ -7,8 +7,10 @@
 //! 2. Asynchronous throughput: a burst of events through `echo` with
 //!    `retries = 2` (enabled, never used) vs `retries = 0`.
 //!
-//!     cargo build --release
-//!     cargo bench --bench invocation -- --ledge target/release/ledge
+//! ```text
+//! cargo build --release
+//! cargo bench --bench invocation -- --ledge target/release/ledge
+//! ```
 //!
 //! Bounded: 2,000 round trips and 20,000-event bursts, each with a deadline.
 //! Prints `result <key> <median> <min> <max> <unit> <note>` lines.
