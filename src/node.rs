@@ -520,14 +520,29 @@ impl Pipeline {
                 .routes
                 .iter()
                 .any(|r| r.function == function && r.durable);
-            if let (true, Some(spool)) = (is_durable, durable.get(&spec.name)) {
-                self.feeders.spawn(crate::dispatch::feed(
+            let batch = plan
+                .routes
+                .iter()
+                .find(|r| r.function == function && r.durable)
+                .and_then(|r| r.batch);
+            let (true, Some(spool)) = (is_durable, durable.get(&spec.name)) else {
+                continue;
+            };
+            match batch {
+                Some(batch) => self.feeders.spawn(crate::dispatch::feed_batches(
+                    Arc::clone(&self.dispatcher),
+                    function,
+                    Arc::clone(spool),
+                    batch,
+                    self.stop_sources.subscribe(),
+                )),
+                None => self.feeders.spawn(crate::dispatch::feed(
                     Arc::clone(&self.dispatcher),
                     function,
                     Arc::clone(spool),
                     self.stop_sources.subscribe(),
-                ));
-            }
+                )),
+            };
         }
     }
 }

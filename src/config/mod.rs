@@ -18,8 +18,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use plan::{
-    BrokerMode, BrokerPlan, DevicePlan, FailurePolicy, ForwardRule, FunctionId, FunctionSpec,
-    OnFailure, Plan, Route, Secret, SensorKind, SensorSpec, TlsFiles, TriggerSource, UpstreamPlan,
+    BatchSpec, BrokerMode, BrokerPlan, DevicePlan, FailurePolicy, ForwardRule, FunctionId,
+    FunctionSpec, OnFailure, Plan, Route, Secret, SensorKind, SensorSpec, TlsFiles, TriggerSource,
+    UpstreamPlan,
 };
 
 /// A place in a config file, for error messages.

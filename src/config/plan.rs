@@ -273,6 +273,16 @@ pub struct Route {
     pub location: Location,
     /// Events pass through the spool before the function runs.
     pub durable: bool,
+    /// Poll-based: the function's stream is delivered in batches.
+    pub batch: Option<BatchSpec>,
+}
+
+/// How a function's durable stream is delivered in batches, like an SQS or
+/// Kinesis event source mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSpec {
+    pub size: usize,
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1044,16 +1054,50 @@ impl Resolver<'_> {
                 );
             }
             let source = self.trigger_source(&t, sensors);
+            let batch = self.batch(&t);
             if let (Some(function), Some(source)) = (function, source) {
+                if let Some(other) = routes
+                    .iter()
+                    .find(|r: &&Route| r.function == function && r.durable && r.batch != batch)
+                    .filter(|_| batch.is_some() || t.durable == Some(true))
+                {
+                    self.fail(
+                        t.function.span(),
+                        format!(
+                            "the durable triggers of `{}` share one stream: give them all the same batch_size and batch_window (see {})",
+                            t.function.get_ref(),
+                            other.location
+                        ),
+                    );
+                }
                 routes.push(Route {
                     source,
                     function,
                     location,
-                    durable: t.durable.unwrap_or(false),
+                    durable: t.durable.unwrap_or(false) || batch.is_some(),
+                    batch,
                 });
             }
         }
         routes
+    }
+
+    fn batch(&mut self, t: &RawTrigger) -> Option<BatchSpec> {
+        if t.batch_size.is_none() && t.batch_window.is_none() {
+            return None;
+        }
+        if t.durable == Some(false) {
+            if let Some(size) = &t.batch_size {
+                self.fail(
+                    size.span(),
+                    "a batched trigger is always durable; remove `durable = false`",
+                );
+            }
+        }
+        Some(BatchSpec {
+            size: self.positive(&t.batch_size, 10, 10_000),
+            window: self.duration(&t.batch_window, Duration::from_secs(1)),
+        })
     }
 
     fn trigger_source(&mut self, t: &RawTrigger, sensors: &[SensorSpec]) -> Option<TriggerSource> {

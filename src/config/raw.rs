@@ -155,6 +155,11 @@ pub struct RawTrigger {
     pub sensor: Option<Spanned<String>>,
     /// Pass events through the spool before invoking (at-least-once).
     pub durable: Option<bool>,
+    /// Poll-based: deliver the function's durable stream in batches of up
+    /// to this many events (implies `durable`).
+    pub batch_size: Option<Spanned<i64>>,
+    /// Poll-based: how long to gather a batch before sending a smaller one.
+    pub batch_window: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -134,6 +134,123 @@ pub async fn feed(
     }
 }
 
+/// Feeds one function from its stream in batches (poll-based, like an SQS
+/// event source mapping): up to `batch.size` events, or fewer once
+/// `batch.window` has passed since the first of them, as one invocation
+/// whose payload is `{"records": [...]}`. One batch is in flight at a time;
+/// the cursor moves past a batch once its invocation is finished for good
+/// (succeeded, or failed its retries and went to the failure destination),
+/// so a crash before that delivers the whole batch again.
+pub async fn feed_batches(
+    dispatcher: Arc<Dispatcher>,
+    function: FunctionId,
+    spool: Arc<Spool>,
+    batch: crate::config::BatchSpec,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut reader = Some(spool.reader(CURSOR));
+    let mut appended = spool.subscribe();
+    loop {
+        let mut records: Vec<(u64, Option<Event>)> = Vec::new();
+        let mut first_at: Option<tokio::time::Instant> = None;
+        // Gather.
+        loop {
+            let Some(more) = next_events(&mut reader, batch.size - records.len()).await else {
+                return;
+            };
+            if !more.is_empty() && first_at.is_none() {
+                first_at = Some(tokio::time::Instant::now());
+            }
+            records.extend(more);
+            if records.len() >= batch.size {
+                break;
+            }
+            let window_end = first_at.map(|t| t + batch.window);
+            if window_end.is_some_and(|end| end <= tokio::time::Instant::now()) {
+                break;
+            }
+            tokio::select! {
+                changed = appended.changed() => if changed.is_err() { return },
+                _ = sleep_until(window_end) => {}
+                // Records gathered but not sent stay in the stream for the
+                // next start.
+                _ = stop.changed() => return,
+            }
+        }
+        let Some(last_seq) = records.last().map(|(seq, _)| *seq) else {
+            continue;
+        };
+        let event = batch_event(&records, spool.dir());
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
+        let receipt = Receipt {
+            seq: last_seq,
+            done: done_tx,
+        };
+        if !queue(&dispatcher, function, event, receipt, &mut stop).await {
+            return;
+        }
+        // Wait for the batch's final outcome, even while stopping: it is
+        // bounded by the function's timeout and retries.
+        if done_rx.recv().await == Some(last_seq) {
+            spool.ack(CURSOR, last_seq);
+        } else {
+            return;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One event carrying a batch of records; its receive time is the oldest
+/// record's, so the event-age metric is the batch's iterator age.
+fn batch_event(records: &[(u64, Option<Event>)], stream: &std::path::Path) -> Event {
+    let mut oldest = u64::MAX;
+    let items: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(seq, event)| match event {
+            Some(event) => {
+                oldest = oldest.min(event.received_at_ms);
+                let mut item = serde_json::json!({
+                    "seq": seq,
+                    "source": event.source.to_string(),
+                    "subject": event.subject,
+                    "received_at_ms": event.received_at_ms,
+                });
+                match std::str::from_utf8(&event.payload) {
+                    Ok(text) => item["payload"] = text.into(),
+                    Err(_) => {
+                        item["payload_hex"] = event
+                            .payload
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>()
+                            .into()
+                    }
+                }
+                item
+            }
+            None => {
+                log::error!(target: "ledge::dispatch", "{}: durable record {seq} cannot be decoded; its batch says so", stream.display());
+                serde_json::json!({ "seq": seq, "error": "record could not be decoded" })
+            }
+        })
+        .collect();
+    let mut event = Event::new(
+        EventSource::Mqtt,
+        "batch".to_owned(),
+        serde_json::json!({ "records": items }).to_string(),
+    );
+    if oldest != u64::MAX {
+        event.received_at_ms = oldest;
+    }
+    event
+}
+
 /// Moves the cursor over the finished prefix.
 fn confirm(spool: &Spool, running: &mut VecDeque<(u64, bool)>) {
     let mut last = None;

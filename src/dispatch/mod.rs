@@ -13,7 +13,7 @@ pub mod request_id;
 pub mod sync;
 mod worker;
 
-pub use durable::{feed, CURSOR as DURABLE_CURSOR};
+pub use durable::{feed, feed_batches, CURSOR as DURABLE_CURSOR};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
