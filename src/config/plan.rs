@@ -39,6 +39,12 @@ pub const DEFAULT_MAX_PAYLOAD: u64 = 256 << 10;
 /// The local MQTT listener of the embedded broker.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
 
+/// Default bound on the sum of `max_concurrency`: 8 per CPU core (wasm is
+/// CPU-bound while it runs, but functions spend most of their time idle).
+pub fn default_max_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) * 8
+}
+
 /// Index of a function in [`Plan::functions`].
 pub type FunctionId = usize;
 
@@ -345,7 +351,11 @@ pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors
         base: map_base(map),
         errors: Vec::new(),
     };
-    let device = resolver.device(raw.device);
+    let device = resolver.device(RawDevice {
+        id: raw.device.id.clone(),
+        data_dir: raw.device.data_dir.clone(),
+        max_concurrency: None,
+    });
     let broker = resolver.broker(raw.broker, &device.id);
     let spool = resolver.spool(&raw.spool);
     let upstream = raw.upstream.map(|u| resolver.upstream(u, &device.id));
@@ -365,6 +375,7 @@ pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors
         }
     });
     let functions = resolver.functions(raw.functions);
+    resolver.check_concurrency(&raw.device.max_concurrency, &functions);
     let sensors = resolver.sensors(raw.sensors);
     let routes = resolver.routes(raw.triggers, &functions, &sensors);
     if !resolver.errors.is_empty() {
@@ -461,6 +472,42 @@ impl Resolver<'_> {
                     default
                 }
             },
+        }
+    }
+
+    /// Each function's `max_concurrency` is reserved: its own worker
+    /// threads, so no function can starve another. The device's limit
+    /// bounds their sum, so a config cannot overcommit a small board.
+    fn check_concurrency(&mut self, limit: &Option<Spanned<i64>>, functions: &[FunctionSpec]) {
+        let default = default_max_concurrency();
+        let allowed = self.positive(limit, default, 4096);
+        let total: usize = functions.iter().map(|f| f.max_concurrency).sum();
+        if total <= allowed {
+            return;
+        }
+        let why = match limit {
+            Some(_) => "[device] max_concurrency".to_owned(),
+            None => format!(
+                "the default [device] max_concurrency: 8 per CPU core, {} cores here",
+                default / 8
+            ),
+        };
+        let message = format!(
+            "the functions reserve {total} concurrent executions in all (sum of max_concurrency), more than {allowed} ({why}); lower some max_concurrency or raise [device] max_concurrency"
+        );
+        match limit {
+            Some(limit) => self.fail(limit.span(), message),
+            None => {
+                let span = functions
+                    .iter()
+                    .max_by_key(|f| f.max_concurrency)
+                    .map(|f| f.module_location.clone());
+                self.errors.push(ConfigError {
+                    location: span,
+                    file: map_file(self.map),
+                    message,
+                })
+            }
         }
     }
 
@@ -1281,6 +1328,16 @@ mod tests {
     }
 
     const FUNCTION: &str = "[[function]]\nname = \"f\"\nmodule = \"f.wasm\"\n";
+
+    #[test]
+    fn reserved_concurrency_may_not_exceed_the_device_limit() {
+        let two = "[[function]]\nname = \"a\"\nmodule = \"a.wasm\"\nmax_concurrency = 3\n\
+                   [[function]]\nname = \"b\"\nmodule = \"b.wasm\"\nmax_concurrency = 2\n";
+        assert!(plan(&format!("[device]\nmax_concurrency = 5\n{two}")).is_ok());
+        let err = plan(&format!("[device]\nmax_concurrency = 4\n{two}")).unwrap_err();
+        assert!(err.starts_with("/cfg/ledge.toml:2:19:"), "{err}");
+        assert!(err.contains("reserve 5 concurrent executions"), "{err}");
+    }
 
     #[test]
     fn an_empty_config_means_the_embedded_broker_and_nothing_to_run() {

@@ -43,6 +43,8 @@ pub struct RawConfig {
 pub struct RawDevice {
     pub id: Option<Spanned<String>>,
     pub data_dir: Option<Spanned<String>>,
+    /// Upper bound on the sum of the functions' `max_concurrency`.
+    pub max_concurrency: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
