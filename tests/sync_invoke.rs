@@ -100,7 +100,9 @@ fn requests_beyond_capacity_are_throttled_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let mosquitto = Mosquitto::start(dir.path());
     let config = config(dir.path(), mosquitto.port, false);
-    let _ledge = Ledge::start(&config);
+    let mut ledge = Ledge::start(&config);
+    // With an external broker, requests come in on the MQTT 5 invoke link.
+    ledge.wait_for_log("synchronous invokes (MQTT 5 and envelope)", WAIT);
     let client = TestClient::connect(mosquitto.port, "throttle-client", &["replies/#"]);
     // `slow` runs one call at a time (300 ms) and queues one more: the first
     // request runs; of the five sent while it does, one waits and four are
@@ -170,5 +172,76 @@ fn ledge_invoke_remote_round_trips_through_the_running_ledge() {
         Some(2),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn an_mqtt5_request_is_answered_on_its_response_topic_with_its_correlation_data() {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{Client, Event, MqttOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let config = config(dir.path(), mosquitto.port, false);
+    let mut ledge = Ledge::start(&config);
+    ledge.wait_for_log("synchronous invokes (MQTT 5 and envelope)", WAIT);
+
+    let (client, mut connection) = Client::new(
+        MqttOptions::new("v5-requester", "127.0.0.1", mosquitto.port),
+        16,
+    );
+    client.subscribe("v5/replies", QoS::AtLeastOnce).unwrap();
+    let mut sent = false;
+    let deadline = std::time::Instant::now() + WAIT;
+    let reply = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no MQTT 5 reply; log:\n{}",
+            ledge.log_text()
+        );
+        match connection.recv_timeout(Duration::from_millis(500)) {
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) if !sent => {
+                sent = true;
+                let properties = PublishProperties {
+                    response_topic: Some("v5/replies".into()),
+                    correlation_data: Some(bytes::Bytes::from_static(b"\x00corr-9")),
+                    ..Default::default()
+                };
+                client
+                    .publish_with_properties(
+                        "ledge/gw7/invoke/echo",
+                        QoS::AtLeastOnce,
+                        false,
+                        "raw payload",
+                        properties,
+                    )
+                    .unwrap();
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => break p,
+            _ => {}
+        }
+    };
+    let properties = reply.properties.expect("reply properties");
+    assert_eq!(
+        properties.correlation_data.as_deref(),
+        Some(&b"\x00corr-9"[..])
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(doc["status"], "ok", "{doc}");
+    // No envelope: the request's payload is the event as is.
+    assert_eq!(doc["response"], "raw payload");
+
+    // An MQTT 3.1.1 client on the same broker still uses the envelope.
+    let v3 = TestClient::connect(mosquitto.port, "v3-requester", &["v3/replies"]);
+    request(
+        &v3,
+        "echo",
+        serde_json::json!({"reply_to": "v3/replies", "correlation_id": "x", "payload": "env"}),
+    );
+    let doc = v3.next(WAIT).expect("envelope reply").json();
+    assert_eq!(
+        (doc["status"].as_str(), doc["response"].as_str()),
+        (Some("ok"), Some("env"))
     );
 }

@@ -40,7 +40,7 @@ pub struct Job {
     pub attempt: u32,
     /// For a synchronous request: where the response goes. Such a job is
     /// never retried.
-    pub reply: Option<sync::Reply>,
+    pub reply: Option<Box<sync::Reply>>,
 }
 
 /// Tells a durable trigger's feeder that the record `seq` has been run (its
@@ -356,7 +356,7 @@ impl Dispatcher {
             enqueued_at: Instant::now(),
             receipt: None,
             attempt: 1,
-            reply: Some(reply),
+            reply: Some(Box::new(reply)),
         };
         let (job, status, error) = match queue.push(job) {
             Ok(()) => return,

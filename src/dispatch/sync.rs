@@ -1,6 +1,8 @@
 //! Synchronous (request/response) invocations over the local broker.
 //!
-//! A client publishes a JSON envelope on `ledge/<device>/invoke/<function>`:
+//! A client publishes a request on `ledge/<device>/invoke/<function>`: over
+//! MQTT 5 the event itself with a response topic (`sources::invoke`), or
+//! (any client) a JSON envelope:
 //!
 //! ```json
 //! {"reply_to": "clients/c1/reply", "correlation_id": "42", "payload": {"value": 31.5}}
@@ -33,7 +35,18 @@ use crate::sinks::{OutgoingMessage, PublishSink, Qos};
 pub struct Reply {
     pub topic: String,
     pub correlation_id: Option<String>,
-    pub publisher: Arc<dyn PublishSink>,
+    pub via: ReplyPath,
+}
+
+/// How a reply leaves: through ledge's local publisher (envelope requests),
+/// or on the MQTT 5 link the request came in on, with the request's
+/// correlation data as a packet property.
+pub enum ReplyPath {
+    Local(Arc<dyn PublishSink>),
+    Mqtt5 {
+        client: rumqttc::v5::AsyncClient,
+        correlation_data: Option<bytes::Bytes>,
+    },
 }
 
 impl Reply {
@@ -43,12 +56,36 @@ impl Reply {
         if let Some(id) = &self.correlation_id {
             document["correlation_id"] = id.clone().into();
         }
-        let message = OutgoingMessage {
-            topic: self.topic.clone(),
-            payload: document.to_string().into(),
-            qos: Qos::AtLeastOnce,
+        let payload: bytes::Bytes = document.to_string().into();
+        let sent = match &self.via {
+            ReplyPath::Local(publisher) => publisher
+                .publish(OutgoingMessage {
+                    topic: self.topic.clone(),
+                    payload,
+                    qos: Qos::AtLeastOnce,
+                })
+                .map_err(|e| e.to_string()),
+            ReplyPath::Mqtt5 {
+                client,
+                correlation_data,
+            } => {
+                let properties = rumqttc::v5::mqttbytes::v5::PublishProperties {
+                    correlation_data: correlation_data.clone(),
+                    content_type: Some("application/json".to_owned()),
+                    ..Default::default()
+                };
+                client
+                    .try_publish_with_properties(
+                        self.topic.clone(),
+                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                        false,
+                        payload,
+                        properties,
+                    )
+                    .map_err(|e| e.to_string())
+            }
         };
-        if let Err(e) = self.publisher.publish(message) {
+        if let Err(e) = sent {
             log::warn!(target: "ledge::invoke", "reply to `{}` not sent: {e}", self.topic);
         }
     }

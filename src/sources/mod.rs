@@ -4,10 +4,12 @@
 //! - `sensor`: readings sampled from devices (replay files and sysfs for
 //!   now; GPIO, 1-wire and I2C slot in behind the same `Sensor` trait).
 //! - `schedule`: periodic events.
+//! - `invoke`: synchronous requests over MQTT 5 (external brokers).
 //!
 //! Every source turns what happened into an [`Event`](crate::event::Event)
 //! and hands it to the dispatcher; none of them runs function code.
 
+pub mod invoke;
 pub mod mqtt;
 pub mod schedule;
 pub mod sensor;

@@ -78,7 +78,7 @@ impl MqttSource {
         let reply = sync::Reply {
             topic: request.reply_to,
             correlation_id: request.correlation_id,
-            publisher: Arc::clone(publisher),
+            via: sync::ReplyPath::Local(Arc::clone(publisher)),
         };
         let event = Event::new(EventSource::Invoke, publish.topic.clone(), request.payload);
         routing.submit_sync(function, event, reply);
