@@ -111,6 +111,18 @@ fn print_plan(plan: &Plan, loaded: &[Option<LoadedFunction>]) {
                 scale,
                 offset,
             } => format!("sysfs {} ×{scale} +{offset}", path.display()),
+            SensorKind::OneWire { path } => format!("w1 {}", path.display()),
+            SensorKind::Iio { dir, channel } => format!("iio {} {channel}", dir.display()),
+            SensorKind::Simulated {
+                waveform,
+                min,
+                max,
+                period,
+                noise,
+            } => format!(
+                "simulated {waveform:?} {min}..{max} every {}s ±{noise}",
+                period.as_secs_f64()
+            ),
         };
         let publish = sensor
             .publish_topic

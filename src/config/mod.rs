@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 pub use plan::{
     BatchSpec, BrokerMode, BrokerPlan, DevicePlan, FailurePolicy, ForwardRule, FunctionId,
-    FunctionSpec, OnFailure, Plan, Route, Secret, SensorKind, SensorSpec, TlsFiles, TriggerSource,
-    UpstreamPlan,
+    FunctionSpec, OnFailure, Plan, Report, Route, Secret, SensorKind, SensorSpec, TlsFiles,
+    TriggerSource, UpstreamPlan, Waveform,
 };
 
 /// A place in a config file, for error messages.

@@ -329,6 +329,29 @@ pub struct SensorSpec {
     pub unit: Option<String>,
     /// Publish each reading to the local broker on this topic.
     pub publish_topic: Option<String>,
+    /// Which samples become events.
+    pub report: Report,
+}
+
+/// Which samples of a sensor become events.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Report {
+    /// Every sample.
+    Every,
+    /// A sample that differs from the last reported one by more than this.
+    Change { deadband: f64 },
+    /// A crossing of `threshold` upwards, and back below `threshold -
+    /// hysteresis`, so a value hovering at the threshold does not chatter.
+    Threshold { threshold: f64, hysteresis: f64 },
+}
+
+/// Shapes of the simulated sensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waveform {
+    Sine,
+    Square,
+    Sawtooth,
+    RandomWalk,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -341,6 +364,23 @@ pub enum SensorKind {
         path: PathBuf,
         scale: f64,
         offset: f64,
+    },
+    /// A DS18B20 on the 1-wire bus: `<root>/bus/w1/devices/<device>/w1_slave`.
+    OneWire {
+        path: PathBuf,
+    },
+    /// An IIO channel: `<root>/bus/iio/devices/<device>/<channel>_raw`,
+    /// `_scale`, `_offset`.
+    Iio {
+        dir: PathBuf,
+        channel: String,
+    },
+    Simulated {
+        waveform: Waveform,
+        min: f64,
+        max: f64,
+        period: Duration,
+        noise: f64,
     },
 }
 
@@ -1011,7 +1051,9 @@ impl Resolver<'_> {
             }
             if let Some(kind) = self.sensor_kind(&s) {
                 let publish_topic = self.sensor_topic(&s, &name);
+                let report = self.report(&s);
                 sensors.push(SensorSpec {
+                    report,
                     interval: self.duration(&s.interval, Duration::from_secs(1)),
                     unit: s.unit,
                     publish_topic,
@@ -1023,8 +1065,120 @@ impl Resolver<'_> {
         sensors
     }
 
+    fn report(&mut self, s: &RawSensor) -> Report {
+        let Some(report) = &s.report else {
+            return Report::Every;
+        };
+        match report.get_ref().as_str() {
+            "every" => Report::Every,
+            "change" => Report::Change {
+                deadband: s.deadband.unwrap_or(0.0).abs(),
+            },
+            "threshold" => match s.threshold {
+                Some(threshold) => Report::Threshold {
+                    threshold,
+                    hysteresis: s.hysteresis.unwrap_or(0.0).abs(),
+                },
+                None => {
+                    self.fail(report.span(), "report = \"threshold\" needs `threshold`");
+                    Report::Every
+                }
+            },
+            other => {
+                self.fail(
+                    report.span(),
+                    format!("unknown report `{other}` (known: every, change, threshold)"),
+                );
+                Report::Every
+            }
+        }
+    }
+
+    fn sysfs_root(&self, s: &RawSensor) -> PathBuf {
+        s.sysfs_root
+            .as_ref()
+            .map_or_else(|| PathBuf::from("/sys"), |root| self.path(root.get_ref()))
+    }
+
+    fn required<'s>(
+        &mut self,
+        s: &'s RawSensor,
+        value: &'s Option<Spanned<String>>,
+        key: &str,
+    ) -> Option<&'s str> {
+        match value {
+            Some(v) => Some(v.get_ref().as_str()),
+            None => {
+                self.fail(
+                    s.kind.span(),
+                    format!("a {} sensor needs `{key}`", s.kind.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
     fn sensor_kind(&mut self, s: &RawSensor) -> Option<SensorKind> {
         match s.kind.get_ref().as_str() {
+            "w1" | "ds18b20" => {
+                let device = self.required(s, &s.device, "device")?;
+                if !device.starts_with("28-") || device.contains('/') {
+                    if let Some(d) = &s.device {
+                        self.fail(
+                            d.span(),
+                            "a DS18B20's id starts with `28-` (see /sys/bus/w1/devices)",
+                        );
+                    }
+                }
+                let path = self
+                    .sysfs_root(s)
+                    .join("bus/w1/devices")
+                    .join(device)
+                    .join("w1_slave");
+                Some(SensorKind::OneWire { path })
+            }
+            "iio" => {
+                let device = self.required(s, &s.device, "device")?.to_owned();
+                let channel = self.required(s, &s.channel, "channel")?.to_owned();
+                let dir = self.sysfs_root(s).join("bus/iio/devices").join(device);
+                Some(SensorKind::Iio { dir, channel })
+            }
+            "thermal" => {
+                let zone = s.zone.as_ref().map_or(0, |z| *z.get_ref());
+                let path = self
+                    .sysfs_root(s)
+                    .join(format!("class/thermal/thermal_zone{zone}/temp"));
+                Some(SensorKind::Sysfs {
+                    path,
+                    scale: 0.001,
+                    offset: 0.0,
+                })
+            }
+            "simulated" => {
+                let waveform = match s.waveform.as_ref().map(|w| w.get_ref().as_str()) {
+                    None | Some("sine") => Waveform::Sine,
+                    Some("square") => Waveform::Square,
+                    Some("sawtooth") => Waveform::Sawtooth,
+                    Some("random_walk") => Waveform::RandomWalk,
+                    Some(other) => {
+                        if let Some(w) = &s.waveform {
+                            self.fail(w.span(), format!("unknown waveform `{other}` (known: sine, square, sawtooth, random_walk)"));
+                        }
+                        Waveform::Sine
+                    }
+                };
+                let (min, max) = (s.min.unwrap_or(0.0), s.max.unwrap_or(1.0));
+                if max < min {
+                    self.fail(s.kind.span(), "a simulated sensor needs min <= max");
+                }
+                Some(SensorKind::Simulated {
+                    waveform,
+                    min,
+                    max,
+                    period: self.duration(&s.period, Duration::from_secs(60)),
+                    noise: s.noise.unwrap_or(0.0).abs(),
+                })
+            }
             "replay" => {
                 let Some(file) = &s.file else {
                     self.fail(s.kind.span(), "a replay sensor needs `file` (CSV or JSONL)");
@@ -1056,7 +1210,7 @@ impl Resolver<'_> {
             other => {
                 self.fail(
                     s.kind.span(),
-                    format!("unknown sensor kind `{other}` (known: replay, sysfs)"),
+                    format!("unknown sensor kind `{other}` (known: replay, sysfs, w1, iio, thermal, simulated)"),
                 );
                 None
             }

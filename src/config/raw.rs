@@ -185,4 +185,25 @@ pub struct RawSensor {
     /// `kind = "sysfs"`: value = raw × scale + offset.
     pub scale: Option<f64>,
     pub offset: Option<f64>,
+    /// `kind = "w1"`: the DS18B20's id (`28-...`); `kind = "iio"`: the IIO
+    /// device (`iio:device0`).
+    pub device: Option<Spanned<String>>,
+    /// `kind = "iio"`: the channel, e.g. `in_temp` or `in_voltage0`.
+    pub channel: Option<Spanned<String>>,
+    /// `kind = "thermal"`: the thermal zone number.
+    pub zone: Option<Spanned<i64>>,
+    /// `kind = "simulated"`: sine, square, sawtooth or random_walk.
+    pub waveform: Option<Spanned<String>>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub period: Option<Spanned<String>>,
+    pub noise: Option<f64>,
+    /// Where /sys is (tests point it at a fake tree). Default "/sys".
+    pub sysfs_root: Option<Spanned<String>>,
+    /// Which samples become events: "every" (default), "change" (beyond
+    /// `deadband`), or "threshold" (crossing `threshold` with `hysteresis`).
+    pub report: Option<Spanned<String>>,
+    pub deadband: Option<f64>,
+    pub threshold: Option<f64>,
+    pub hysteresis: Option<f64>,
 }

@@ -7,7 +7,10 @@
 //! blocking pool, never on the reactor; one slow or failing sensor never
 //! delays another.
 
+mod iio;
+mod onewire;
 mod replay;
+mod simulated;
 mod sysfs;
 
 use std::sync::Arc;
@@ -16,12 +19,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::config::{SensorKind, SensorSpec};
+use crate::config::{Report, SensorKind, SensorSpec};
 use crate::dispatch::Dispatcher;
 use crate::event::{unix_ms, Event, EventSource};
 use crate::sinks::{OutgoingMessage, PublishSink, Qos};
 
+pub use iio::IioSensor;
+pub use onewire::OneWireSensor;
 pub use replay::ReplaySensor;
+pub use simulated::SimulatedSensor;
 pub use sysfs::SysfsSensor;
 
 /// One sample.
@@ -57,6 +63,15 @@ pub fn open(spec: &SensorSpec) -> Result<Box<dyn Sensor>, SensorError> {
             scale,
             offset,
         } => Box::new(SysfsSensor::new(path.clone(), *scale, *offset)),
+        SensorKind::OneWire { path } => Box::new(OneWireSensor::new(path.clone())),
+        SensorKind::Iio { dir, channel } => Box::new(IioSensor::new(dir.clone(), channel.clone())),
+        SensorKind::Simulated {
+            waveform,
+            min,
+            max,
+            period,
+            noise,
+        } => Box::new(SimulatedSensor::new(*waveform, *min, *max, *period, *noise)),
     })
 }
 
@@ -75,10 +90,24 @@ pub async fn run(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sensor = Some(sensor);
     let mut errors = ErrorLog::default();
+    let mut filter = ReportFilter::new(spec.report);
+    let mut failures: u32 = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
+        }
+        if failures > 0 {
+            // A sensor that keeps failing is retried less and less often
+            // (up to 64 intervals, at most 5 minutes), not hammered.
+            let backoff = spec
+                .interval
+                .saturating_mul(1 << failures.min(6))
+                .min(MAX_RETRY_DELAY.max(spec.interval));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.saturating_sub(spec.interval)) => {}
+                _ = shutdown.changed() => return,
+            }
         }
         let Some(mut taken) = sensor.take() else {
             return;
@@ -94,23 +123,93 @@ pub async fn run(
         };
         sensor = Some(returned);
         match sample {
-            Ok(sample) => deliver(&spec, sample, &dispatcher, publisher.as_ref()),
+            Ok(sample) => {
+                if failures > 0 {
+                    log::info!(target: "ledge::sensor", "sensor {}: reading again after {failures} failures", spec.name);
+                }
+                failures = 0;
+                if filter.admit(sample.value) {
+                    let payload =
+                        reading_json(&spec.name, sample.value, spec.unit.as_deref(), unix_ms());
+                    deliver(&spec, payload, &dispatcher, publisher.as_ref());
+                }
+            }
             Err(SensorError::Finished) => {
                 log::info!(target: "ledge::sensor", "sensor {}: replay finished", spec.name);
                 return;
             }
-            Err(e) => errors.record(&spec.name, &e),
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                // An error event when the sensor starts failing and then at
+                // the log's rate: functions can react (an alarm, a safe
+                // state) without being flooded.
+                if errors.record(&spec.name, &e) {
+                    deliver(
+                        &spec,
+                        error_json(&spec.name, &e, unix_ms()),
+                        &dispatcher,
+                        publisher.as_ref(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The longest wait between attempts at a failing sensor.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// Decides which samples become events (`report` in the config).
+struct ReportFilter {
+    report: Report,
+    last: Option<f64>,
+    /// For `Threshold`: true while above the threshold.
+    above: Option<bool>,
+}
+
+impl ReportFilter {
+    fn new(report: Report) -> Self {
+        Self {
+            report,
+            last: None,
+            above: None,
+        }
+    }
+
+    fn admit(&mut self, value: f64) -> bool {
+        match self.report {
+            Report::Every => true,
+            Report::Change { deadband } => {
+                let changed = self.last.is_none_or(|last| (value - last).abs() > deadband);
+                if changed {
+                    self.last = Some(value);
+                }
+                changed
+            }
+            Report::Threshold {
+                threshold,
+                hysteresis,
+            } => {
+                let now_above = match self.above {
+                    // The first sample reports where we are.
+                    None => value >= threshold,
+                    Some(true) => value >= threshold - hysteresis,
+                    Some(false) => value >= threshold,
+                };
+                let changed = self.above != Some(now_above);
+                self.above = Some(now_above);
+                changed
+            }
         }
     }
 }
 
 fn deliver(
     spec: &SensorSpec,
-    sample: Sample,
+    payload: String,
     dispatcher: &Dispatcher,
     publisher: &dyn PublishSink,
 ) {
-    let payload = reading_json(&spec.name, sample.value, spec.unit.as_deref(), unix_ms());
     log::debug!(target: "ledge::sensor", "sensor {}: {payload}", spec.name);
     let event = Event::new(EventSource::Sensor, spec.name.clone(), payload.clone());
     dispatcher.submit(event);
@@ -124,6 +223,18 @@ fn deliver(
             log::debug!(target: "ledge::sensor", "sensor {}: reading not published: {e}", spec.name);
         }
     }
+}
+
+/// The event payload when a sensor fails: quality `error` and the reason.
+pub fn error_json(sensor: &str, error: &SensorError, ts_ms: u64) -> String {
+    serde_json::json!({
+        "sensor": sensor,
+        "value": null,
+        "ts": ts_ms,
+        "quality": "error",
+        "error": error.to_string(),
+    })
+    .to_string()
 }
 
 /// The event payload of a reading.
@@ -148,11 +259,12 @@ struct ErrorLog {
 }
 
 impl ErrorLog {
-    fn record(&mut self, sensor: &str, error: &SensorError) {
+    /// Logs the failure if one is due; true if it was.
+    fn record(&mut self, sensor: &str, error: &SensorError) -> bool {
         let due = self.last.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL);
         if !due {
             self.suppressed += 1;
-            return;
+            return false;
         }
         log::warn!(
             target: "ledge::sensor",
@@ -161,12 +273,46 @@ impl ErrorLog {
         );
         self.last = Some(Instant::now());
         self.suppressed = 0;
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_reports_only_moves_beyond_the_deadband() {
+        let mut filter = ReportFilter::new(Report::Change { deadband: 0.5 });
+        let admitted: Vec<f64> = [20.0, 20.2, 20.5, 20.6, 20.0, 19.9, 25.0]
+            .into_iter()
+            .filter(|v| filter.admit(*v))
+            .collect();
+        assert_eq!(admitted, vec![20.0, 20.6, 20.0, 25.0]);
+    }
+
+    #[test]
+    fn threshold_reports_crossings_with_hysteresis() {
+        let mut filter = ReportFilter::new(Report::Threshold {
+            threshold: 30.0,
+            hysteresis: 1.0,
+        });
+        let admitted: Vec<f64> = [25.0, 29.9, 30.0, 29.5, 30.4, 29.0, 28.9, 31.0]
+            .into_iter()
+            .filter(|v| filter.admit(*v))
+            .collect();
+        // 25 (first: below), 30.0 (up), 28.9 (below 29 = down), 31 (up).
+        assert_eq!(admitted, vec![25.0, 30.0, 28.9, 31.0]);
+    }
+
+    #[test]
+    fn an_error_event_says_quality_error_and_why() {
+        let json = error_json("t1", &SensorError::Unavailable("gone".into()), 5);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["quality"], "error");
+        assert_eq!(value["error"], "gone");
+        assert!(value["value"].is_null());
+    }
 
     #[test]
     fn a_reading_is_a_json_object_with_name_value_unit_and_time() {
