@@ -261,7 +261,7 @@ impl Node {
         // speaks 3.1.1 only, so there the main link takes envelopes.
         if sync_on_main_link(&plan) {
             mqtt.invoke_prefix = format!("ledge/{}/invoke/", plan.device.id);
-            mqtt.replies = Some(Arc::clone(&publisher));
+            mqtt.replies = Some(Arc::downgrade(&publisher));
         } else {
             tokio::spawn(crate::sources::invoke::serve(
                 plan.broker.clone(),

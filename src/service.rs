@@ -28,7 +28,10 @@ impl Notifier {
         let socket = std::env::var("NOTIFY_SOCKET")
             .ok()
             .filter(|path| !path.is_empty())
-            .and_then(|path| match UnixDatagram::unbound() {
+            // Non-blocking: this runs on the reactor thread, and a service
+            // manager that stops reading must never stall it (a full
+            // datagram queue drops the notification instead).
+            .and_then(|path| match UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s)) {
                 Ok(socket) => Some((socket, path)),
                 Err(e) => {
                     log::warn!(target: "ledge::service", "cannot open a socket for systemd notifications: {e}");
@@ -45,6 +48,10 @@ impl Notifier {
             return;
         };
         if let Err(e) = send(socket, path, state) {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                log::debug!(target: "ledge::service", "systemd notification `{state}` dropped: the manager is not reading");
+                return;
+            }
             log::warn!(target: "ledge::service", "systemd notification `{state}` to {path} failed: {e}");
         }
     }

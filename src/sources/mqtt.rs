@@ -39,8 +39,10 @@ pub struct MqttSource {
     pub oversized: AtomicU64,
     /// `ledge/<device>/invoke/`: requests for synchronous invocations.
     pub invoke_prefix: String,
-    /// Where synchronous replies go (the local broker).
-    pub replies: Option<Arc<dyn PublishSink>>,
+    /// Where synchronous replies go (the local broker). Weak, so that this
+    /// source, which lives as long as the link, does not keep the publisher
+    /// (and so the shutdown's publish drain) alive.
+    pub replies: Option<std::sync::Weak<dyn PublishSink>>,
 }
 
 impl MqttSource {
@@ -64,7 +66,7 @@ impl MqttSource {
     /// A request on `ledge/<device>/invoke/<function>`: runs the function
     /// once and replies to the envelope's `reply_to`.
     fn incoming_request(&self, routing: &Routing, publish: &Publish, function: &str) {
-        let Some(publisher) = &self.replies else {
+        let Some(publisher) = self.replies.as_ref().and_then(std::sync::Weak::upgrade) else {
             return;
         };
         let request = match sync::parse_request(&publish.payload) {
@@ -78,7 +80,7 @@ impl MqttSource {
         let reply = sync::Reply {
             topic: request.reply_to,
             correlation_id: request.correlation_id,
-            via: sync::ReplyPath::Local(Arc::clone(publisher)),
+            via: sync::ReplyPath::Local(publisher),
         };
         let event = Event::new(EventSource::Invoke, publish.topic.clone(), request.payload);
         routing.submit_sync(function, event, reply);
