@@ -303,6 +303,7 @@ fn drain(root: &Path) {
         device: "bench".into(),
         spool: Arc::clone(&spool),
         status: Arc::new(UplinkStatus::default()),
+        deploy: None,
     };
     let elapsed = runtime.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);

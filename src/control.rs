@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::telemetry::StatusSources;
 
@@ -32,10 +32,24 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// A request to re-read the config and the function store and apply them
+/// (what SIGHUP does); the outcome goes to `reply`.
+pub struct ReloadRequest {
+    /// For the log: who asked.
+    pub why: String,
+    pub reply: Option<oneshot::Sender<Result<String, String>>>,
+}
+
+pub type Reloads = mpsc::UnboundedSender<ReloadRequest>;
+
+/// How long a `reload` may take: in-flight invocations finish first.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Answers requests until `shutdown` changes.
 pub async fn serve(
     listener: UnixListener,
     sources: Arc<StatusSources>,
+    reloads: Reloads,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -51,13 +65,18 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let sources = Arc::clone(&sources);
+        let reloads = reloads.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &sources)).await;
+            let _ = tokio::time::timeout(RELOAD_DEADLINE, answer(stream, &sources, &reloads)).await;
         });
     }
 }
 
-async fn answer(stream: UnixStream, sources: &StatusSources) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    sources: &StatusSources,
+    reloads: &Reloads,
+) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut line = String::new();
     BufReader::new(reader)
@@ -66,9 +85,24 @@ async fn answer(stream: UnixStream, sources: &StatusSources) -> std::io::Result<
         .await?;
     let reply = match line.trim() {
         "status" => sources.status(),
-        other => {
-            serde_json::json!({ "error": format!("unknown command `{other}` (known: status)") })
+        "reload" => {
+            let (reply, outcome) = oneshot::channel();
+            let request = ReloadRequest {
+                why: "reload requested on the control socket".to_owned(),
+                reply: Some(reply),
+            };
+            match reloads.send(request) {
+                Ok(()) => match outcome.await {
+                    Ok(Ok(summary)) => serde_json::json!({ "reloaded": summary }),
+                    Ok(Err(e)) => serde_json::json!({ "error": e }),
+                    Err(_) => serde_json::json!({ "error": "ledge is stopping" }),
+                },
+                Err(_) => serde_json::json!({ "error": "ledge is stopping" }),
+            }
         }
+        other => serde_json::json!({
+            "error": format!("unknown command `{other}` (known: status, reload)")
+        }),
     };
     writer.write_all(format!("{reply}\n").as_bytes()).await?;
     writer.shutdown().await
@@ -78,7 +112,7 @@ async fn answer(stream: UnixStream, sources: &StatusSources) -> std::io::Result<
 pub fn request(path: &Path, command: &str) -> std::io::Result<serde_json::Value> {
     use std::io::{BufRead, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(path)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(RELOAD_DEADLINE + Duration::from_secs(5)))?;
     stream.write_all(format!("{command}\n").as_bytes())?;
     let mut line = String::new();
     std::io::BufReader::new(stream).read_line(&mut line)?;

@@ -28,6 +28,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod deploy;
 pub mod dispatch;
 pub mod event;
 pub mod logging;

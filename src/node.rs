@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{BrokerMode, Plan, TriggerSource};
+use crate::deploy::store::Store;
+use crate::deploy::watch::{Verdict, Watch};
 use crate::dispatch::{Dispatcher, Routing};
 use crate::mqtt::LinkState;
 use crate::runtime::{LoadedFunction, Runtime};
@@ -35,6 +37,10 @@ use crate::uplink::{Uplink, UplinkStatus};
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 /// How long queued publishes and the MQTT DISCONNECT may take at the end.
 const DISCONNECT_DEADLINE: Duration = Duration::from_secs(3);
+/// How often aliases on probation are judged.
+const PROBATION_CHECK: Duration = Duration::from_millis(500);
+
+pub use crate::control::ReloadRequest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -53,6 +59,8 @@ pub enum NodeError {
     Signals(std::io::Error),
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    #[error("function store: {0}")]
+    Store(#[from] crate::deploy::store::StoreError),
 }
 
 /// Loads every function of the plan; failures are logged and leave `None`.
@@ -71,9 +79,10 @@ pub fn load_functions(runtime: &Runtime, plan: &Plan) -> Vec<Option<LoadedFuncti
 
 /// Runs ledge until SIGINT or SIGTERM; SIGHUP reloads the config.
 pub async fn run(plan: Plan) -> Result<(), NodeError> {
-    let mut signals = Signals::install()?;
+    let (requests, requests_received) = tokio::sync::mpsc::unbounded_channel();
+    let mut signals = Signals::install(requests_received)?;
     let notifier = Arc::new(crate::service::Notifier::from_env());
-    let node = Node::start(plan).await?;
+    let node = Node::start(plan, requests).await?;
     let (stop_watchdog, watchdog_stopped) = watch::channel(false);
     if let Some(interval) = crate::service::watchdog_interval() {
         log::info!(target: "ledge::service", "systemd watchdog on: keep-alive every {}ms", interval.as_millis());
@@ -91,13 +100,18 @@ pub async fn run(plan: Plan) -> Result<(), NodeError> {
                 log::info!(target: "ledge::node", "{name} received");
                 break;
             }
-            Signal::Reload => {
-                log::info!(target: "ledge::node", "SIGHUP received: reloading {}", node.plan.source.display());
+            Signal::Probation => node.check_probation().await,
+            Signal::Reload(request) => {
+                let why = request
+                    .as_ref()
+                    .map_or("SIGHUP received", |r| r.why.as_str());
+                log::info!(target: "ledge::node", "{why}: reloading {} and the function store", node.plan.source.display());
                 notifier.notify(&format!(
                     "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
                     monotonic_usec()
                 ));
-                let status = match node.reload().await {
+                let outcome = node.reload().await.map_err(|e| e.to_string());
+                let status = match &outcome {
                     Ok(summary) => {
                         log::info!(target: "ledge::node", "reloaded: {summary}");
                         "STATUS=serving".to_owned()
@@ -107,6 +121,9 @@ pub async fn run(plan: Plan) -> Result<(), NodeError> {
                         format!("STATUS=serving the previous config (reload failed: {e})")
                     }
                 };
+                if let Some(reply) = request.and_then(|r| r.reply) {
+                    let _ = reply.send(outcome);
+                }
                 notifier.notify(&format!("READY=1\n{status}"));
             }
         }
@@ -142,6 +159,8 @@ pub enum ReloadError {
     Spool(#[from] crate::spool::SpoolError),
     #[error("cannot start worker threads: {0}")]
     Threads(std::io::Error),
+    #[error("function store: {0}")]
+    Store(#[from] crate::deploy::store::StoreError),
 }
 
 /// The part of a running ledge a reload replaces: the functions with their
@@ -182,14 +201,34 @@ struct Node {
     link_state: Arc<LinkState>,
     uplink: Option<tokio::task::JoinHandle<()>>,
     spool: Option<Arc<Spool>>,
+    /// Versions, aliases, and deployment reports.
+    store: Store,
+    watches: Vec<Watch>,
+    /// Where deployment reports go upstream (`<prefix>/deploy/status`).
+    reports: Option<(Arc<SpoolSink>, String)>,
+    /// The config's functions for the deployment receiver.
+    config_functions: Arc<std::sync::RwLock<Vec<crate::config::FunctionSpec>>>,
 }
 
 impl Node {
-    async fn start(plan: Plan) -> Result<Self, NodeError> {
+    async fn start(
+        mut plan: Plan,
+        requests: tokio::sync::mpsc::UnboundedSender<ReloadRequest>,
+    ) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&plan.device.data_dir).map_err(|source| NodeError::DataDir {
             path: plan.device.data_dir.clone(),
             source,
         })?;
+        let store = Store::under(&plan.device.data_dir);
+        apply_store(&mut plan, &store)?;
+        {
+            // Modules a crash left behind between storing and recording.
+            let lock = store.lock()?;
+            let removed = store.collect_garbage(&lock, &[])?;
+            if removed > 0 {
+                log::info!(target: "ledge::deploy", "function store: removed {removed} unreferenced modules");
+            }
+        }
         // What a reload compares against; unreadable only if the file went
         // away since it was parsed, and then every later reload fails anyway.
         let config_text = std::fs::read_to_string(&plan.source).unwrap_or_default();
@@ -241,13 +280,47 @@ impl Node {
             .upstream
             .as_ref()
             .map(|_| Arc::new(UplinkStatus::default()));
+        let reports = match (&spool_sink, &plan.upstream) {
+            (Some(sink), Some(upstream)) => Some((
+                Arc::clone(sink),
+                format!("{}/deploy/status", upstream.topic_prefix),
+            )),
+            _ => None,
+        };
+        let config_functions = Arc::new(std::sync::RwLock::new(latest_specs(&plan)));
         let uplink = match (&spool, &plan.upstream, &uplink_status) {
             (Some(spool), Some(upstream), Some(status)) => {
+                let deploy = if plan.deploy.trusted_keys.is_empty() {
+                    log::info!(target: "ledge::deploy", "over-the-air deployments off: no [deploy] trusted_keys");
+                    None
+                } else {
+                    let (messages, received) = std::sync::mpsc::channel();
+                    let reports = reports.clone();
+                    let device = plan.device.id.clone();
+                    let receiver = crate::deploy::ota::Receiver {
+                        prefix: upstream.topic_prefix.clone(),
+                        store: store.clone(),
+                        rules: plan.deploy.clone(),
+                        functions: Arc::clone(&config_functions),
+                        runtime: runtime.clone(),
+                        reloads: requests.clone(),
+                        report: Box::new(move |report| {
+                            report_deploy(reports.as_ref(), &device, report)
+                        }),
+                    };
+                    std::thread::Builder::new()
+                        .name("ledge-deploy".to_owned())
+                        .spawn(move || receiver.run(received))
+                        .map_err(NodeError::Threads)?;
+                    log::info!(target: "ledge::deploy", "over-the-air deployments on {}/deploy ({} trusted keys)", upstream.topic_prefix, plan.deploy.trusted_keys.len());
+                    Some(messages)
+                };
                 let uplink = Uplink {
                     plan: upstream.clone(),
                     device: plan.device.id.clone(),
                     spool: Arc::clone(spool),
                     status: Arc::clone(status),
+                    deploy,
                 };
                 Some(tokio::spawn(uplink.run(links_stopped.clone())))
             }
@@ -328,6 +401,7 @@ impl Node {
                 services.spawn(crate::control::serve(
                     listener,
                     status,
+                    requests.clone(),
                     services_stopped.clone(),
                 ));
             }
@@ -348,7 +422,7 @@ impl Node {
             plan.broker.mode,
             plan.upstream.as_ref().map(|u| format!("; upstream {}:{}", u.host, u.port)).unwrap_or_default()
         );
-        Ok(Self {
+        let mut node = Self {
             plan,
             config_text,
             runtime,
@@ -366,7 +440,13 @@ impl Node {
             link_state,
             uplink,
             spool,
-        })
+            store,
+            watches: Vec::new(),
+            reports,
+            config_functions,
+        };
+        node.refresh_watches();
+        Ok(node)
     }
 
     /// Re-reads the config file and swaps in its functions, triggers and
@@ -386,7 +466,8 @@ impl Node {
                 },
             ]))
         })?;
-        let plan = crate::config::parse(&path, &text).map_err(ReloadError::Config)?;
+        let mut plan = crate::config::parse(&path, &text).map_err(ReloadError::Config)?;
+        apply_store(&mut plan, &self.store)?;
         let restart = crate::config::changes_needing_restart(&self.config_text, &text);
         if !restart.is_empty() {
             return Err(ReloadError::NeedsRestart(restart));
@@ -442,9 +523,125 @@ impl Node {
             plan.routes.len(),
             plan.sensors.len()
         );
+        *self
+            .config_functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = latest_specs(&plan);
         self.plan = plan;
         self.config_text = text;
+        self.refresh_watches();
         Ok(summary)
+    }
+
+    /// Watches the aliases the store has on probation.
+    fn refresh_watches(&mut self) {
+        let metrics = self.pipeline.dispatcher.metrics();
+        let snapshot = |name: &str| {
+            metrics
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, m)| m.snapshot())
+                .unwrap_or_default()
+        };
+        let mut watches = Vec::new();
+        let mut names: Vec<&str> = self
+            .plan
+            .functions
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        names.dedup();
+        for name in names {
+            match self.store.state(name) {
+                Ok(state) => {
+                    watches.extend(Watch::from_state(name, &state, &self.watches, snapshot))
+                }
+                Err(e) => log::error!(target: "ledge::deploy", "{e}"),
+            }
+        }
+        for watch in watches.iter().filter(|w| !self.watches.contains(w)) {
+            log::info!(target: "ledge::deploy", "{}:{} -> {} on probation: watched for {} invocations or {}s (max error rate {})", watch.function, watch.alias, watch.versions.join(", "), self.plan.deploy.watch_invocations, self.plan.deploy.watch_period.as_secs(), self.plan.deploy.max_error_rate);
+        }
+        self.watches = watches;
+    }
+
+    /// Judges the aliases on probation: a failing one goes back to its
+    /// previous target, a proven one is trusted.
+    async fn check_probation(&mut self) {
+        if self.watches.is_empty() {
+            return;
+        }
+        let metrics = self.pipeline.dispatcher.metrics();
+        let now_ms = crate::deploy::store::now_ms();
+        let mut rolled_back = false;
+        for watch in std::mem::take(&mut self.watches) {
+            let counts: Vec<crate::metrics::Snapshot> = watch
+                .versions
+                .iter()
+                .map(|v| {
+                    metrics
+                        .iter()
+                        .find(|(n, _)| n == v)
+                        .map(|(_, m)| m.snapshot())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let elapsed = Duration::from_millis(now_ms.saturating_sub(watch.since_ms));
+            let verdict = watch.judge(&counts, elapsed, &self.plan.deploy);
+            let outcome = match verdict {
+                Verdict::Pending => {
+                    self.watches.push(watch);
+                    continue;
+                }
+                Verdict::Healthy { invocations, errors } => self
+                    .store
+                    .lock()
+                    .and_then(|lock| self.store.end_probation(&lock, &watch.function, &watch.alias))
+                    .map(|()| serde_json::json!({
+                        "event": "healthy",
+                        "function": watch.function,
+                        "alias": watch.alias,
+                        "versions": watch.versions,
+                        "invocations": invocations,
+                        "errors": errors,
+                    })),
+                Verdict::Failing { invocations, errors } => self
+                    .store
+                    .lock()
+                    .and_then(|lock| self.store.rollback(&lock, &watch.function, &watch.alias))
+                    .map(|(from, to)| {
+                        rolled_back = true;
+                        serde_json::json!({
+                            "event": "rolled_back",
+                            "function": watch.function,
+                            "alias": watch.alias,
+                            "from": from.to_string(),
+                            "to": to.to_string(),
+                            "reason": format!("{errors} of {invocations} invocations failed (max error rate {})", self.plan.deploy.max_error_rate),
+                        })
+                    }),
+            };
+            match outcome {
+                Ok(report) => self.report(report),
+                Err(e) => {
+                    log::error!(target: "ledge::deploy", "{}:{}: cannot record the probation's outcome: {e}", watch.function, watch.alias)
+                }
+            }
+        }
+        if rolled_back {
+            match self.reload().await {
+                Ok(summary) => {
+                    log::info!(target: "ledge::node", "reloaded after a rollback: {summary}")
+                }
+                Err(e) => log::error!(target: "ledge::node", "reload after a rollback failed: {e}"),
+            }
+        }
+    }
+
+    /// Logs a deployment event and sends it upstream on
+    /// `<prefix>/deploy/status` (through the spool: it survives an outage).
+    fn report(&self, report: serde_json::Value) {
+        report_deploy(self.reports.as_ref(), &self.plan.device.id, report);
     }
 
     async fn stop(mut self) {
@@ -527,7 +724,17 @@ impl Pipeline {
     }
 
     fn start_feeders(&mut self, durable: &HashMap<String, Arc<Spool>>, plan: &Plan) {
+        // One stream per function name, read by one feeder: with versions,
+        // it feeds the version its durable triggers resolve to first.
+        let mut fed = std::collections::HashSet::new();
         for (function, spec) in plan.functions.iter().enumerate() {
+            let is_durable_target = plan
+                .routes
+                .iter()
+                .any(|r| r.function == function && r.durable);
+            if !is_durable_target || !fed.insert(spec.name.clone()) {
+                continue;
+            }
             let is_durable = plan
                 .routes
                 .iter()
@@ -586,6 +793,51 @@ fn open_durable_spools(
             Ok(Some(spool))
         })
         .collect()
+}
+
+/// The config's own functions (`$LATEST`), without the store's versions.
+fn latest_specs(plan: &Plan) -> Vec<crate::config::FunctionSpec> {
+    plan.functions
+        .iter()
+        .filter(|f| f.version == "$LATEST")
+        .cloned()
+        .collect()
+}
+
+/// Lays the function store over a freshly parsed config.
+fn apply_store(plan: &mut Plan, store: &Store) -> Result<(), crate::deploy::store::StoreError> {
+    for warning in crate::deploy::effective::apply(plan, store)? {
+        log::warn!(target: "ledge::deploy", "{warning}");
+    }
+    Ok(())
+}
+
+/// Logs a deployment event and, with an upstream, spools it for
+/// `<prefix>/deploy/status`.
+pub fn report_deploy(
+    reports: Option<&(Arc<SpoolSink>, String)>,
+    device: &str,
+    mut report: serde_json::Value,
+) {
+    if let Some(object) = report.as_object_mut() {
+        object.insert("device".to_owned(), device.into());
+        object.insert("at_ms".to_owned(), crate::event::unix_ms().into());
+    }
+    let text = report.to_string();
+    let failed = report
+        .get("event")
+        .and_then(|e| e.as_str())
+        .is_some_and(|e| matches!(e, "rolled_back" | "rejected"));
+    if failed {
+        log::error!(target: "ledge::deploy", "{text}");
+    } else {
+        log::info!(target: "ledge::deploy", "{text}");
+    }
+    if let Some((sink, topic)) = reports {
+        if let Err(e) = sink.append(topic.clone(), text.as_bytes(), "deploy") {
+            log::error!(target: "ledge::deploy", "cannot spool the deployment report: {e}");
+        }
+    }
 }
 
 fn open_uplink_spool(plan: &Plan) -> Result<Option<Arc<Spool>>, NodeError> {
@@ -694,7 +946,10 @@ async fn drain_workers(dispatcher: &Dispatcher, workers: Vec<std::thread::JoinHa
 /// What a signal asks of a running ledge.
 enum Signal {
     Stop(&'static str),
-    Reload,
+    /// SIGHUP (`None`) or a request (control socket, deployment).
+    Reload(Option<ReloadRequest>),
+    /// Time to judge the aliases on probation.
+    Probation,
 }
 
 /// SIGTERM, SIGINT and SIGHUP, installed before ledge says it is ready (an
@@ -703,15 +958,23 @@ struct Signals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
+    requests: tokio::sync::mpsc::UnboundedReceiver<ReloadRequest>,
+    probation: tokio::time::Interval,
 }
 
 impl Signals {
-    fn install() -> Result<Self, NodeError> {
+    fn install(
+        requests: tokio::sync::mpsc::UnboundedReceiver<ReloadRequest>,
+    ) -> Result<Self, NodeError> {
         use tokio::signal::unix::{signal, SignalKind};
+        let mut probation = tokio::time::interval(PROBATION_CHECK);
+        probation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Self {
             terminate: signal(SignalKind::terminate()).map_err(NodeError::Signals)?,
             interrupt: signal(SignalKind::interrupt()).map_err(NodeError::Signals)?,
             hangup: signal(SignalKind::hangup()).map_err(NodeError::Signals)?,
+            requests,
+            probation,
         })
     }
 
@@ -719,7 +982,9 @@ impl Signals {
         tokio::select! {
             _ = self.terminate.recv() => Signal::Stop("SIGTERM"),
             _ = self.interrupt.recv() => Signal::Stop("SIGINT"),
-            _ = self.hangup.recv() => Signal::Reload,
+            _ = self.hangup.recv() => Signal::Reload(None),
+            Some(request) = self.requests.recv() => Signal::Reload(Some(request)),
+            _ = self.probation.tick() => Signal::Probation,
         }
     }
 }

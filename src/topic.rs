@@ -77,6 +77,23 @@ impl TopicFilter {
         }
     }
 
+    /// True if every topic `inner` matches, this filter matches too (so a
+    /// permission `inner` grants nothing beyond this one).
+    pub fn covers(&self, inner: &TopicFilter) -> bool {
+        let mut outer_levels = self.text.split('/');
+        let mut inner_levels = inner.text.split('/');
+        loop {
+            match (outer_levels.next(), inner_levels.next()) {
+                (Some("#"), _) => return true,
+                (_, Some("#")) => return false,
+                (Some("+"), Some(_)) => continue,
+                (Some(o), Some(i)) if o == i => continue,
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
     /// True if the filter contains `+` or `#`.
     pub fn has_wildcards(&self) -> bool {
         self.text.contains(['+', '#'])
@@ -207,5 +224,18 @@ mod tests {
             Err(TopicError::WildcardInName)
         );
         assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
+    }
+
+    #[test]
+    fn a_filter_covers_only_filters_that_match_a_subset_of_its_topics() {
+        let f = |t: &str| TopicFilter::new(t).unwrap();
+        assert!(f("alerts/#").covers(&f("alerts/barn/+")));
+        assert!(f("alerts/#").covers(&f("alerts")));
+        assert!(f("alerts/+").covers(&f("alerts/barn")));
+        assert!(f("+/+").covers(&f("a/+")));
+        assert!(!f("alerts/+").covers(&f("alerts/#")));
+        assert!(!f("alerts/barn").covers(&f("alerts/+")));
+        assert!(!f("alerts/+").covers(&f("alerts/a/b")));
+        assert!(!f("a/b").covers(&f("a")));
     }
 }

@@ -5,6 +5,7 @@
 //! 2 the input was wrong (bad config, unknown function, bad arguments).
 
 mod check;
+mod deploy;
 mod invoke;
 mod remote;
 mod run;
@@ -104,6 +105,114 @@ pub enum Command {
         #[arg(long)]
         prometheus: bool,
     },
+    /// Store a module as a function's $LATEST; with --publish, also as a new
+    /// immutable version (and with --alias, point an alias at it). A running
+    /// ledge applies it at once; in-flight invocations finish on the old one.
+    Deploy {
+        /// The function's name in the config.
+        function: String,
+        /// The .wasm module.
+        module: PathBuf,
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
+        /// Also publish it as the next version.
+        #[arg(long)]
+        publish: bool,
+        /// Point this alias at the new version (needs --publish).
+        #[arg(long, requires = "publish")]
+        alias: Option<String>,
+        /// Do not watch the new alias target for errors (no automatic rollback).
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// A function's $LATEST draft and published versions, with their aliases.
+    Versions {
+        function: String,
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point an alias at a version, or split it between two (a canary).
+    Alias {
+        #[command(subcommand)]
+        action: AliasAction,
+    },
+    /// Move an alias back to the target it had before its last change.
+    Rollback {
+        function: String,
+        alias: String,
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
+    },
+    /// The configured functions with their $LATEST, versions, aliases and state.
+    Functions {
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an ed25519 key pair for signing deployments.
+    Keygen {
+        /// The key's id, as deployments and `[deploy] trusted_keys` name it.
+        #[arg(long)]
+        id: String,
+        /// Where the secret key goes (mode 0600); the public key line is
+        /// printed and written next to it with the extension .pub.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a module as a deployment for over-the-air delivery: writes
+    /// OUT/deployment.json and OUT/chunks/<index>.
+    Sign {
+        function: String,
+        module: PathBuf,
+        /// The version number it will have on the gateways (must be above
+        /// every version they have).
+        #[arg(long)]
+        version: u32,
+        /// Point this alias at it once it is installed (watched, rolled back
+        /// automatically if it fails).
+        #[arg(long)]
+        alias: Option<String>,
+        /// The secret key file from `ledge keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        key_id: String,
+        #[arg(long, default_value_t = 65536)]
+        chunk_size: u64,
+        /// Settings the version pins (the config's are used otherwise).
+        #[arg(long)]
+        memory: Option<String>,
+        #[arg(long)]
+        timeout: Option<String>,
+        /// KEY=VALUE, repeatable.
+        #[arg(long)]
+        env: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Inspect the on-flash spool (works beside a running ledge).
     Spool {
         #[command(subcommand)]
@@ -122,6 +231,28 @@ pub enum Command {
         /// Which spool stream under data_dir/spool.
         #[arg(long, default_value = "uplink", global = true)]
         stream: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasAction {
+    /// Point ALIAS at VERSION; --weight V2=PCT sends PCT% of events to V2.
+    Set {
+        function: String,
+        alias: String,
+        version: u32,
+        #[arg(long)]
+        weight: Option<String>,
+        /// Do not watch the new target for errors (no automatic rollback).
+        #[arg(long)]
+        no_watch: bool,
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
     },
 }
 
@@ -196,6 +327,76 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             json,
             prometheus,
         } => status::metrics(&config, json, prometheus),
+        Command::Deploy {
+            function,
+            module,
+            config,
+            publish,
+            alias,
+            no_watch,
+        } => deploy::deploy(&deploy::DeployRequest {
+            config: &config,
+            function: &function,
+            module: &module,
+            publish,
+            alias: alias.as_deref(),
+            watch: !no_watch,
+        }),
+        Command::Versions {
+            function,
+            config,
+            json,
+        } => deploy::versions(&config, &function, json),
+        Command::Alias {
+            action:
+                AliasAction::Set {
+                    function,
+                    alias,
+                    version,
+                    weight,
+                    no_watch,
+                    config,
+                },
+        } => deploy::alias_set(
+            &config,
+            &function,
+            &alias,
+            version,
+            weight.as_deref(),
+            !no_watch,
+        ),
+        Command::Rollback {
+            function,
+            alias,
+            config,
+        } => deploy::rollback(&config, &function, &alias),
+        Command::Functions { config, json } => deploy::functions(&config, json),
+        Command::Keygen { id, out } => deploy::keygen(&id, &out),
+        Command::Sign {
+            function,
+            module,
+            version,
+            alias,
+            key,
+            key_id,
+            chunk_size,
+            memory,
+            timeout,
+            env,
+            out,
+        } => deploy::sign(&deploy::SignRequest {
+            function: &function,
+            module: &module,
+            version,
+            alias: alias.as_deref(),
+            key: &key,
+            key_id: &key_id,
+            chunk_size,
+            memory: memory.as_deref(),
+            timeout: timeout.as_deref(),
+            env: &env,
+            out: &out,
+        }),
         Command::Spool {
             action,
             config,

@@ -17,8 +17,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{
-    RawBroker, RawConfig, RawDevice, RawForward, RawFunction, RawSensor, RawSpool, RawTrigger,
-    RawUpstream,
+    RawBroker, RawConfig, RawDeploy, RawDevice, RawForward, RawFunction, RawSensor, RawSpool,
+    RawTrigger, RawUpstream,
 };
 use super::units::{parse_duration, parse_size};
 use super::{ConfigError, ConfigErrors, Location, SourceMap};
@@ -69,6 +69,87 @@ pub struct Plan {
     pub metrics_interval: Duration,
     /// Where Prometheus text is served, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Qualified names (`f:live`, and `f` for a function with a
+    /// `default_alias`) and where they send events; filled from the
+    /// function store by `deploy::effective`.
+    pub aliases: BTreeMap<String, Target>,
+    pub deploy: DeployPlan,
+}
+
+/// Which version of a function a trigger or invoke names: `f`,
+/// `f:$LATEST`, `f:7` or `f:live`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Qualifier {
+    /// A bare name: the function's `default_alias`, else `$LATEST`.
+    Default,
+    Latest,
+    Version(u32),
+    Alias(String),
+}
+
+impl Qualifier {
+    /// Splits `name[:qualifier]`.
+    pub fn split(text: &str) -> Result<(&str, Qualifier), String> {
+        let Some((name, qualifier)) = text.split_once(':') else {
+            return Ok((text, Qualifier::Default));
+        };
+        let qualifier = match qualifier {
+            "$LATEST" => Qualifier::Latest,
+            q if q.bytes().all(|b| b.is_ascii_digit()) && !q.is_empty() => match q.parse::<u32>() {
+                Ok(n) if n > 0 => Qualifier::Version(n),
+                _ => return Err(format!("`{text}`: versions are numbered from 1")),
+            },
+            q if is_identifier(q, "") => Qualifier::Alias(q.to_owned()),
+            _ => {
+                return Err(format!(
+                    "`{text}`: after `:` comes $LATEST, a version number or an alias name"
+                ))
+            }
+        };
+        Ok((name, qualifier))
+    }
+}
+
+impl fmt::Display for Qualifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => Ok(()),
+            Self::Latest => f.write_str(":$LATEST"),
+            Self::Version(n) => write!(f, ":{n}"),
+            Self::Alias(a) => write!(f, ":{a}"),
+        }
+    }
+}
+
+/// Where events for a name go: one function (version), or two with the
+/// second taking `percent` of them (a canary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub function: FunctionId,
+    pub canary: Option<(FunctionId, u8)>,
+}
+
+/// `[deploy]`: signed deployments and automatic rollback.
+#[derive(Debug, Clone)]
+pub struct DeployPlan {
+    /// (key id, ed25519 public key).
+    pub trusted_keys: Vec<(String, [u8; 32])>,
+    pub max_module_size: usize,
+    pub watch_invocations: u64,
+    pub watch_period: Duration,
+    pub max_error_rate: f64,
+}
+
+impl Default for DeployPlan {
+    fn default() -> Self {
+        Self {
+            trusted_keys: Vec::new(),
+            max_module_size: 4 << 20,
+            watch_invocations: 20,
+            watch_period: Duration::from_secs(600),
+            max_error_rate: 0.2,
+        }
+    }
 }
 
 /// The upstream broker ledge syncs the spool to.
@@ -203,6 +284,8 @@ pub struct FunctionSpec {
     pub allow_forward: Vec<TopicFilter>,
     /// How failed asynchronous events are retried and where they end up.
     pub failure: FailurePolicy,
+    /// The alias a bare name routes to; `None`: `$LATEST`.
+    pub default_alias: Option<String>,
 }
 
 /// Lambda's asynchronous-invocation contract: a failed event is retried
@@ -217,6 +300,16 @@ pub struct FailurePolicy {
 }
 
 impl FunctionSpec {
+    /// `name` for `$LATEST`, `name:7` for a published version: how metrics,
+    /// logs and invokes tell versions apart.
+    pub fn qualified_name(&self) -> String {
+        if self.version == "$LATEST" {
+            self.name.clone()
+        } else {
+            format!("{}:{}", self.name, self.version)
+        }
+    }
+
     /// The value of env `key`, secret or not.
     pub fn env_value(&self, key: &str) -> Option<&str> {
         self.env
@@ -281,6 +374,10 @@ pub struct Route {
     pub durable: bool,
     /// Poll-based: the function's stream is delivered in batches.
     pub batch: Option<BatchSpec>,
+    /// The version the trigger names; `function` and `canary` are where it
+    /// resolved to.
+    pub qualifier: Qualifier,
+    pub canary: Option<(FunctionId, u8)>,
 }
 
 /// How a function's durable stream is delivered in batches, like an SQS or
@@ -418,6 +515,7 @@ pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors
     resolver.check_concurrency(&raw.device.max_concurrency, &functions);
     let sensors = resolver.sensors(raw.sensors);
     let routes = resolver.routes(raw.triggers, &functions, &sensors);
+    let deploy = resolver.deploy(&raw.deploy);
     if !resolver.errors.is_empty() {
         resolver.errors.sort_by_key(|e| {
             e.location
@@ -440,6 +538,8 @@ pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors
         forwards,
         metrics_interval,
         metrics_listen,
+        aliases: BTreeMap::new(),
+        deploy,
     })
 }
 
@@ -763,6 +863,15 @@ impl Resolver<'_> {
             env: f.env,
             allow_publish,
             allow_forward,
+            default_alias: f.default_alias.as_ref().and_then(|alias| {
+                match Qualifier::split(&format!("{name}:{}", alias.get_ref())) {
+                    Ok((_, Qualifier::Alias(alias))) => Some(alias),
+                    _ => {
+                        self.fail(alias.span(), "default_alias must be an alias name (letters, digits, `-`, `_`; not a number)");
+                        None
+                    }
+                }
+            }),
             name,
         }
     }
@@ -1241,15 +1350,19 @@ impl Resolver<'_> {
         for entry in raw {
             let location = self.map.locate(entry.span());
             let t = entry.into_inner();
-            let function = functions
-                .iter()
-                .position(|f| f.name == *t.function.get_ref());
+            let (name, qualifier) = match Qualifier::split(t.function.get_ref()) {
+                Ok(split) => split,
+                Err(e) => {
+                    self.fail(t.function.span(), e);
+                    (t.function.get_ref().as_str(), Qualifier::Default)
+                }
+            };
+            let function = functions.iter().position(|f| f.name == name);
             if function.is_none() {
                 self.fail(
                     t.function.span(),
                     format!(
-                        "trigger names unknown function `{}` (defined: {})",
-                        t.function.get_ref(),
+                        "trigger names unknown function `{name}` (defined: {})",
                         names(functions.iter().map(|f| f.name.as_str()))
                     ),
                 );
@@ -1277,10 +1390,39 @@ impl Resolver<'_> {
                     location,
                     durable: t.durable.unwrap_or(false) || batch.is_some(),
                     batch,
+                    qualifier,
+                    canary: None,
                 });
             }
         }
         routes
+    }
+
+    fn deploy(&mut self, raw: &RawDeploy) -> DeployPlan {
+        let defaults = DeployPlan::default();
+        let mut trusted_keys = Vec::new();
+        for key in &raw.trusted_keys {
+            match crate::deploy::signing::parse_public_key(key.get_ref()) {
+                Ok(parsed) => trusted_keys.push(parsed),
+                Err(e) => self.fail(key.span(), e),
+            }
+        }
+        let max_error_rate = match &raw.max_error_rate {
+            Some(rate) if !(0.0..=1.0).contains(rate.get_ref()) => {
+                self.fail(rate.span(), "max_error_rate is a fraction from 0 to 1");
+                defaults.max_error_rate
+            }
+            Some(rate) => *rate.get_ref(),
+            None => defaults.max_error_rate,
+        };
+        DeployPlan {
+            trusted_keys,
+            max_module_size: self.size(&raw.max_module_size, defaults.max_module_size as u64)
+                as usize,
+            watch_invocations: self.positive(&raw.watch_invocations, 20, 1_000_000) as u64,
+            watch_period: self.duration(&raw.watch_period, defaults.watch_period),
+            max_error_rate,
+        }
     }
 
     fn batch(&mut self, t: &RawTrigger) -> Option<BatchSpec> {

@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub upstream: Option<RawUpstream>,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub deploy: RawDeploy,
     #[serde(default, rename = "forward")]
     pub forwards: Vec<Spanned<RawForward>>,
     #[serde(default, rename = "function")]
@@ -80,6 +82,23 @@ pub struct RawMetrics {
     pub interval: Option<Spanned<String>>,
     /// Serve Prometheus text on this address (e.g. "127.0.0.1:9464").
     pub listen: Option<Spanned<String>>,
+}
+
+/// Deployments: who may sign them, how big they may be, how a new alias
+/// target is watched before it is trusted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeploy {
+    /// `"<key id>:<64 hex digits of an ed25519 public key>"`.
+    #[serde(default)]
+    pub trusted_keys: Vec<Spanned<String>>,
+    pub max_module_size: Option<Spanned<String>>,
+    /// Invocations a new alias target must get through before it is trusted.
+    pub watch_invocations: Option<Spanned<i64>>,
+    /// ...or how long it is watched, whichever comes first.
+    pub watch_period: Option<Spanned<String>>,
+    /// Error rate (0..1) above which a watched target is rolled back.
+    pub max_error_rate: Option<Spanned<f64>>,
 }
 
 /// A store-and-forward rule: local messages matching `topic` go upstream.
@@ -140,6 +159,8 @@ pub struct RawFunction {
     /// Where an event goes after its last failed attempt: "dlq", "drop" or
     /// "topic:<local topic>".
     pub on_failure: Option<Spanned<String>>,
+    /// The alias a bare function name routes to (default: `$LATEST`).
+    pub default_alias: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

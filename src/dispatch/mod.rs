@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::config::{FunctionId, Plan, TriggerSource};
+use crate::config::{FunctionId, Plan, Target, TriggerSource};
 use crate::event::{Event, EventSource};
 use crate::metrics::FunctionMetrics;
 use crate::runtime::LoadedFunction;
@@ -75,8 +75,10 @@ struct Slot {
 /// durable) per route.
 #[derive(Default)]
 struct Routes {
-    mqtt: Vec<(TopicFilter, FunctionId, bool)>,
-    sensor: HashMap<String, Vec<(FunctionId, bool)>>,
+    mqtt: Vec<(TopicFilter, Target, bool)>,
+    sensor: HashMap<String, Vec<(Target, bool)>>,
+    /// `f:alias`, and `f` when it has a default alias.
+    aliases: HashMap<String, Target>,
 }
 
 /// The dispatcher every long-lived source submits to. A config reload
@@ -126,6 +128,9 @@ pub struct Dispatcher {
     slots: Vec<Slot>,
     routes: Routes,
     started: Instant,
+    /// State of the generator that splits events between an alias's two
+    /// versions.
+    split: AtomicU64,
 }
 
 impl Dispatcher {
@@ -143,7 +148,7 @@ impl Dispatcher {
             .zip(functions)
             .zip(durable.into_iter().chain(std::iter::repeat(None)))
             .map(|((spec, loaded), durable)| Slot {
-                name: spec.name.clone(),
+                name: spec.qualified_name(),
                 queue: loaded
                     .as_ref()
                     .map(|_| Arc::new(EventQueue::new(spec.queue_size))),
@@ -153,19 +158,28 @@ impl Dispatcher {
                 failure: std::sync::OnceLock::new(),
             })
             .collect();
-        let mut routes = Routes::default();
+        let mut routes = Routes {
+            aliases: plan
+                .aliases
+                .iter()
+                .map(|(name, target)| (name.clone(), *target))
+                .collect(),
+            ..Routes::default()
+        };
         for route in &plan.routes {
+            let target = Target {
+                function: route.function,
+                canary: route.canary,
+            };
             match &route.source {
                 TriggerSource::Mqtt { filter } => {
-                    routes
-                        .mqtt
-                        .push((filter.clone(), route.function, route.durable))
+                    routes.mqtt.push((filter.clone(), target, route.durable))
                 }
                 TriggerSource::Sensor { sensor } => routes
                     .sensor
                     .entry(sensor.clone())
                     .or_default()
-                    .push((route.function, route.durable)),
+                    .push((target, route.durable)),
                 // Schedules know their function; they call `submit_routed`.
                 TriggerSource::Schedule { .. } => {}
             }
@@ -174,6 +188,28 @@ impl Dispatcher {
             slots,
             routes,
             started: Instant::now(),
+            split: AtomicU64::new(unix_seed()),
+        }
+    }
+
+    /// The function (version) one event for `target` goes to: the canary
+    /// gets its percent of events, chosen at random per event.
+    pub fn pick(&self, target: Target) -> FunctionId {
+        let Some((canary, percent)) = target.canary else {
+            return target.function;
+        };
+        // splitmix64: uniform enough for a traffic split, one atomic add.
+        let mut z = self
+            .split
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        if z % 100 < u64::from(percent) {
+            canary
+        } else {
+            target.function
         }
     }
 
@@ -220,26 +256,26 @@ impl Dispatcher {
     /// records must be durable before the event's source acknowledges it.
     pub fn submit(&self, event: Event) -> Vec<Durable> {
         let mut targets: Vec<(FunctionId, bool)> = Vec::new();
-        let mut add = |function: FunctionId, durable: bool| match targets
-            .iter_mut()
-            .find(|(f, _)| *f == function)
-        {
-            Some(target) => target.1 |= durable,
-            None => targets.push((function, durable)),
+        let mut add = |target: &Target, durable: bool| {
+            let function = self.pick(*target);
+            match targets.iter_mut().find(|(f, _)| *f == function) {
+                Some(target) => target.1 |= durable,
+                None => targets.push((function, durable)),
+            }
         };
         match event.source {
             EventSource::Mqtt => {
-                for (filter, function, durable) in &self.routes.mqtt {
+                for (filter, target, durable) in &self.routes.mqtt {
                     if filter.matches(&event.subject) {
-                        add(*function, *durable);
+                        add(target, *durable);
                     }
                 }
             }
             EventSource::Sensor => {
-                for (function, durable) in
+                for (target, durable) in
                     self.routes.sensor.get(&event.subject).into_iter().flatten()
                 {
-                    add(*function, *durable);
+                    add(target, *durable);
                 }
             }
             EventSource::Schedule | EventSource::Invoke => {}
@@ -328,7 +364,12 @@ impl Dispatcher {
     /// answers at once if it cannot run: unknown, disabled, or its queue
     /// full (throttled, like Lambda's 429).
     pub fn submit_sync(&self, function: &str, event: Arc<Event>, reply: sync::Reply) {
-        let Some(slot) = self.slots.iter().find(|s| s.name == function) else {
+        let name = function.strip_suffix(":$LATEST").unwrap_or(function);
+        let slot = match self.routes.aliases.get(name) {
+            Some(target) => self.slots.get(self.pick(*target)),
+            None => self.slots.iter().find(|s| s.name == name),
+        };
+        let Some(slot) = slot else {
             let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
             reply.refuse(
                 function,
@@ -455,4 +496,12 @@ impl Dispatcher {
             .map(|q| q.len())
             .sum()
     }
+}
+
+/// A seed that differs between runs, for the canary split.
+fn unix_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }

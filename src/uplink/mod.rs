@@ -21,7 +21,7 @@ pub mod message;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::Outgoing;
@@ -55,6 +55,9 @@ pub struct Uplink {
     pub device: String,
     pub spool: Arc<Spool>,
     pub status: Arc<UplinkStatus>,
+    /// Deployments: when set, the link subscribes to `<prefix>/deploy` and
+    /// its chunks and hands what arrives to the deployment receiver.
+    pub deploy: Option<std::sync::mpsc::Sender<crate::deploy::ota::Incoming>>,
 }
 
 /// Why a connection ended.
@@ -162,6 +165,19 @@ impl Uplink {
             }
         }
         backoff.reset();
+        if self.deploy.is_some() {
+            // The document first: a broker delivers retained messages per
+            // subscription in order, so its chunks come after it.
+            let prefix = &self.plan.topic_prefix;
+            for filter in [
+                format!("{prefix}/deploy"),
+                format!("{prefix}/deploy/chunk/#"),
+            ] {
+                if let Err(e) = client.try_subscribe(filter, QoS::AtLeastOnce) {
+                    return End::Failed(format!("cannot subscribe to deployments: {e}"));
+                }
+            }
+        }
         self.status.connected.store(true, Ordering::Release);
         log::info!(target: "ledge::uplink", "connected to upstream {}:{}", self.plan.host, self.plan.port);
         let stamp = Stamp {
@@ -183,6 +199,22 @@ impl Uplink {
             tokio::select! {
                 event = eventloop.poll() => match event {
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.written(pkid),
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        let granted = ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+                        if granted {
+                            log::info!(target: "ledge::deploy", "listening for deployments on {}/deploy", self.plan.topic_prefix);
+                        } else {
+                            log::error!(target: "ledge::deploy", "upstream refused the deployment subscription ({:?}): over-the-air deployments cannot arrive", ack.return_codes);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        if let Some(deploy) = &self.deploy {
+                            let _ = deploy.send(crate::deploy::ota::Incoming {
+                                topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                                payload: publish.payload.to_vec(),
+                            });
+                        }
+                    }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
                             return End::Failed(format!("upstream refused a message: {:?}", ack.reason));
