@@ -220,6 +220,7 @@ impl Node {
             source,
         })?;
         let store = Store::under(&plan.device.data_dir);
+        let config_plan = plan.clone();
         apply_store(&mut plan, &store)?;
         {
             // Modules a crash left behind between storing and recording.
@@ -264,7 +265,34 @@ impl Node {
             }
         }
         let mut durable = HashMap::new();
-        let functions = load_functions(&runtime, &plan);
+        let reports = match (&spool_sink, &plan.upstream) {
+            (Some(sink), Some(upstream)) => Some((
+                Arc::clone(sink),
+                format!("{}/deploy/status", upstream.topic_prefix),
+            )),
+            _ => None,
+        };
+        // A version on probation that cannot start sends its alias back
+        // before anything runs; the store is then laid over the config again.
+        let functions = loop {
+            let mut moved = false;
+            for spec in plan.functions.iter().filter(|f| f.version != "$LATEST") {
+                if let Err(e) = runtime.load(spec.clone()) {
+                    moved |= roll_back_unloadable(
+                        &store,
+                        reports.as_ref(),
+                        &plan.device.id,
+                        spec,
+                        &e.reason,
+                    );
+                }
+            }
+            if !moved {
+                break load_functions(&runtime, &plan);
+            }
+            plan = config_plan.clone();
+            apply_store(&mut plan, &store)?;
+        };
         let pipeline = Pipeline::start(&plan, &functions, &sinks, &publisher, &mut durable, None)
             .map_err(|e| match e {
             ReloadError::Spool(e) => NodeError::Spool(e),
@@ -280,13 +308,6 @@ impl Node {
             .upstream
             .as_ref()
             .map(|_| Arc::new(UplinkStatus::default()));
-        let reports = match (&spool_sink, &plan.upstream) {
-            (Some(sink), Some(upstream)) => Some((
-                Arc::clone(sink),
-                format!("{}/deploy/status", upstream.topic_prefix),
-            )),
-            _ => None,
-        };
         let config_functions = Arc::new(std::sync::RwLock::new(latest_specs(&plan)));
         let uplink = match (&spool, &plan.upstream, &uplink_status) {
             (Some(spool), Some(upstream), Some(status)) => {
@@ -466,22 +487,37 @@ impl Node {
                 },
             ]))
         })?;
-        let mut plan = crate::config::parse(&path, &text).map_err(ReloadError::Config)?;
-        apply_store(&mut plan, &self.store)?;
         let restart = crate::config::changes_needing_restart(&self.config_text, &text);
         if !restart.is_empty() {
             return Err(ReloadError::NeedsRestart(restart));
         }
-        // Unlike at start, a module that fails to load refuses the whole
-        // reload: the version that works keeps serving.
-        let mut functions = Vec::with_capacity(plan.functions.len());
-        for spec in &plan.functions {
-            let loaded = self
-                .runtime
-                .load(spec.clone())
-                .map_err(|e| ReloadError::Module(e.to_string()))?;
-            functions.push(Some(loaded));
-        }
+        // A version that cannot load makes its alias roll back (once per
+        // alias), then the store is read again.
+        let (plan, functions) = loop {
+            let mut plan = crate::config::parse(&path, &text).map_err(ReloadError::Config)?;
+            apply_store(&mut plan, &self.store)?;
+            // Unlike at start, a module that fails to load refuses the whole
+            // reload: the version that works keeps serving.
+            let mut functions = Vec::with_capacity(plan.functions.len());
+            let mut failure = None;
+            for spec in &plan.functions {
+                match self.runtime.load(spec.clone()) {
+                    Ok(loaded) => functions.push(Some(loaded)),
+                    Err(e) => {
+                        failure = Some((spec.clone(), e));
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => break (plan, functions),
+                Some((spec, e)) => {
+                    if !self.roll_back_unloadable(&spec, &e.reason) {
+                        return Err(ReloadError::Module(e.to_string()));
+                    }
+                }
+            }
+        };
         let next = Pipeline::start(
             &plan,
             &functions,
@@ -530,7 +566,40 @@ impl Node {
         self.plan = plan;
         self.config_text = text;
         self.refresh_watches();
+        self.collect_garbage();
         Ok(summary)
+    }
+
+    fn roll_back_unloadable(&self, spec: &crate::config::FunctionSpec, reason: &str) -> bool {
+        roll_back_unloadable(
+            &self.store,
+            self.reports.as_ref(),
+            &self.plan.device.id,
+            spec,
+            reason,
+        )
+    }
+
+    /// Removes store modules nothing uses any more: no draft, no version,
+    /// and nothing running (the old pipeline's calls have all finished).
+    fn collect_garbage(&self) {
+        let in_use: Vec<String> = self
+            .plan
+            .functions
+            .iter()
+            .filter_map(|f| f.module_path.file_stem()?.to_str().map(str::to_owned))
+            .collect();
+        let removed = self
+            .store
+            .lock()
+            .and_then(|lock| self.store.collect_garbage(&lock, &in_use));
+        match removed {
+            Ok(0) => {}
+            Ok(n) => {
+                log::info!(target: "ledge::deploy", "function store: removed {n} modules nothing uses")
+            }
+            Err(e) => log::warn!(target: "ledge::deploy", "function store clean-up failed: {e}"),
+        }
     }
 
     /// Watches the aliases the store has on probation.
@@ -793,6 +862,55 @@ fn open_durable_spools(
             Ok(Some(spool))
         })
         .collect()
+}
+
+/// A version that cannot load (it fails to instantiate) on an alias still
+/// on probation sends that alias back to its previous target, reported.
+/// True if any alias moved.
+fn roll_back_unloadable(
+    store: &Store,
+    reports: Option<&(Arc<SpoolSink>, String)>,
+    device: &str,
+    spec: &crate::config::FunctionSpec,
+    reason: &str,
+) -> bool {
+    let Ok(version) = spec.version.parse::<u32>() else {
+        return false;
+    };
+    let Ok(state) = store.state(&spec.name) else {
+        return false;
+    };
+    let mut moved = false;
+    for (alias, entry) in &state.aliases {
+        let suspect = entry.probation.is_some() && entry.target.versions().any(|v| v == version);
+        if !suspect {
+            continue;
+        }
+        let outcome = store
+            .lock()
+            .and_then(|lock| store.rollback(&lock, &spec.name, alias));
+        match outcome {
+            Ok((from, to)) => {
+                moved = true;
+                report_deploy(
+                    reports,
+                    device,
+                    serde_json::json!({
+                        "event": "rolled_back",
+                        "function": spec.name,
+                        "alias": alias,
+                        "from": from.to_string(),
+                        "to": to.to_string(),
+                        "reason": format!("version {version} fails to load: {reason}"),
+                    }),
+                );
+            }
+            Err(e) => {
+                log::error!(target: "ledge::deploy", "{}:{alias}: cannot roll back: {e}", spec.name)
+            }
+        }
+    }
+    moved
 }
 
 /// The config's own functions (`$LATEST`), without the store's versions.

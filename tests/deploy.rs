@@ -708,3 +708,211 @@ fn cli_errors_name_what_is_wrong() {
         "{err}"
     );
 }
+
+#[test]
+fn deploying_over_the_air_while_events_stream_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let keys = keys(dir.path(), mosquitto.port, "");
+    let config = config(dir.path(), mosquitto.port, "tag:live", &keys.section);
+    let v1 = tagged(dir.path(), "v1", false);
+    cli(
+        &config,
+        &[
+            "deploy",
+            "tag",
+            v1.to_str().unwrap(),
+            "--publish",
+            "--alias",
+            "live",
+        ],
+    );
+    let mut ledge = Ledge::start(&config);
+    ledge.wait_for_log("listening for deployments on ledge/gw/deploy", WAIT);
+    let client = TestClient::connect(mosquitto.port, "stream-client", &["out/#"]);
+    let module = std::fs::read(tagged(dir.path(), "v2", false)).unwrap();
+    let d = deployment(2, &module, 100);
+    const EVENTS: u32 = 600;
+    for id in 0..EVENTS {
+        client.publish("in/x", format!("e{id}"));
+        std::thread::sleep(Duration::from_millis(2));
+        if id == 100 {
+            publish_document(&client, &d, "ops", &keys.seed);
+            for (index, chunk) in module.chunks(100).enumerate() {
+                publish_chunk(&client, &d, index, chunk);
+            }
+        }
+    }
+    let got = client.collect(EVENTS as usize, WAIT);
+    let extra = client.drain(Duration::from_millis(500));
+    let runs = runs(&got.iter().chain(&extra).cloned().collect::<Vec<_>>());
+    let lost: Vec<u32> = (0..EVENTS).filter(|id| !runs.contains_key(id)).collect();
+    assert!(lost.is_empty(), "lost {lost:?}\n{}", ledge.log_text());
+    assert!(
+        runs.values().all(|r| r.len() == 1),
+        "an event ran twice: {:?}",
+        runs.iter().filter(|(_, r)| r.len() > 1).collect::<Vec<_>>()
+    );
+    assert_eq!(runs[&0][0], "v1");
+    assert_eq!(runs[&(EVENTS - 1)][0], "v2", "{}", ledge.log_text());
+    assert_eq!(ledge.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_version_that_cannot_start_is_rolled_back_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let upstream = format!(
+        "[upstream]\nurl = \"mqtt://127.0.0.1:{}\"\n",
+        mosquitto.port
+    );
+    let config = config(dir.path(), mosquitto.port, "tag:live", &upstream);
+    let v1 = tagged(dir.path(), "v1", false);
+    cli(
+        &config,
+        &[
+            "deploy",
+            "tag",
+            v1.to_str().unwrap(),
+            "--publish",
+            "--alias",
+            "live",
+            "--no-watch",
+        ],
+    );
+    // A module whose start function traps: `ledge deploy` would refuse it,
+    // so it goes into the store the way a damaged or hand-made store would
+    // hold it.
+    let trap = wat::parse_str(
+        r#"(module
+  (memory (export "memory") 1)
+  (func $boom unreachable)
+  (start $boom)
+  (func (export "ledge_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "ledge_handle") (param i32 i32) (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let store = store::Store::under(&dir.path().join("data"));
+    let lock = store.lock().unwrap();
+    let sha256 = store.put_module(&lock, &trap).unwrap();
+    let version = store::Version {
+        sha256,
+        size: trap.len() as u64,
+        settings: Settings::default(),
+        published_at_ms: 0,
+        origin: "test".to_owned(),
+    };
+    assert_eq!(store.publish(&lock, "tag", None, version).unwrap(), 2);
+    let probation = store::Probation {
+        since_ms: store::now_ms(),
+        origin: "test".to_owned(),
+    };
+    store
+        .set_alias(
+            &lock,
+            "tag",
+            "live",
+            store::AliasTarget::single(2),
+            Some(probation),
+        )
+        .unwrap();
+    drop(lock);
+
+    let client = TestClient::connect(
+        mosquitto.port,
+        "nostart-client",
+        &["out/#", "ledge/gw/deploy/status"],
+    );
+    let mut ledge = Ledge::start(&config);
+    let rolled_back = report(&client, "rolled_back");
+    assert!(
+        rolled_back["reason"]
+            .as_str()
+            .unwrap()
+            .contains("version 2 fails to load"),
+        "{rolled_back}"
+    );
+    assert_eq!(serving(&client, 1), "v1", "{}", ledge.log_text());
+    assert_eq!(alias_target(&config, "live")["version"], 1);
+    assert_eq!(ledge.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_replaced_draft_module_is_collected_once_nothing_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let config = config(dir.path(), mosquitto.port, "tag", "");
+    let modules = dir.path().join("data/functions/modules");
+    let count = || std::fs::read_dir(&modules).unwrap().count();
+    let mut ledge = Ledge::start(&config);
+    let client = TestClient::connect(mosquitto.port, "gc-client", &["out/#"]);
+    assert_eq!(serving(&client, 1), "v0");
+    let a = tagged(dir.path(), "va", false);
+    let b = tagged(dir.path(), "vb", false);
+    cli(&config, &["deploy", "tag", a.to_str().unwrap()]);
+    assert_eq!(serving(&client, 2), "va");
+    assert_eq!(count(), 1);
+    cli(
+        &config,
+        &["deploy", "tag", b.to_str().unwrap(), "--publish"],
+    );
+    assert_eq!(serving(&client, 3), "vb");
+    assert_eq!(count(), 1, "the replaced draft's module is still there");
+    assert_eq!(ledge.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_disk_full_during_an_upload_rejects_it_cleans_up_and_v1_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let keys = keys(dir.path(), mosquitto.port, "");
+    let config = config(dir.path(), mosquitto.port, "tag:live", &keys.section);
+    let v1 = tagged(dir.path(), "v1", false);
+    cli(
+        &config,
+        &[
+            "deploy",
+            "tag",
+            v1.to_str().unwrap(),
+            "--publish",
+            "--alias",
+            "live",
+        ],
+    );
+    // Uploads land on a 64 KiB file system; the module is 200 KB.
+    let uploads = dir.path().join("data/functions/uploads");
+    let _disk = common::disk::SmallDisk::mount(&uploads, "64k");
+    let mut ledge = Ledge::start(&config);
+    ledge.wait_for_log("listening for deployments on ledge/gw/deploy", WAIT);
+    let client = TestClient::connect(
+        mosquitto.port,
+        "full-client",
+        &["out/#", "ledge/gw/deploy/status"],
+    );
+    let big = wat::parse_str(format!(
+        r#"(module (memory (export "memory") 4)
+  (data (i32.const 2048) "{}")
+  (func (export "ledge_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "ledge_handle") (param i32 i32) (result i32) (i32.const 0)))"#,
+        "x".repeat(200_000)
+    ))
+    .unwrap();
+    let d = deployment(2, &big, 32 << 10);
+    publish_document(&client, &d, "ops", &keys.seed);
+    for (index, chunk) in big.chunks(32 << 10).enumerate() {
+        publish_chunk(&client, &d, index, chunk);
+    }
+    let rejected = report(&client, "rejected");
+    let reason = rejected["reason"].as_str().unwrap();
+    assert!(reason.contains("cannot store chunk"), "{reason}");
+    assert!(reason.contains("partial files removed"), "{reason}");
+    assert_eq!(
+        std::fs::read_dir(&uploads).unwrap().count(),
+        0,
+        "partial upload left on the full disk"
+    );
+    assert_eq!(serving(&client, 1), "v1", "{}", ledge.log_text());
+    let state = cli(&config, &["versions", "tag", "--json"]);
+    assert!(!state.contains("\"2\""), "{state}");
+    assert_eq!(ledge.terminate().code(), Some(0));
+}

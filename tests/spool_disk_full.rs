@@ -11,40 +11,14 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::broker::{DurableSubscriber, Mosquitto, TestClient};
+use common::disk::SmallDisk;
 use common::process::Ledge;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A tmpfs of `size` mounted at `path`, unmounted on drop.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(path: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(path).unwrap();
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .expect("run mount");
-        assert!(
-            output.status.success(),
-            "this test mounts a small tmpfs and needs root: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Self(path.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn status(config: &Path) -> serde_json::Value {
     let output =

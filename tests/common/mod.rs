@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod disk;
 pub mod process;
 
 use std::path::{Path, PathBuf};
