@@ -32,19 +32,30 @@ pub fn invoke(request: &Request) -> Result<(), CliError> {
         let payload = read_payload(request)?;
         return super::remote::invoke(&plan, &request.function, &payload, request.json);
     }
-    let spec = plan
-        .functions
-        .iter()
-        .find(|f| f.name == request.function)
-        .ok_or_else(|| {
-            let known: Vec<&str> = plan.functions.iter().map(|f| f.name.as_str()).collect();
-            CliError::Usage(anyhow!(
-                "no function `{}` in {} (defined: {})",
-                request.function,
-                plan.source.display(),
-                known.join(", ")
-            ))
-        })?;
+    // The store's drafts, versions and aliases, as the running ledge sees
+    // them: `NAME`, `NAME:7`, `NAME:live`.
+    let mut plan = plan;
+    let store = crate::deploy::store::Store::under(&plan.device.data_dir);
+    crate::deploy::effective::apply(&mut plan, &store)
+        .map_err(|e| CliError::Failed(anyhow!("{e}")))?;
+    let wanted = request
+        .function
+        .strip_suffix(":$LATEST")
+        .unwrap_or(&request.function);
+    let spec = match plan.aliases.get(wanted) {
+        Some(target) => plan.functions.get(target.function),
+        None => plan.functions.iter().find(|f| f.qualified_name() == wanted),
+    };
+    let spec = spec.ok_or_else(|| {
+        let mut known: Vec<String> = plan.functions.iter().map(|f| f.qualified_name()).collect();
+        known.extend(plan.aliases.keys().cloned());
+        CliError::Usage(anyhow!(
+            "no function `{}` in {} (defined: {})",
+            request.function,
+            plan.source.display(),
+            known.join(", ")
+        ))
+    })?;
     let payload = read_payload(request)?;
     let runtime = Runtime::new(plan.broker.max_payload)
         .map_err(|e| CliError::Failed(anyhow!("cannot start the wasm runtime: {e}")))?;
