@@ -46,7 +46,7 @@ cargo fmt --all -- --check
 (cd functions && cargo fmt --all -- --check)
 cargo clippy --locked --all-targets -- -D warnings
 (cd functions && cargo clippy --locked --all-targets -- -D warnings)
-shellcheck tests/run.sh tests/soak-kill.sh cross/build.sh functions/build.sh .ci/run flash.sh tests/flash.sh
+shellcheck tests/run.sh tests/soak-kill.sh cross/build.sh cross/profiles.sh functions/build.sh .ci/run flash.sh tests/flash.sh
 
 step "guest SDK and example function tests (host-side)"
 (cd functions && cargo test --locked --quiet)
