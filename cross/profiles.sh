@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
 # Measures the release-profile trade-off recorded in BENCHMARKS.md ("Cross
 # builds and the release profile"): for each candidate profile, the stripped
-# static aarch64-musl binary's size, its cold build time (cross/build.sh),
-# and what it costs at start-up: the wall time of one `ledge invoke` of the
-# quickstart's threshold-alert under qemu-aarch64-static (start-up, config,
-# module load and compile, one call), mean of 20 runs per round.
+# static size for aarch64-musl and x86_64-musl and their cold build times
+# (cross/build.sh), and for x86_64-musl what it costs at run time:
 #
-# Run time of functions is not compared: the wasmi crates are pinned at
-# opt-level 3 in every profile (Cargo.toml), so the interpreter's hot path
-# is the same code in all of them.
+#   - warm invocation and instantiation (benches/invoke.rs built with the
+#     profile; cargo builds benches with panic=unwind whatever the profile
+#     says, so this figure cannot tell panic=abort from unwind), and
+#   - the wall time of one `ledge invoke` of the quickstart's threshold-alert
+#     (start-up, config, module load, one call), mean of 20 runs.
 #
-#   cross/profiles.sh                    # every profile: 15-25 min each here
-#   cross/profiles.sh current o3         # some of them
+#   cross/profiles.sh                    # every profile: about 15 min each here
+#   cross/profiles.sh current s          # some of them
 #   PROFILE_ROUNDS=5 cross/profiles.sh   # more measuring rounds (default 3)
 #
 # Profiles are cargo's CARGO_PROFILE_RELEASE_* overrides of Cargo.toml's
-# [profile.release]. Every profile builds cold in its own
-# target/profile-<name>/, so nothing else's builds are disturbed; everything
-# is built before anything is measured, and the measuring rounds alternate
-# between profiles so a change of machine load hits them all alike.
-# Results: target/profile-results/.
+# [profile.release] (the wasmi crates stay at opt-level 3 in every one).
+# Every profile builds cold in its own target/profile-<name>/, so nothing
+# else's builds are disturbed; everything is built before anything is
+# measured, and the measuring rounds alternate between profiles so a change
+# of machine load hits them all alike. Results: target/profile-results/.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -62,13 +62,25 @@ with_profile() {
 }
 
 build() {
-    local name=$1 target=aarch64-unknown-linux-musl output started
+    local name=$1 target output started
+    for target in aarch64-unknown-linux-musl x86_64-unknown-linux-musl; do
+        started=$(date +%s)
+        output=$(with_profile "$name" CARGO_TARGET_DIR="$repo/target/profile-$name/$target" \
+            cross/build.sh "$target")
+        record "$name" "build_s_$target" "$(($(date +%s) - started))"
+        record "$name" "size_$target" "$(awk '/^size/ {print $2}' <<<"$output")"
+        cp "$(awk '/^binary/ {print $2}' <<<"$output")" "$out/ledge-$name-$target"
+    done
+    # The invoke bench, as a static x86_64-musl program like the binary
+    # above (zig links it; its C is compiled by zig like the binary's).
+    local dir=$repo/target/profile-$name/bench json
     started=$(date +%s)
-    output=$(with_profile "$name" CARGO_TARGET_DIR="$repo/target/profile-$name/$target" \
-        cross/build.sh "$target")
-    record "$name" "build_s" "$(($(date +%s) - started))"
-    record "$name" "size" "$(awk '/^size/ {print $2}' <<<"$output")"
-    cp "$(awk '/^binary/ {print $2}' <<<"$output")" "$out/ledge-$name"
+    json=$(with_profile "$name" CARGO_TARGET_DIR="$dir" RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo zigbuild --locked --release --target x86_64-unknown-linux-musl \
+        --bench invoke --message-format=json)
+    record "$name" "build_s_bench" "$(($(date +%s) - started))"
+    grep '"name":"invoke"' <<<"$json" | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4 \
+        | xargs -I{} cp {} "$out/invoke-$name"
 }
 
 # Mean wall time of `ledge invoke`, in ms, over 20 runs.
@@ -76,7 +88,7 @@ invoke_ms() {
     local binary=$1 i started total=0
     for i in $(seq 20); do
         started=$(date +%s%N)
-        qemu-aarch64-static "$binary" invoke threshold-alert --config examples/quickstart/ledge.toml \
+        "$binary" invoke threshold-alert --config examples/quickstart/ledge.toml \
             --event '{"value":31.5,"sensor":"t7"}' >/dev/null
         total=$((total + $(date +%s%N) - started))
     done
@@ -84,8 +96,11 @@ invoke_ms() {
 }
 
 measure() {
-    local name=$1 round=$2
-    record "$name" "invoke_qemu_ms_r$round" "$(invoke_ms "$out/ledge-$name")"
+    local name=$1 round=$2 key median
+    record "$name" "invoke_cli_ms_r$round" "$(invoke_ms "$out/ledge-$name-x86_64-unknown-linux-musl")"
+    while IFS=$'\t' read -r _ key median _; do
+        record "$name" "${key}_r$round" "$median"
+    done < <("$out/invoke-$name" --bench | grep '^result')
 }
 
 echo "machine: $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
