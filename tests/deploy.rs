@@ -916,3 +916,32 @@ fn a_disk_full_during_an_upload_rejects_it_cleans_up_and_v1_keeps_serving() {
     assert!(!state.contains("\"2\""), "{state}");
     assert_eq!(ledge.terminate().code(), Some(0));
 }
+
+#[test]
+fn synchronous_invokes_reach_the_alias_or_version_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let config = config(dir.path(), mosquitto.port, "tag:live", "");
+    for tag in ["v1", "v2"] {
+        let module = tagged(dir.path(), tag, false);
+        cli(
+            &config,
+            &["deploy", "tag", module.to_str().unwrap(), "--publish"],
+        );
+    }
+    cli(&config, &["alias", "set", "tag", "live", "1", "--no-watch"]);
+    let mut ledge = Ledge::start(&config);
+    let client = TestClient::connect(mosquitto.port, "sync-client", &["out/#"]);
+    let invoke = |name: &str, payload: &str| -> String {
+        let out = cli(&config, &["invoke", name, "--remote", "--event", payload]);
+        assert!(out.contains("status    ok"), "{out}");
+        client.collect(1, WAIT)[0].topic.clone()
+    };
+    assert_eq!(invoke("tag:live", "e1"), "out/v1");
+    assert_eq!(invoke("tag:1", "e2"), "out/v1");
+    // A bare name is $LATEST: the last module deployed.
+    assert_eq!(invoke("tag", "e3"), "out/v2");
+    cli(&config, &["alias", "set", "tag", "live", "2", "--no-watch"]);
+    assert_eq!(invoke("tag:live", "e4"), "out/v2", "{}", ledge.log_text());
+    assert_eq!(ledge.terminate().code(), Some(0));
+}
