@@ -31,6 +31,7 @@ pub mod control;
 pub mod deploy;
 pub mod dispatch;
 pub mod event;
+pub mod hex;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;

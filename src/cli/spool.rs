@@ -121,7 +121,7 @@ fn describe(kind: Kind, bytes: &[u8]) -> serde_json::Value {
             let mut value = serde_json::json!({"topic": topic, "origin": origin});
             match String::from_utf8(payload) {
                 Ok(text) => value["payload"] = text.into(),
-                Err(e) => value["payload_hex"] = hex(e.as_bytes()).into(),
+                Err(e) => value["payload_hex"] = crate::hex::encode(e.as_bytes()).into(),
             }
             value
         }),
@@ -132,9 +132,7 @@ fn describe(kind: Kind, bytes: &[u8]) -> serde_json::Value {
             serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json))
         }),
     };
-    decoded.unwrap_or_else(|e| serde_json::json!({"undecodable": e.to_string(), "hex": hex(bytes)}))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    decoded.unwrap_or_else(
+        |e| serde_json::json!({"undecodable": e.to_string(), "hex": crate::hex::encode(bytes)}),
+    )
 }

@@ -40,14 +40,7 @@ pub fn parse_public_key(text: &str) -> Result<(String, [u8; 32]), String> {
 }
 
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    crate::hex::decode(text.trim())
 }
 
 /// A new key pair: (secret seed, public key).

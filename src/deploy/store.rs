@@ -205,13 +205,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out
-}
+pub use crate::hex::encode as hex;
 
 /// A function or alias name: safe as a file name and an MQTT topic level.
 pub fn check_name(name: &str, what: &'static str) -> Result<(), StoreError> {

@@ -224,12 +224,7 @@ fn batch_event(records: &[(u64, Option<Event>)], stream: &std::path::Path) -> Ev
                 match std::str::from_utf8(&event.payload) {
                     Ok(text) => item["payload"] = text.into(),
                     Err(_) => {
-                        item["payload_hex"] = event
-                            .payload
-                            .iter()
-                            .map(|b| format!("{b:02x}"))
-                            .collect::<String>()
-                            .into()
+                        item["payload_hex"] = crate::hex::encode(&event.payload).into()
                     }
                 }
                 item

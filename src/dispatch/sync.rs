@@ -147,7 +147,9 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, String> {
         Some(other) => Some(other.to_string()),
     };
     let payload = match (value.get("payload"), value.get("payload_hex")) {
-        (_, Some(Value::String(hex))) => decode_hex(hex).ok_or("`payload_hex` is not hex")?,
+        (_, Some(Value::String(hex))) => {
+            crate::hex::decode(hex).ok_or("`payload_hex` is not hex")?
+        }
         (Some(Value::String(text)), _) => text.clone().into_bytes(),
         (Some(other), _) => other.to_string().into_bytes(),
         (None, _) => Vec::new(),
@@ -157,16 +159,6 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, String> {
         correlation_id,
         payload,
     })
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// The envelope a client sends; used by `ledge invoke --remote`.

@@ -82,13 +82,7 @@ impl DeadLetterBody {
         // backend gets the exact bytes back.
         match std::str::from_utf8(payload) {
             Ok(text) => event["payload"] = text.into(),
-            Err(_) => {
-                event["payload_hex"] = payload
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-                    .into()
-            }
+            Err(_) => event["payload_hex"] = crate::hex::encode(payload).into(),
         }
         let mut document = serde_json::json!({
             "function": function,
