@@ -68,7 +68,7 @@ fn print_plan(plan: &Plan, loaded: &[Option<LoadedFunction>]) {
     }
     println!("\nroutes");
     for route in &plan.routes {
-        let target = &plan.functions[route.function].name;
+        let target = format!("{}{}", plan.functions[route.function].name, route.qualifier);
         let durable = if route.durable { " (durable)" } else { "" };
         println!("  {:<36} -> {target}{durable}", route.source.to_string());
     }
