@@ -24,12 +24,14 @@
 //! | a bad module disables only its own function | `node` |
 //! | every config error names file:line:col | `config` |
 
+pub mod board;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dispatch;
 pub mod event;
+pub mod hw;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;

@@ -1,0 +1,215 @@
+//! A file-backed GPIO chip for tests and development, **not** for
+//! production: `<dir>/<chip>/<line>` holds the line's physical level, `0` or
+//! `1`.
+//!
+//! Inputs are polled every few milliseconds; a change of level goes through
+//! the same [`Debouncer`] semantics as the kernel's debounce and becomes an
+//! edge if the line's `edge` admits it. Outputs write the file (atomically,
+//! by rename), so a test reads exactly what a relay would see. `active_low`
+//! inverts between the file (physical) and ledge (logical), as the kernel
+//! does for a real line.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{
+    Debouncer, Edge, EdgeKind, GpioChip, GpioError, InputConfig, InputLine, OutputConfig,
+    OutputLine,
+};
+
+/// How often a fake input's file is read.
+const POLL: Duration = Duration::from_millis(5);
+
+pub struct FakeChip {
+    dir: PathBuf,
+}
+
+impl FakeChip {
+    pub fn open(root: &Path, chip: &str) -> Result<Self, GpioError> {
+        let name = chip.trim_start_matches("/dev/");
+        if name.is_empty() || name.contains('/') || name.contains("..") {
+            return Err(GpioError::Unavailable(format!(
+                "fake GPIO chip name `{chip}` is not a plain name"
+            )));
+        }
+        Ok(Self {
+            dir: root.join(name),
+        })
+    }
+}
+
+impl GpioChip for FakeChip {
+    fn request_input(
+        &self,
+        line: u32,
+        _consumer: &str,
+        config: &InputConfig,
+    ) -> Result<Box<dyn InputLine>, GpioError> {
+        let path = self.dir.join(line.to_string());
+        let level = read_level(&path)?.unwrap_or(false);
+        let initial = level != config.active_low;
+        Ok(Box::new(FakeInput {
+            path,
+            active_low: config.active_low,
+            edge: config.edge,
+            debouncer: Debouncer::new(initial, config.debounce),
+        }))
+    }
+
+    fn request_output(
+        &self,
+        line: u32,
+        _consumer: &str,
+        config: OutputConfig,
+    ) -> Result<Box<dyn OutputLine>, GpioError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| {
+            GpioError::Unavailable(format!("cannot create {}: {e}", self.dir.display()))
+        })?;
+        let mut output = FakeOutput {
+            path: self.dir.join(line.to_string()),
+            active_low: config.active_low,
+        };
+        output.set(config.initial)?;
+        Ok(Box::new(output))
+    }
+}
+
+/// The physical level in `path`; `None` while the file is empty (a writer
+/// between truncate and write).
+fn read_level(path: &Path) -> Result<Option<bool>, GpioError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        GpioError::Unavailable(format!(
+            "fake GPIO line {} not readable: {e}",
+            path.display()
+        ))
+    })?;
+    match text.trim() {
+        "" => Ok(None),
+        "0" => Ok(Some(false)),
+        "1" => Ok(Some(true)),
+        other => Err(GpioError::Io(format!(
+            "fake GPIO line {} holds `{}`, not 0 or 1",
+            path.display(),
+            other.chars().take(20).collect::<String>()
+        ))),
+    }
+}
+
+struct FakeInput {
+    path: PathBuf,
+    active_low: bool,
+    edge: EdgeKind,
+    debouncer: Debouncer,
+}
+
+impl InputLine for FakeInput {
+    fn value(&mut self) -> Result<bool, GpioError> {
+        Ok(self.debouncer.stable())
+    }
+
+    fn next_edge(&mut self, timeout: Duration) -> Result<Option<Edge>, GpioError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            if let Some(level) = read_level(&self.path)? {
+                if let Some(value) = self.debouncer.observe(level != self.active_low, now) {
+                    if self.edge.admits(value) {
+                        return Ok(Some(Edge { value }));
+                    }
+                }
+            }
+            if now >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(POLL.min(deadline - now));
+        }
+    }
+}
+
+struct FakeOutput {
+    path: PathBuf,
+    active_low: bool,
+}
+
+impl OutputLine for FakeOutput {
+    fn set(&mut self, value: bool) -> Result<(), GpioError> {
+        let level = if value != self.active_low {
+            "1\n"
+        } else {
+            "0\n"
+        };
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, level)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| {
+                GpioError::Io(format!(
+                    "cannot write fake GPIO line {}: {e}",
+                    self.path.display()
+                ))
+            })
+    }
+
+    fn get(&mut self) -> Result<bool, GpioError> {
+        let level = read_level(&self.path)?.unwrap_or(false);
+        Ok(level != self.active_low)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_write_the_physical_level_and_read_back_the_logical_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let chip = FakeChip::open(dir.path(), "gpiochip0").unwrap();
+        let config = OutputConfig {
+            initial: false,
+            active_low: true,
+        };
+        let mut relay = chip.request_output(27, "t", config).unwrap();
+        let file = dir.path().join("gpiochip0/27");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "1\n",
+            "off is high when active-low"
+        );
+        relay.set(true).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "0\n");
+        assert!(relay.get().unwrap());
+    }
+
+    #[test]
+    fn an_input_sees_a_change_as_an_edge_of_its_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("c")).unwrap();
+        let file = dir.path().join("c/4");
+        std::fs::write(&file, "0").unwrap();
+        let chip = FakeChip::open(dir.path(), "c").unwrap();
+        let config = InputConfig {
+            edge: EdgeKind::Falling,
+            debounce: Duration::ZERO,
+            bias: super::super::Bias::AsIs,
+            active_low: false,
+        };
+        let mut input = chip.request_input(4, "t", &config).unwrap();
+        std::fs::write(&file, "1").unwrap();
+        assert_eq!(
+            input.next_edge(Duration::from_millis(30)).unwrap(),
+            None,
+            "rising is not falling"
+        );
+        std::fs::write(&file, "0").unwrap();
+        assert_eq!(
+            input.next_edge(Duration::from_millis(30)).unwrap(),
+            Some(Edge { value: false })
+        );
+    }
+
+    #[test]
+    fn chip_names_cannot_leave_the_fake_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(FakeChip::open(dir.path(), "../etc").is_err());
+        assert!(FakeChip::open(dir.path(), "/dev/gpiochip0").is_ok());
+    }
+}
