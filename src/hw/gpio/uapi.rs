@@ -152,6 +152,18 @@ pub const GPIO_V2_LINE_GET_VALUES_IOCTL: u32 =
 pub const GPIO_V2_LINE_SET_VALUES_IOCTL: u32 =
     ioc(IOC_READ | IOC_WRITE, 0x0F, size_of::<LineValues>());
 
+// The kernel's sizes, checked when compiling for any target (armv7 too,
+// where a `u64` is 8-aligned as on aarch64 and x86_64): a layout mistake is
+// a build error, not a corrupted ioctl.
+const _: () = assert!(size_of::<ChipInfo>() == 68);
+const _: () = assert!(size_of::<LineValues>() == 16);
+const _: () = assert!(size_of::<LineAttribute>() == 16);
+const _: () = assert!(size_of::<LineConfigAttribute>() == 24);
+const _: () = assert!(size_of::<LineConfig>() == 272);
+const _: () = assert!(size_of::<LineRequest>() == 592);
+const _: () = assert!(size_of::<LineEvent>() == 48);
+const _: () = assert!(std::mem::offset_of!(LineRequest, fd) == 588);
+
 /// A NUL-padded C name as text.
 pub fn c_name(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
