@@ -166,6 +166,37 @@ impl Resolver<'_> {
         }
     }
 
+    /// GPIO keys on a sensor of another kind, and sampling keys on a gpio
+    /// sensor, are errors rather than silently ignored.
+    pub(super) fn check_sensor_keys(&mut self, s: &RawSensor) {
+        let is_gpio = s.kind.get_ref() == "gpio";
+        let gpio_keys = [
+            ("pin", s.pin.as_ref().map(Spanned::span)),
+            ("chip", s.chip.as_ref().map(Spanned::span)),
+            ("line", s.line.as_ref().map(Spanned::span)),
+            ("edge", s.edge.as_ref().map(Spanned::span)),
+            ("debounce", s.debounce.as_ref().map(Spanned::span)),
+            ("bias", s.bias.as_ref().map(Spanned::span)),
+        ];
+        let sampling_keys = [
+            ("interval", s.interval.as_ref().map(Spanned::span)),
+            ("report", s.report.as_ref().map(Spanned::span)),
+        ];
+        let (keys, message): (&[_], &str) = if is_gpio {
+            (
+                &sampling_keys,
+                "does not apply to a gpio sensor: it sends one event per edge",
+            )
+        } else {
+            (&gpio_keys, "applies only to gpio sensors")
+        };
+        for (key, span) in keys {
+            if let Some(span) = span {
+                self.fail(span.clone(), format!("`{key}` {message}"));
+            }
+        }
+    }
+
     /// `kind = "gpio"`.
     pub(super) fn gpio_input(&mut self, s: &RawSensor) -> Option<SensorKind> {
         let address = self.line_address(s.kind.span(), &s.pin, &s.chip, &s.line)?;
@@ -386,6 +417,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("needs a board profile"), "{err}");
+    }
+
+    #[test]
+    fn keys_of_the_wrong_kind_of_sensor_are_errors() {
+        let err = plan(
+            "[[sensor]]\nname = \"t\"\nkind = \"thermal\"\nedge = \"both\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("/cfg/ledge.toml:4:8: `edge` applies only to gpio sensors"),
+            "{err}"
+        );
+        let err = plan(
+            "[[sensor]]\nname = \"b\"\nkind = \"gpio\"\nline = 3\nreport = \"change\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(":5:10: `report` does not apply to a gpio sensor"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1129,6 +1129,7 @@ impl Resolver<'_> {
             if seen.insert(name.clone(), ()).is_some() {
                 self.fail(s.name.span(), format!("duplicate sensor name `{name}`"));
             }
+            self.check_sensor_keys(&s);
             if let Some(kind) = self.sensor_kind(&s) {
                 let publish_topic = self.sensor_topic(&s, &name);
                 let report = self.report(&s);
