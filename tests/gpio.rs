@@ -174,7 +174,7 @@ fn actuator_rig() -> Rig {
     text += &common::function_toml(
         "switch",
         &module,
-        "allow_gpio = [\"relay\", \"lamp\", \"door\"]",
+        "allow_gpio = [\"relay\", \"lamp\", \"door\"]\ntimeout = \"300ms\"",
     );
     text += &common::function_toml("intruder", &module, "");
     let config = common::write_config(dir.path(), &text);
@@ -246,6 +246,20 @@ fn actuators_start_safe_need_permission_and_return_to_safe_on_crash_and_stop() {
         "lamp restored despite restore_on_crash = false"
     );
     ledge.wait_for_log("switch crashed after writing relay", WAIT);
+    // A timeout mid-call is a crash too.
+    let timed_out = invoke(&rig.config, "switch", "lrelay");
+    assert!(
+        timed_out["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{timed_out}"
+    );
+    assert_eq!(
+        level(&rig.chip, 27),
+        "1",
+        "relay not restored after the timeout"
+    );
 
     // SIGTERM: everything back to safe.
     assert_eq!(invoke(&rig.config, "switch", "1relay")["response"], "0");

@@ -152,34 +152,7 @@ impl GpioChip for CdevChip {
         consumer: &str,
         config: &InputConfig,
     ) -> Result<Box<dyn InputLine>, GpioError> {
-        let mut flags = uapi::FLAG_INPUT;
-        flags |= match config.edge {
-            EdgeKind::Rising => uapi::FLAG_EDGE_RISING,
-            EdgeKind::Falling => uapi::FLAG_EDGE_FALLING,
-            EdgeKind::Both => uapi::FLAG_EDGE_RISING | uapi::FLAG_EDGE_FALLING,
-        };
-        flags |= match config.bias {
-            Bias::AsIs => 0,
-            Bias::PullUp => uapi::FLAG_BIAS_PULL_UP,
-            Bias::PullDown => uapi::FLAG_BIAS_PULL_DOWN,
-            Bias::Disabled => uapi::FLAG_BIAS_DISABLED,
-        };
-        if config.active_low {
-            flags |= uapi::FLAG_ACTIVE_LOW;
-        }
-        let mut line_config = uapi::LineConfig {
-            flags,
-            ..Default::default()
-        };
-        let debounce_us = u32::try_from(config.debounce.as_micros()).unwrap_or(u32::MAX);
-        if debounce_us > 0 {
-            line_config.attrs[0] = LineConfigAttribute {
-                attr: LineAttribute::debounce(debounce_us),
-                mask: 1,
-            };
-            line_config.num_attrs = 1;
-        }
-        let fd = self.request(line, consumer, line_config)?;
+        let fd = self.request(line, consumer, input_config(config))?;
         Ok(Box::new(CdevInput {
             fd,
             edge: config.edge,
@@ -193,28 +166,64 @@ impl GpioChip for CdevChip {
         consumer: &str,
         config: OutputConfig,
     ) -> Result<Box<dyn OutputLine>, GpioError> {
-        let mut flags = uapi::FLAG_OUTPUT;
-        if config.active_low {
-            flags |= uapi::FLAG_ACTIVE_LOW;
-        }
-        let mut line_config = uapi::LineConfig {
-            flags,
-            num_attrs: 1,
-            ..Default::default()
-        };
-        // The initial value is part of the request: the line never drives
-        // anything but the safe state, not even for an instant.
-        line_config.attrs[0] = LineConfigAttribute {
-            attr: LineAttribute {
-                id: uapi::ATTR_ID_OUTPUT_VALUES,
-                padding: 0,
-                value: u64::from(config.initial),
-            },
-            mask: 1,
-        };
-        let fd = self.request(line, consumer, line_config)?;
+        let fd = self.request(line, consumer, output_config(config))?;
         Ok(Box::new(CdevOutput { fd }))
     }
+}
+
+/// The kernel's line config for an input.
+fn input_config(config: &InputConfig) -> uapi::LineConfig {
+    let mut flags = uapi::FLAG_INPUT;
+    flags |= match config.edge {
+        EdgeKind::Rising => uapi::FLAG_EDGE_RISING,
+        EdgeKind::Falling => uapi::FLAG_EDGE_FALLING,
+        EdgeKind::Both => uapi::FLAG_EDGE_RISING | uapi::FLAG_EDGE_FALLING,
+    };
+    flags |= match config.bias {
+        Bias::AsIs => 0,
+        Bias::PullUp => uapi::FLAG_BIAS_PULL_UP,
+        Bias::PullDown => uapi::FLAG_BIAS_PULL_DOWN,
+        Bias::Disabled => uapi::FLAG_BIAS_DISABLED,
+    };
+    if config.active_low {
+        flags |= uapi::FLAG_ACTIVE_LOW;
+    }
+    let mut line_config = uapi::LineConfig {
+        flags,
+        ..Default::default()
+    };
+    let debounce_us = u32::try_from(config.debounce.as_micros()).unwrap_or(u32::MAX);
+    if debounce_us > 0 {
+        line_config.attrs[0] = LineConfigAttribute {
+            attr: LineAttribute::debounce(debounce_us),
+            mask: 1,
+        };
+        line_config.num_attrs = 1;
+    }
+    line_config
+}
+
+/// The kernel's line config for an output. The initial value is part of the
+/// request: the line never drives anything but it, not even for an instant.
+fn output_config(config: OutputConfig) -> uapi::LineConfig {
+    let mut flags = uapi::FLAG_OUTPUT;
+    if config.active_low {
+        flags |= uapi::FLAG_ACTIVE_LOW;
+    }
+    let mut line_config = uapi::LineConfig {
+        flags,
+        num_attrs: 1,
+        ..Default::default()
+    };
+    line_config.attrs[0] = LineConfigAttribute {
+        attr: LineAttribute {
+            id: uapi::ATTR_ID_OUTPUT_VALUES,
+            padding: 0,
+            value: u64::from(config.initial),
+        },
+        mask: 1,
+    };
+    line_config
 }
 
 fn get_value(fd: RawFd) -> Result<bool, GpioError> {
@@ -324,5 +333,70 @@ impl OutputLine for CdevOutput {
 
     fn get(&mut self) -> Result<bool, GpioError> {
         get_value(self.fd.as_raw_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_request_carries_edges_bias_polarity_and_debounce() {
+        let config = InputConfig {
+            edge: EdgeKind::Both,
+            debounce: Duration::from_millis(20),
+            bias: Bias::PullUp,
+            active_low: true,
+        };
+        let c = input_config(&config);
+        let want = uapi::FLAG_INPUT
+            | uapi::FLAG_EDGE_RISING
+            | uapi::FLAG_EDGE_FALLING
+            | uapi::FLAG_BIAS_PULL_UP
+            | uapi::FLAG_ACTIVE_LOW;
+        assert_eq!(c.flags, want);
+        assert_eq!(c.num_attrs, 1);
+        assert_eq!(c.attrs[0].attr.id, uapi::ATTR_ID_DEBOUNCE);
+        assert_eq!(c.attrs[0].attr.value & 0xffff_ffff, 20_000, "microseconds");
+        assert_eq!(c.attrs[0].mask, 1);
+
+        let plain = InputConfig {
+            edge: EdgeKind::Falling,
+            debounce: Duration::ZERO,
+            bias: Bias::AsIs,
+            active_low: false,
+        };
+        let c = input_config(&plain);
+        assert_eq!(c.flags, uapi::FLAG_INPUT | uapi::FLAG_EDGE_FALLING);
+        assert_eq!(c.num_attrs, 0, "no debounce attribute without a period");
+    }
+
+    #[test]
+    fn an_output_request_starts_at_its_initial_value() {
+        let c = output_config(OutputConfig {
+            initial: true,
+            active_low: true,
+        });
+        assert_eq!(c.flags, uapi::FLAG_OUTPUT | uapi::FLAG_ACTIVE_LOW);
+        assert_eq!(c.num_attrs, 1);
+        assert_eq!(c.attrs[0].attr.id, uapi::ATTR_ID_OUTPUT_VALUES);
+        assert_eq!((c.attrs[0].attr.value, c.attrs[0].mask), (1, 1));
+        let off = output_config(OutputConfig {
+            initial: false,
+            active_low: false,
+        });
+        assert_eq!(off.attrs[0].attr.value, 0);
+    }
+
+    #[test]
+    fn a_missing_chip_is_unavailable_not_a_panic() {
+        assert!(matches!(
+            CdevChip::open("/nonexistent/gpiochip9"),
+            Err(GpioError::Unavailable(_))
+        ));
+        assert!(matches!(
+            CdevChip::open("no-such-label"),
+            Err(GpioError::Unavailable(_))
+        ));
     }
 }
