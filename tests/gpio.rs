@@ -416,3 +416,49 @@ fn board_defaults_apply_and_explicit_config_overrides_them() {
     let stdout = check(&["--board", "zero2w"]);
     assert!(stdout.contains("memory 4MiB"), "{stdout}");
 }
+
+#[test]
+fn a_reload_releases_the_line_before_requesting_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let chip = dir.path().join("gpio").join(RPI4_CHIP);
+    set_level(&chip, 17, 0);
+    let port = common::free_port();
+    let head = format!(
+        "[device]\nid = \"g3\"\ndata_dir = \"data\"\nboard = \"rpi4\"\ngpio_fake = \"gpio\"\n\
+         [broker]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let sensor = |edge: &str| {
+        format!(
+            "[[sensor]]\nname = \"button\"\nkind = \"gpio\"\npin = \"GPIO17\"\nedge = \"{edge}\"\n"
+        )
+    };
+    let config = common::write_config(dir.path(), &(head.clone() + &sensor("both")));
+    let mut ledge = start(&config, 1);
+
+    // The new config watches the same line for rising edges only. The old
+    // request must be gone before the new one is made: the fake chip, like
+    // the kernel, refuses a line that is still held.
+    std::fs::write(&config, head + &sensor("rising")).unwrap();
+    common::process::signal(ledge.pid(), "HUP");
+    let line = loop {
+        let line = ledge.wait_for_line("reload", WAIT);
+        if line.contains("reloaded:") || line.contains("reload failed") {
+            break line;
+        }
+    };
+    assert!(line.contains("reloaded:"), "{line}\n{}", ledge.log_text());
+    ledge.wait_for_line("for rising edges", WAIT);
+    set_level(&chip, 17, 1);
+    let seen = wait_for_events(&ledge, "button", 1);
+    assert_eq!(seen[0]["edge"], "rising", "{seen:?}");
+    set_level(&chip, 17, 0);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        events(&ledge, "button").len(),
+        1,
+        "the old sensor is still watching"
+    );
+    let log = ledge.log_text();
+    assert!(!log.contains("in use"), "{log}");
+    assert!(ledge.terminate().success());
+}

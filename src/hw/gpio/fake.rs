@@ -7,9 +7,14 @@
 //! edge if the line's `edge` admits it. Outputs write the file (atomically,
 //! by rename), so a test reads exactly what a relay would see. `active_low`
 //! inverts between the file (physical) and ledge (logical), as the kernel
-//! does for a real line.
+//! does for a real line. As the kernel does, a line can be requested only
+//! once at a time (within this process): a second request is refused until
+//! the first is dropped, so code that forgets to release a line fails here
+//! as it would on a gateway.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{
@@ -19,6 +24,32 @@ use super::{
 
 /// How often a fake input's file is read.
 const POLL: Duration = Duration::from_millis(5);
+
+/// Lines requested and not yet released, by file.
+static HELD: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// A hold on one fake line; dropping it releases the line.
+struct Hold(PathBuf);
+
+impl Hold {
+    fn take(path: PathBuf) -> Result<Self, GpioError> {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.insert(path.clone()) {
+            return Err(GpioError::Unavailable(format!(
+                "fake GPIO line {} is in use",
+                path.display()
+            )));
+        }
+        Ok(Self(path))
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&self.0);
+    }
+}
 
 pub struct FakeChip {
     dir: PathBuf,
@@ -49,6 +80,7 @@ impl GpioChip for FakeChip {
         let level = read_level(&path)?.unwrap_or(false);
         let initial = level != config.active_low;
         Ok(Box::new(FakeInput {
+            _hold: Hold::take(path.clone())?,
             path,
             active_low: config.active_low,
             edge: config.edge,
@@ -65,8 +97,10 @@ impl GpioChip for FakeChip {
         std::fs::create_dir_all(&self.dir).map_err(|e| {
             GpioError::Unavailable(format!("cannot create {}: {e}", self.dir.display()))
         })?;
+        let path = self.dir.join(line.to_string());
         let mut output = FakeOutput {
-            path: self.dir.join(line.to_string()),
+            _hold: Hold::take(path.clone())?,
+            path,
             active_low: config.active_low,
         };
         output.set(config.initial)?;
@@ -96,6 +130,7 @@ fn read_level(path: &Path) -> Result<Option<bool>, GpioError> {
 }
 
 struct FakeInput {
+    _hold: Hold,
     path: PathBuf,
     active_low: bool,
     edge: EdgeKind,
@@ -127,6 +162,7 @@ impl InputLine for FakeInput {
 }
 
 struct FakeOutput {
+    _hold: Hold,
     path: PathBuf,
     active_low: bool,
 }
@@ -204,6 +240,21 @@ mod tests {
             input.next_edge(Duration::from_millis(30)).unwrap(),
             Some(Edge { value: false })
         );
+    }
+
+    #[test]
+    fn a_line_is_requested_once_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let chip = FakeChip::open(dir.path(), "c").unwrap();
+        let config = OutputConfig {
+            initial: false,
+            active_low: false,
+        };
+        let first = chip.request_output(3, "a", config).unwrap();
+        let again = chip.request_output(3, "b", config);
+        assert!(matches!(again, Err(GpioError::Unavailable(m)) if m.contains("in use")));
+        drop(first);
+        assert!(chip.request_output(3, "b", config).is_ok());
     }
 
     #[test]
