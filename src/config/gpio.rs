@@ -99,14 +99,12 @@ impl Resolver<'_> {
         chip: &Option<Spanned<String>>,
         line: &Option<Spanned<i64>>,
     ) -> Option<LineAddress> {
-        if let (Some(pin), Some(other)) = (
-            pin,
-            chip.as_ref()
-                .map(Spanned::span)
-                .or(line.as_ref().map(Spanned::span)),
-        ) {
-            let _ = pin;
-            self.fail(other, "give either `pin` or `chip` and `line`, not both");
+        let chip_or_line = chip
+            .as_ref()
+            .map(Spanned::span)
+            .or(line.as_ref().map(Spanned::span));
+        if let (Some(_), Some(span)) = (pin, chip_or_line) {
+            self.fail(span, "give either `pin` or `chip` and `line`, not both");
             return None;
         }
         if let Some(pin) = pin {
@@ -253,7 +251,6 @@ impl Resolver<'_> {
     pub(super) fn gpio_outputs(&mut self, raw: Vec<Spanned<RawGpioOutput>>) -> Vec<GpioOutputSpec> {
         let mut outputs: Vec<GpioOutputSpec> = Vec::with_capacity(raw.len());
         for entry in raw {
-            let anchor = entry.span();
             let o = entry.into_inner();
             let name = o.name.get_ref().clone();
             if !super::plan::is_identifier(&name, "") {
@@ -276,9 +273,7 @@ impl Resolver<'_> {
                     false
                 }
             };
-            let Some(address) =
-                self.line_address(anchor.start..anchor.start + 1, &o.pin, &o.chip, &o.line)
-            else {
+            let Some(address) = self.line_address(o.name.span(), &o.pin, &o.chip, &o.line) else {
                 continue;
             };
             outputs.push(GpioOutputSpec {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{deliver, error_json, SensorError};
+use super::{deliver, error_json, ErrorLog, SensorError};
 use crate::config::{GpioInputSpec, SensorSpec};
 use crate::dispatch::Dispatcher;
 use crate::event::unix_ms;
@@ -47,6 +47,7 @@ pub async fn run(
     let cell = Arc::new(AtomicU8::new(crate::hw::gpio::UNKNOWN));
     lines.register_input(&spec.name, Arc::clone(&cell));
     let (sender, mut reports) = mpsc::channel(CHANNEL);
+    let mut errors = ErrorLog::default();
     let waiter = {
         let (name, stop, cell) = (spec.name.clone(), shutdown.clone(), Arc::clone(&cell));
         tokio::task::spawn_blocking(move || {
@@ -59,9 +60,12 @@ pub async fn run(
                 Some(Report::Edge(edge, ts)) => {
                     deliver(&spec, edge_json(&spec.name, edge, ts), &dispatcher, publisher.as_ref());
                 }
+                // Logged and sent as an error event when the line starts
+                // failing, then at most once a minute, like sampled sensors.
                 Some(Report::Failed(e)) => {
-                    log::warn!(target: "ledge::sensor", "sensor {}: {e}", spec.name);
-                    deliver(&spec, error_json(&spec.name, &e, unix_ms()), &dispatcher, publisher.as_ref());
+                    if errors.record(&spec.name, &e) {
+                        deliver(&spec, error_json(&spec.name, &e, unix_ms()), &dispatcher, publisher.as_ref());
+                    }
                 }
                 None => break,
             },
