@@ -437,6 +437,41 @@ mod tests {
     }
 
     #[test]
+    fn the_boards_sensor_paths_apply_unless_sysfs_root_is_given() {
+        let text = "[device]\nboard = \"rpi3\"\n[[sensor]]\nname = \"t\"\nkind = \"w1\"\ndevice = \"28-01\"\n[[sensor]]\nname = \"soc\"\nkind = \"thermal\"\n";
+        let on_board = plan(text, None).unwrap();
+        let paths: Vec<String> = on_board
+            .sensors
+            .iter()
+            .map(|s| match &s.kind {
+                SensorKind::OneWire { path } | SensorKind::Sysfs { path, .. } => {
+                    path.display().to_string()
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/sys/bus/w1/devices/28-01/w1_slave",
+                "/sys/class/thermal/thermal_zone0/temp"
+            ]
+        );
+        let moved = plan(
+            &text.replace("kind = \"w1\"", "kind = \"w1\"\nsysfs_root = \"fake\""),
+            None,
+        )
+        .unwrap();
+        let SensorKind::OneWire { path } = &moved.sensors[0].kind else {
+            panic!()
+        };
+        assert_eq!(
+            path.display().to_string(),
+            "/cfg/fake/bus/w1/devices/28-01/w1_slave"
+        );
+    }
+
+    #[test]
     fn chip_and_line_work_without_a_board() {
         let text = "[[gpio_output]]\nname = \"relay\"\nchip = \"gpiochip2\"\nline = 5\ndefault = 1\nrestore_on_crash = false\n";
         let plan = plan(text, None).unwrap();

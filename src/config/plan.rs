@@ -1211,11 +1211,12 @@ impl Resolver<'_> {
                         );
                     }
                 }
-                let path = self
-                    .sysfs_root(s)
-                    .join("bus/w1/devices")
-                    .join(device)
-                    .join("w1_slave");
+                // A board's 1-wire folder, unless sysfs_root moves /sys.
+                let devices = match (&s.sysfs_root, &self.board) {
+                    (None, Some(board)) => board.paths.w1.clone(),
+                    _ => self.sysfs_root(s).join("bus/w1/devices"),
+                };
+                let path = devices.join(device).join("w1_slave");
                 Some(SensorKind::OneWire { path })
             }
             "iio" => {
@@ -1226,9 +1227,13 @@ impl Resolver<'_> {
             }
             "thermal" => {
                 let zone = s.zone.as_ref().map_or(0, |z| *z.get_ref());
-                let path = self
-                    .sysfs_root(s)
-                    .join(format!("class/thermal/thermal_zone{zone}/temp"));
+                // The board's SoC zone, unless a zone or sysfs_root is given.
+                let path = match (&s.zone, &s.sysfs_root, &self.board) {
+                    (None, None, Some(board)) => board.paths.thermal.clone(),
+                    _ => self
+                        .sysfs_root(s)
+                        .join(format!("class/thermal/thermal_zone{zone}/temp")),
+                };
                 Some(SensorKind::Sysfs {
                     path,
                     scale: 0.001,
