@@ -462,3 +462,33 @@ fn a_reload_releases_the_line_before_requesting_it_again() {
     assert!(!log.contains("in use"), "{log}");
     assert!(ledge.terminate().success());
 }
+
+#[test]
+fn ledge_run_takes_the_board_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    // No [device] board: the pin name means something only with --board.
+    let text = format!(
+        "[device]\nid = \"g4\"\ndata_dir = \"data\"\ngpio_fake = \"gpio\"\n\
+         [broker]\nlisten = \"127.0.0.1:{port}\"\n\
+         [[gpio_output]]\nname = \"relay\"\npin = \"GPIO27\"\ndefault = 1\n"
+    );
+    let config = common::write_config(dir.path(), &text);
+    let output = ledge(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs a board profile"));
+
+    // `ledge run --board rpi5 --config ...`, through a shell so the
+    // helper's `run --config <file>` lands around the flag.
+    let mut command = std::process::Command::new("sh");
+    command.args([
+        "-c",
+        "exec \"$0\" \"$1\" --board rpi5 \"$2\" \"$3\"",
+        common::process::ledge_bin(),
+    ]);
+    let mut ledge = Ledge::spawn_command(command, &config, &[]);
+    ledge.wait_for_line("running as `g4`", WAIT);
+    // The Pi 5's header chip, found by its label.
+    assert_eq!(level(&dir.path().join("gpio/pinctrl-rp1"), 27), "1");
+    assert!(ledge.terminate().success());
+}
