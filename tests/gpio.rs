@@ -74,19 +74,19 @@ fn a_bounce_within_the_debounce_window_is_one_edge_and_active_low_inverts() {
     let text = format!(
         "[device]\nid = \"g1\"\ndata_dir = \"data\"\nboard = \"rpi4\"\ngpio_fake = \"gpio\"\n\
          [broker]\nlisten = \"127.0.0.1:{port}\"\n\
-         [[sensor]]\nname = \"button\"\nkind = \"gpio\"\npin = \"GPIO17\"\nedge = \"both\"\ndebounce = \"500ms\"\nbias = \"pull-down\"\n\
+         [[sensor]]\nname = \"button\"\nkind = \"gpio\"\npin = \"GPIO17\"\nedge = \"both\"\ndebounce = \"800ms\"\nbias = \"pull-down\"\n\
          [[sensor]]\nname = \"raw\"\nkind = \"gpio\"\npin = \"PIN15\"\nedge = \"both\"\n\
          [[sensor]]\nname = \"door\"\nkind = \"gpio\"\npin = \"PIN16\"\nedge = \"rising\"\nactive_low = true\n"
     );
     let mut ledge = start(&common::write_config(dir.path(), &text), 3);
 
-    // GPIO17 (button) and GPIO22 (raw, PIN15) bounce 1, 0, 1 within 300 ms
+    // GPIO17 (button) and GPIO22 (raw, PIN15) bounce 1, 0, 1 within 400 ms
     // and then hold: the debounced one reports one rising edge, the raw one
     // all three changes.
     for level in [1, 0, 1] {
         set_level(&chip, 17, level);
         set_level(&chip, 22, level);
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(200));
     }
     let raw = wait_for_events(&ledge, "raw", 3);
     let button = wait_for_events(&ledge, "button", 1);
