@@ -169,7 +169,7 @@ fn actuator_rig() -> Rig {
          [broker]\nlisten = \"127.0.0.1:{port}\"\n\
          [[gpio_output]]\nname = \"relay\"\npin = \"GPIO27\"\ndefault = 0\nactive_low = true\nrestore_on_crash = true\n\
          [[gpio_output]]\nname = \"lamp\"\nline = 5\nrestore_on_crash = false\n\
-         [[sensor]]\nname = \"door\"\nkind = \"gpio\"\npin = \"GPIO23\"\nactive_low = true\n"
+         [[sensor]]\nname = \"door\"\nkind = \"gpio\"\npin = \"GPIO23\"\nactive_low = true\nedge = \"rising\"\n"
     );
     text += &common::function_toml(
         "switch",
@@ -224,6 +224,11 @@ fn actuators_start_safe_need_permission_and_return_to_safe_on_crash_and_stop() {
     assert_eq!(invoke(&rig.config, "intruder", "rdoor")["response"], "-1");
     // Reads: the door is held low, so logically closed (1); the relay is on.
     assert_eq!(invoke(&rig.config, "switch", "rdoor")["response"], "1");
+    // The door opens: a logical falling edge, which its `edge = "rising"`
+    // does not report, but gpio_read still sees.
+    set_level(&rig.chip, 23, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(invoke(&rig.config, "switch", "rdoor")["response"], "0");
     assert_eq!(invoke(&rig.config, "switch", "rrelay")["response"], "1");
     // An input is not an output.
     assert_eq!(invoke(&rig.config, "switch", "1door")["response"], "-2");

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::uapi::{self, LineAttribute, LineConfigAttribute, LineEvent, LineRequest, LineValues};
 use super::OutputLine;
-use super::{Bias, Edge, EdgeKind, GpioChip, GpioError, InputConfig, InputLine, OutputConfig};
+use super::{Bias, Edge, GpioChip, GpioError, InputConfig, InputLine, OutputConfig};
 
 /// Events read per read() call.
 const EVENT_BATCH: usize = 16;
@@ -155,7 +155,6 @@ impl GpioChip for CdevChip {
         let fd = self.request(line, consumer, input_config(config))?;
         Ok(Box::new(CdevInput {
             fd,
-            edge: config.edge,
             queued: VecDeque::new(),
         }))
     }
@@ -171,14 +170,11 @@ impl GpioChip for CdevChip {
     }
 }
 
-/// The kernel's line config for an input.
+/// The kernel's line config for an input. Both edges are always watched,
+/// whatever `edge` says: the sensor filters, and keeps its view of the level
+/// (for `gpio_read`) right in both directions.
 fn input_config(config: &InputConfig) -> uapi::LineConfig {
-    let mut flags = uapi::FLAG_INPUT;
-    flags |= match config.edge {
-        EdgeKind::Rising => uapi::FLAG_EDGE_RISING,
-        EdgeKind::Falling => uapi::FLAG_EDGE_FALLING,
-        EdgeKind::Both => uapi::FLAG_EDGE_RISING | uapi::FLAG_EDGE_FALLING,
-    };
+    let mut flags = uapi::FLAG_INPUT | uapi::FLAG_EDGE_RISING | uapi::FLAG_EDGE_FALLING;
     flags |= match config.bias {
         Bias::AsIs => 0,
         Bias::PullUp => uapi::FLAG_BIAS_PULL_UP,
@@ -245,7 +241,6 @@ fn get_value(fd: RawFd) -> Result<bool, GpioError> {
 
 struct CdevInput {
     fd: OwnedFd,
-    edge: EdgeKind,
     /// Events read but not yet handed out.
     queued: VecDeque<Edge>,
 }
@@ -267,9 +262,7 @@ impl CdevInput {
                 uapi::EVENT_FALLING_EDGE => false,
                 _ => continue,
             };
-            if self.edge.admits(value) {
-                self.queued.push_back(Edge { value });
-            }
+            self.queued.push_back(Edge { value });
         }
         Ok(())
     }
@@ -339,6 +332,7 @@ impl OutputLine for CdevOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hw::gpio::EdgeKind;
 
     #[test]
     fn an_input_request_carries_edges_bias_polarity_and_debounce() {
@@ -367,7 +361,12 @@ mod tests {
             active_low: false,
         };
         let c = input_config(&plain);
-        assert_eq!(c.flags, uapi::FLAG_INPUT | uapi::FLAG_EDGE_FALLING);
+        let both = uapi::FLAG_EDGE_RISING | uapi::FLAG_EDGE_FALLING;
+        assert_eq!(
+            c.flags,
+            uapi::FLAG_INPUT | both,
+            "both edges, filtered by the sensor"
+        );
         assert_eq!(c.num_attrs, 0, "no debounce attribute without a period");
     }
 

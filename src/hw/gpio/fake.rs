@@ -4,7 +4,7 @@
 //!
 //! Inputs are polled every few milliseconds; a change of level goes through
 //! the same [`Debouncer`] semantics as the kernel's debounce and becomes an
-//! edge if the line's `edge` admits it. Outputs write the file (atomically,
+//! edge (in both directions: the sensor filters by its `edge`). Outputs write the file (atomically,
 //! by rename), so a test reads exactly what a relay would see. `active_low`
 //! inverts between the file (physical) and ledge (logical), as the kernel
 //! does for a real line. As the kernel does, a line can be requested only
@@ -18,8 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{
-    Debouncer, Edge, EdgeKind, GpioChip, GpioError, InputConfig, InputLine, OutputConfig,
-    OutputLine,
+    Debouncer, Edge, GpioChip, GpioError, InputConfig, InputLine, OutputConfig, OutputLine,
 };
 
 /// How often a fake input's file is read.
@@ -83,7 +82,6 @@ impl GpioChip for FakeChip {
             _hold: Hold::take(path.clone())?,
             path,
             active_low: config.active_low,
-            edge: config.edge,
             debouncer: Debouncer::new(initial, config.debounce),
         }))
     }
@@ -133,7 +131,6 @@ struct FakeInput {
     _hold: Hold,
     path: PathBuf,
     active_low: bool,
-    edge: EdgeKind,
     debouncer: Debouncer,
 }
 
@@ -148,9 +145,7 @@ impl InputLine for FakeInput {
             let now = Instant::now();
             if let Some(level) = read_level(&self.path)? {
                 if let Some(value) = self.debouncer.observe(level != self.active_low, now) {
-                    if self.edge.admits(value) {
-                        return Ok(Some(Edge { value }));
-                    }
+                    return Ok(Some(Edge { value }));
                 }
             }
             if now >= deadline {
@@ -194,6 +189,7 @@ impl OutputLine for FakeOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hw::gpio::EdgeKind;
 
     #[test]
     fn outputs_write_the_physical_level_and_read_back_the_logical_one() {
@@ -216,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn an_input_sees_a_change_as_an_edge_of_its_kind() {
+    fn an_input_reports_every_debounced_change_in_both_directions() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("c")).unwrap();
         let file = dir.path().join("c/4");
@@ -232,9 +228,10 @@ mod tests {
         std::fs::write(&file, "1").unwrap();
         assert_eq!(
             input.next_edge(Duration::from_millis(30)).unwrap(),
-            None,
-            "rising is not falling"
+            Some(Edge { value: true }),
+            "the sensor, not the line, filters by edge kind"
         );
+        assert_eq!(input.next_edge(Duration::from_millis(30)).unwrap(), None);
         std::fs::write(&file, "0").unwrap();
         assert_eq!(
             input.next_edge(Duration::from_millis(30)).unwrap(),

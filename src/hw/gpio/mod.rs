@@ -125,7 +125,9 @@ pub trait GpioChip: Send + Sync {
 pub trait InputLine: Send {
     /// The current logical value.
     fn value(&mut self) -> Result<bool, GpioError>;
-    /// Waits up to `timeout` for the next (debounced) edge.
+    /// Waits up to `timeout` for the next (debounced) edge, in either
+    /// direction: drivers report both, and the sensor keeps those its
+    /// `edge` admits (its view of the level stays right for `gpio_read`).
     fn next_edge(&mut self, timeout: Duration) -> Result<Option<Edge>, GpioError>;
 }
 

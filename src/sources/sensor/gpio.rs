@@ -17,7 +17,7 @@ use super::{deliver, error_json, ErrorLog, SensorError};
 use crate::config::{GpioInputSpec, SensorSpec};
 use crate::dispatch::Dispatcher;
 use crate::event::unix_ms;
-use crate::hw::gpio::{open_chip, Backend, Edge, GpioLines, InputLine};
+use crate::hw::gpio::{open_chip, Backend, Edge, EdgeKind, GpioLines, InputLine};
 use crate::sinks::PublishSink;
 
 /// How often the waiting thread checks for a stop.
@@ -102,7 +102,7 @@ fn watch_line(
             }
         };
         log::info!(target: "ledge::sensor", "sensor {name}: watching {} for {} edges", input.address, input.config.edge.as_str());
-        match wait_for_edges(line.as_mut(), cell, stop, reports) {
+        match wait_for_edges(line.as_mut(), input.config.edge, cell, stop, reports) {
             Ok(()) => return,
             Err(e) => {
                 if reports.blocking_send(Report::Failed(e)).is_err() {
@@ -117,6 +117,7 @@ fn watch_line(
 
 fn wait_for_edges(
     line: &mut dyn InputLine,
+    edge_kind: EdgeKind,
     cell: &AtomicU8,
     stop: &watch::Receiver<bool>,
     reports: &mpsc::Sender<Report>,
@@ -130,7 +131,12 @@ fn wait_for_edges(
         let Some(edge) = line.next_edge(WAKE).map_err(unavailable)? else {
             continue;
         };
+        // The level is tracked in both directions; only the edges the
+        // sensor asked for become events.
         cell.store(u8::from(edge.value), Ordering::Release);
+        if !edge_kind.admits(edge.value) {
+            continue;
+        }
         if reports
             .blocking_send(Report::Edge(edge, unix_ms()))
             .is_err()
