@@ -10,7 +10,9 @@
 //!  schedule             worker threads      fuel, timeout
 //! ```
 //!
-//! Beside the pipeline: `config` (TOML → validated plan), `broker` (the
+//! Beside the pipeline: `config` (TOML → validated plan), `board` (board
+//! profiles), `hw` (GPIO lines: inputs feed `sources::sensor`, outputs are
+//! driven by functions), `broker` (the
 //! embedded MQTT broker), `mqtt` (the client link to the local broker),
 //! `node` (starts, reloads and stops everything for `ledge run`), `service`
 //! (systemd readiness and watchdog), `cli`.
@@ -23,7 +25,10 @@
 //! | queues are bounded; overflow is counted and logged, never silent | `dispatch::queue` |
 //! | a bad module disables only its own function | `node` |
 //! | every config error names file:line:col | `config` |
+//! | a function drives only the GPIO lines its `allow_gpio` names | `runtime::abi` |
+//! | actuators are in their safe state at start, at stop and after their writer crashes | `hw::gpio::lines`, `node` |
 
+pub mod board;
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -32,6 +37,7 @@ pub mod deploy;
 pub mod dispatch;
 pub mod event;
 pub mod hex;
+pub mod hw;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;

@@ -3,7 +3,8 @@
 //!
 //! Start order: data dir → embedded broker → modules (a bad one disables
 //! only its function) → dispatcher and workers → MQTT link → sensors and
-//! schedules. Stop order is the reverse of the data flow: sources stop, the
+//! schedules. GPIO outputs are set to their safe state before any module
+//! loads, and back to it once the workers have drained. Stop order is the reverse of the data flow: sources stop, the
 //! dispatcher closes and workers drain their queues (bounded by
 //! `DRAIN_DEADLINE`), publishes still queued are pumped to the broker, and
 //! the MQTT link disconnects cleanly.
@@ -16,10 +17,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{BrokerMode, Plan, TriggerSource};
+use crate::config::{BrokerMode, Plan, SensorKind, TriggerSource};
 use crate::deploy::store::Store;
 use crate::deploy::watch::{Verdict, Watch};
 use crate::dispatch::{Dispatcher, Routing};
+use crate::hw::gpio::GpioLines;
 use crate::mqtt::LinkState;
 use crate::runtime::{LoadedFunction, Runtime};
 use crate::sinks::local::{self, LocalPublisher};
@@ -253,7 +255,10 @@ impl Node {
         let (client, eventloop) = crate::mqtt::connect(&plan.broker, persistent);
         let (publisher, outgoing) = LocalPublisher::new(Arc::clone(&link_state));
         let publisher: Arc<dyn PublishSink> = Arc::new(publisher);
+        // Outputs go to their safe state before any function can run.
+        let gpio = Arc::new(GpioLines::open(&plan.gpio.backend, &plan.gpio.outputs));
         let sinks = Sinks {
+            gpio: Some(Arc::clone(&gpio)),
             publish: Arc::clone(&publisher),
             forward: spool_sink.clone().map(|s| s as Arc<dyn ForwardSink>),
             logs: spool_sink.clone().map(|s| s as Arc<dyn LogSink>),
@@ -494,7 +499,8 @@ impl Node {
         // A version that cannot load makes its alias roll back (once per
         // alias), then the store is read again.
         let (plan, functions) = loop {
-            let mut plan = crate::config::parse(&path, &text).map_err(ReloadError::Config)?;
+            let mut plan = crate::config::parse_with(&path, &text, self.plan.board_flag.as_deref())
+                .map_err(ReloadError::Config)?;
             apply_store(&mut plan, &self.store)?;
             // Unlike at start, a module that fails to load refuses the whole
             // reload: the version that works keeps serving.
@@ -534,7 +540,8 @@ impl Node {
         while old_sources.join_next().await.is_some() {}
         self.routing.replace(Arc::clone(&self.pipeline.dispatcher));
         old.dispatcher.close();
-        self.pipeline.start_sources(&plan, &self.publisher);
+        self.pipeline
+            .start_sources(&plan, &self.publisher, &self.sinks);
         let _ = self
             .filters
             .send(subscriptions(&self.pipeline.dispatcher, &plan));
@@ -721,6 +728,10 @@ impl Node {
         let dispatcher = Arc::clone(&self.pipeline.dispatcher);
         dispatcher.close();
         drain_workers(&dispatcher, std::mem::take(&mut self.pipeline.workers)).await;
+        // No function runs any more: actuators go back to their safe state.
+        if let Some(gpio) = &self.sinks.gpio {
+            gpio.restore_all();
+        }
         let _ = tokio::time::timeout(DISCONNECT_DEADLINE, async {
             while self.pipeline.feeders.join_next().await.is_some() {}
         })
@@ -776,17 +787,18 @@ impl Pipeline {
             feeders: JoinSet::new(),
         };
         if previous.is_none() {
-            pipeline.start_sources(plan, publisher);
+            pipeline.start_sources(plan, publisher, sinks);
             pipeline.start_feeders(durable, plan);
         }
         Ok(pipeline)
     }
 
-    fn start_sources(&mut self, plan: &Plan, publisher: &Arc<dyn PublishSink>) {
+    fn start_sources(&mut self, plan: &Plan, publisher: &Arc<dyn PublishSink>, sinks: &Sinks) {
         start_sources(
             plan,
             &self.dispatcher,
             publisher,
+            sinks.gpio.as_ref(),
             &self.stop_sources.subscribe(),
             &mut self.sources,
         );
@@ -1002,10 +1014,23 @@ fn start_sources(
     plan: &Plan,
     dispatcher: &Arc<Dispatcher>,
     publisher: &Arc<dyn PublishSink>,
+    gpio: Option<&Arc<GpioLines>>,
     stopped: &watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) {
     for spec in &plan.sensors {
+        if let (SensorKind::Gpio(input), Some(gpio)) = (&spec.kind, gpio) {
+            tasks.spawn(sensor::gpio::run(
+                spec.clone(),
+                input.clone(),
+                plan.gpio.backend.clone(),
+                Arc::clone(gpio),
+                Arc::clone(dispatcher),
+                Arc::clone(publisher),
+                stopped.clone(),
+            ));
+            continue;
+        }
         match sensor::open(spec) {
             Ok(device) => {
                 tasks.spawn(sensor::run(

@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use super::{load_config, CliError};
+use super::{load_config_on, CliError};
 use crate::config::units::{format_duration, format_size};
 use crate::config::{Plan, SensorKind};
 use crate::runtime::{LoadedFunction, Runtime};
 
-pub fn check(config: &Path) -> Result<(), CliError> {
-    let plan = load_config(config)?;
+pub fn check(config: &Path, board: Option<&str>) -> Result<(), CliError> {
+    let plan = load_config_on(config, board)?;
     let runtime = Runtime::new(plan.broker.max_payload)
         .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot start the wasm runtime: {e}")))?;
     let mut problems = Vec::new();
@@ -37,6 +37,12 @@ fn print_plan(plan: &Plan, loaded: &[Option<LoadedFunction>]) {
         plan.device.id,
         plan.device.data_dir.display()
     );
+    if let Some(board) = &plan.board {
+        println!(
+            "board     {} ({}, {}), max_concurrency {}",
+            board.name, board.description, board.target, board.defaults.max_concurrency
+        );
+    }
     println!(
         "broker    {} (client id {}, max_payload {})",
         plan.broker.mode,
@@ -65,6 +71,9 @@ fn print_plan(plan: &Plan, loaded: &[Option<LoadedFunction>]) {
             spec.env.len(),
             publish.join(", ")
         );
+        if !spec.allow_gpio.is_empty() {
+            println!("  {:<20} gpio [{}]", "", spec.allow_gpio.join(", "));
+        }
     }
     println!("\nroutes");
     for route in &plan.routes {
@@ -96,6 +105,27 @@ fn print_plan(plan: &Plan, loaded: &[Option<LoadedFunction>]) {
             plan.spool.on_full.as_str()
         );
     }
+    if !plan.gpio.outputs.is_empty() {
+        println!("\ngpio outputs");
+    }
+    for output in &plan.gpio.outputs {
+        println!(
+            "  {:<20} {}, safe state {}{}{}",
+            output.name,
+            output.address,
+            u8::from(output.default),
+            if output.active_low {
+                ", active-low"
+            } else {
+                ""
+            },
+            if output.restore_on_crash {
+                ", restored on crash"
+            } else {
+                ""
+            }
+        );
+    }
     if !plan.sensors.is_empty() {
         println!("\nsensors");
     }
@@ -122,6 +152,21 @@ fn print_plan(plan: &Plan, loaded: &[Option<LoadedFunction>]) {
             } => format!(
                 "simulated {waveform:?} {min}..{max} every {}s ±{noise}",
                 period.as_secs_f64()
+            ),
+            SensorKind::Gpio(input) => format!(
+                "gpio {} edge {}{}{}",
+                input.address,
+                input.config.edge.as_str(),
+                if input.config.debounce.is_zero() {
+                    String::new()
+                } else {
+                    format!(" debounce {}", format_duration(input.config.debounce))
+                },
+                if input.config.active_low {
+                    " active-low"
+                } else {
+                    ""
+                }
             ),
         };
         let publish = sensor

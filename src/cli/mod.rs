@@ -4,6 +4,7 @@
 //! failed (a function returned an error, ledge stopped on a runtime fault);
 //! 2 the input was wrong (bad config, unknown function, bad arguments).
 
+mod boards;
 mod check;
 mod deploy;
 mod invoke;
@@ -35,6 +36,9 @@ pub enum Command {
             default_value = "/etc/ledge/ledge.toml"
         )]
         config: PathBuf,
+        /// Apply a board profile (see `ledge boards`); wins over [device] board.
+        #[arg(long)]
+        board: Option<String>,
     },
     /// Validate a config and print the resolved functions and routing table.
     Check {
@@ -45,6 +49,14 @@ pub enum Command {
             default_value = "/etc/ledge/ledge.toml"
         )]
         config: PathBuf,
+        /// Apply a board profile (see `ledge boards`); wins over [device] board.
+        #[arg(long)]
+        board: Option<String>,
+    },
+    /// List the board profiles built in, or show one (pins, paths, defaults).
+    Boards {
+        /// A board to show in full.
+        name: Option<String>,
     },
     /// Run one function once, locally, with no broker; print its response,
     /// log lines, publishes and duration.
@@ -302,8 +314,9 @@ impl std::fmt::Display for CliError {
 /// Runs a parsed command line.
 pub fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Run { config } => run::run(&config),
-        Command::Check { config } => check::check(&config),
+        Command::Run { config, board } => run::run(&config, board.as_deref()),
+        Command::Check { config, board } => check::check(&config, board.as_deref()),
+        Command::Boards { name } => boards::boards(name.as_deref()),
         Command::Invoke {
             function,
             config,
@@ -415,5 +428,14 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
 
 /// Loads a config, mapping errors to a usage failure that lists them all.
 fn load_config(path: &std::path::Path) -> Result<crate::config::Plan, CliError> {
-    crate::config::load(path).map_err(|errors| CliError::Usage(anyhow::anyhow!("{errors}")))
+    load_config_on(path, None)
+}
+
+/// Loads a config with a `--board` profile.
+fn load_config_on(
+    path: &std::path::Path,
+    board: Option<&str>,
+) -> Result<crate::config::Plan, CliError> {
+    crate::config::load_with(path, board)
+        .map_err(|errors| CliError::Usage(anyhow::anyhow!("{errors}")))
 }

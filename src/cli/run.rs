@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use super::{load_config, CliError};
+use super::{load_config_on, CliError};
 
-pub fn run(config: &Path) -> Result<(), CliError> {
-    let plan = load_config(config)?;
+pub fn run(config: &Path, board: Option<&str>) -> Result<(), CliError> {
+    let plan = load_config_on(config, board)?;
     crate::logging::init(plan.log_level.as_deref());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

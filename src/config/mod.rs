@@ -9,6 +9,7 @@
 //!
 //! Key-by-key documentation lives in docs/config.md.
 
+pub mod gpio;
 pub mod plan;
 pub mod raw;
 pub mod units;
@@ -17,6 +18,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub use gpio::{GpioInputSpec, GpioOutputSpec, GpioPlan, LineAddress};
 pub use plan::{
     BatchSpec, BrokerMode, BrokerPlan, DeployPlan, DevicePlan, FailurePolicy, ForwardRule,
     FunctionId, FunctionSpec, OnFailure, Plan, Qualifier, Report, Route, Secret, SensorKind,
@@ -116,6 +118,12 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
 
 /// Reads, parses and resolves a config file.
 pub fn load(path: &Path) -> Result<Plan, ConfigErrors> {
+    load_with(path, None)
+}
+
+/// Like [`load`], with a board profile from the command line (`--board`),
+/// which wins over `[device] board`.
+pub fn load_with(path: &Path, board: Option<&str>) -> Result<Plan, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             location: None,
@@ -123,7 +131,7 @@ pub fn load(path: &Path) -> Result<Plan, ConfigErrors> {
             message: format!("cannot read config: {e}"),
         }])
     })?;
-    parse(path, &text)
+    parse_with(path, &text, board)
 }
 
 /// Top-level tables a running ledge takes on reload (SIGHUP). A change
@@ -147,6 +155,11 @@ pub fn changes_needing_restart(old: &str, new: &str) -> Vec<String> {
 /// Parses and resolves config text; `path` names the file in errors and is
 /// the base for relative paths inside it.
 pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigErrors> {
+    parse_with(path, text, None)
+}
+
+/// Like [`parse`], with a `--board` flag.
+pub fn parse_with(path: &Path, text: &str, board: Option<&str>) -> Result<Plan, ConfigErrors> {
     let map = SourceMap::new(path, text);
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
         let message = e.message().trim_end().to_owned();
@@ -160,7 +173,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigErrors> {
         };
         ConfigErrors(vec![error])
     })?;
-    plan::resolve(&map, raw)
+    plan::resolve(&map, raw, board)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::gpio::{GpioInputSpec, GpioPlan};
 use super::raw::{
     RawBroker, RawConfig, RawDeploy, RawDevice, RawForward, RawFunction, RawSensor, RawSpool,
     RawTrigger, RawUpstream,
@@ -74,6 +75,12 @@ pub struct Plan {
     /// function store by `deploy::effective`.
     pub aliases: BTreeMap<String, Target>,
     pub deploy: DeployPlan,
+    /// The board profile in force (`--board` or `[device] board`).
+    pub board: Option<crate::board::Board>,
+    /// `--board`, if given: a reload resolves the new file with it too.
+    pub board_flag: Option<String>,
+    /// GPIO outputs and which driver serves the lines.
+    pub gpio: GpioPlan,
 }
 
 /// Which version of a function a trigger or invoke names: `f`,
@@ -282,6 +289,8 @@ pub struct FunctionSpec {
     pub allow_publish: Vec<TopicFilter>,
     /// Topics the function may `forward` upstream through the spool.
     pub allow_forward: Vec<TopicFilter>,
+    /// GPIO lines (by name) the function may write or read.
+    pub allow_gpio: Vec<String>,
     /// How failed asynchronous events are retried and where they end up.
     pub failure: FailurePolicy,
     /// The alias a bare name routes to; `None`: `$LATEST`.
@@ -479,19 +488,31 @@ pub enum SensorKind {
         period: Duration,
         noise: f64,
     },
+    /// A GPIO input: one event per (debounced) edge, not sampled.
+    Gpio(GpioInputSpec),
 }
 
 /// Builds a [`Plan`] from the raw config, or every error found on the way.
-pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors> {
+/// `board_flag` is `--board`, which wins over `[device] board`.
+pub fn resolve(
+    map: &SourceMap<'_>,
+    raw: RawConfig,
+    board_flag: Option<&str>,
+) -> Result<Plan, ConfigErrors> {
     let mut resolver = Resolver {
         map,
         base: map_base(map),
         errors: Vec::new(),
+        board: None,
     };
+    resolver.board = resolver.board(&raw.device, board_flag);
+    let gpio_backend = resolver.gpio_backend(&raw.device);
     let device = resolver.device(RawDevice {
         id: raw.device.id.clone(),
         data_dir: raw.device.data_dir.clone(),
         max_concurrency: None,
+        board: None,
+        gpio_fake: None,
     });
     let broker = resolver.broker(raw.broker, &device.id);
     let spool = resolver.spool(&raw.spool);
@@ -511,9 +532,21 @@ pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors
             None
         }
     });
+    let gpio_grants: Vec<Vec<Spanned<String>>> = raw
+        .functions
+        .iter()
+        .map(|f| f.get_ref().allow_gpio.clone())
+        .collect();
+    let sensor_spans: HashMap<String, Range<usize>> = raw
+        .sensors
+        .iter()
+        .map(|s| (s.get_ref().name.get_ref().clone(), s.get_ref().name.span()))
+        .collect();
     let functions = resolver.functions(raw.functions);
     resolver.check_concurrency(&raw.device.max_concurrency, &functions);
     let sensors = resolver.sensors(raw.sensors);
+    let gpio_outputs = resolver.gpio_outputs(raw.gpio_outputs);
+    resolver.check_gpio(&gpio_grants, &gpio_outputs, &sensors, &sensor_spans);
     let routes = resolver.routes(raw.triggers, &functions, &sensors);
     let deploy = resolver.deploy(&raw.deploy);
     if !resolver.errors.is_empty() {
@@ -540,6 +573,12 @@ pub fn resolve(map: &SourceMap<'_>, raw: RawConfig) -> Result<Plan, ConfigErrors
         metrics_listen,
         aliases: BTreeMap::new(),
         deploy,
+        board: resolver.board,
+        board_flag: board_flag.map(str::to_owned),
+        gpio: GpioPlan {
+            backend: gpio_backend,
+            outputs: gpio_outputs,
+        },
     })
 }
 
@@ -554,19 +593,41 @@ fn map_file(map: &SourceMap<'_>) -> PathBuf {
     map.locate(0..0).file
 }
 
-struct Resolver<'a> {
+pub(super) struct Resolver<'a> {
     map: &'a SourceMap<'a>,
     /// Folder of the config file; relative paths in it start here.
     base: PathBuf,
     errors: Vec<ConfigError>,
+    /// The board profile, whose defaults apply where the file says nothing.
+    board: Option<crate::board::Board>,
 }
 
 impl Resolver<'_> {
-    fn fail(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(super) fn fail(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.errors.push(self.map.error(span, message));
     }
 
-    fn path(&self, text: &str) -> PathBuf {
+    /// A problem that has no place in the file (a command-line flag).
+    pub(super) fn fail_unlocated(&mut self, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            location: None,
+            file: map_file(self.map),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn board_profile(&self) -> Option<&crate::board::Board> {
+        self.board.as_ref()
+    }
+
+    /// A board default parsed as a size (profiles are checked by tests).
+    fn board_size(&self, pick: impl Fn(&crate::board::BoardDefaults) -> &str) -> Option<u64> {
+        self.board
+            .as_ref()
+            .and_then(|b| parse_size(pick(&b.defaults)).ok())
+    }
+
+    pub(super) fn path(&self, text: &str) -> PathBuf {
         let path = Path::new(text);
         if path.is_absolute() {
             normalize(path)
@@ -619,15 +680,19 @@ impl Resolver<'_> {
     /// threads, so no function can starve another. The device's limit
     /// bounds their sum, so a config cannot overcommit a small board.
     fn check_concurrency(&mut self, limit: &Option<Spanned<i64>>, functions: &[FunctionSpec]) {
-        let default = default_max_concurrency();
+        let default = self
+            .board
+            .as_ref()
+            .map_or_else(default_max_concurrency, |b| b.defaults.max_concurrency);
         let allowed = self.positive(limit, default, 4096);
         let total: usize = functions.iter().map(|f| f.max_concurrency).sum();
         if total <= allowed {
             return;
         }
-        let why = match limit {
-            Some(_) => "[device] max_concurrency".to_owned(),
-            None => format!(
+        let why = match (limit, &self.board) {
+            (Some(_), _) => "[device] max_concurrency".to_owned(),
+            (None, Some(board)) => format!("the default of board {}", board.name),
+            (None, None) => format!(
                 "the default [device] max_concurrency: 8 per CPU core, {} cores here",
                 default / 8
             ),
@@ -666,7 +731,10 @@ impl Resolver<'_> {
         };
         let data_dir = match raw.data_dir {
             Some(dir) => self.path(dir.get_ref()),
-            None => PathBuf::from("/var/lib/ledge"),
+            None => self.board.as_ref().map_or_else(
+                || PathBuf::from("/var/lib/ledge"),
+                |b| b.defaults.data_dir.clone(),
+            ),
         };
         DevicePlan { id, data_dir }
     }
@@ -820,7 +888,10 @@ impl Resolver<'_> {
     }
 
     fn function(&mut self, name: String, f: RawFunction) -> FunctionSpec {
-        let memory_limit = self.size(&f.memory, DEFAULT_MEMORY);
+        let default_memory = self
+            .board_size(|d| &d.function_memory)
+            .unwrap_or(DEFAULT_MEMORY);
+        let memory_limit = self.size(&f.memory, default_memory);
         if let Some(m) = &f.memory {
             if !(64 << 10..=4 << 30).contains(&memory_limit) {
                 self.fail(m.span(), "memory must be between 64KiB and 4GiB");
@@ -872,6 +943,7 @@ impl Resolver<'_> {
                     }
                 }
             }),
+            allow_gpio: f.allow_gpio.iter().map(|g| g.get_ref().clone()).collect(),
             name,
         }
     }
@@ -1009,13 +1081,21 @@ impl Resolver<'_> {
                 defaults.on_full
             }),
         };
-        let segment_size = self.size(&raw.segment_size, defaults.segment_size);
+        // A board's smaller spool gets smaller segments, so 4 of them fit.
+        let board_max = self.board_size(|d| &d.spool_max_bytes);
+        let default_segment = match board_max {
+            Some(max) if raw.max_bytes.is_none() => {
+                (max / 8).clamp(64 << 10, defaults.segment_size)
+            }
+            _ => defaults.segment_size,
+        };
+        let segment_size = self.size(&raw.segment_size, default_segment);
         if let Some(v) = &raw.segment_size {
             if !(64 << 10..=1 << 30).contains(&segment_size) {
                 self.fail(v.span(), "segment_size must be between 64KiB and 1GiB");
             }
         }
-        let max_bytes = self.size(&raw.max_bytes, defaults.max_bytes);
+        let max_bytes = self.size(&raw.max_bytes, board_max.unwrap_or(defaults.max_bytes));
         if max_bytes < segment_size.saturating_mul(4) {
             let span = raw
                 .max_bytes
@@ -1158,6 +1238,7 @@ impl Resolver<'_> {
             if seen.insert(name.clone(), ()).is_some() {
                 self.fail(s.name.span(), format!("duplicate sensor name `{name}`"));
             }
+            self.check_sensor_keys(&s);
             if let Some(kind) = self.sensor_kind(&s) {
                 let publish_topic = self.sensor_topic(&s, &name);
                 let report = self.report(&s);
@@ -1239,11 +1320,12 @@ impl Resolver<'_> {
                         );
                     }
                 }
-                let path = self
-                    .sysfs_root(s)
-                    .join("bus/w1/devices")
-                    .join(device)
-                    .join("w1_slave");
+                // A board's 1-wire folder, unless sysfs_root moves /sys.
+                let devices = match (&s.sysfs_root, &self.board) {
+                    (None, Some(board)) => board.paths.w1.clone(),
+                    _ => self.sysfs_root(s).join("bus/w1/devices"),
+                };
+                let path = devices.join(device).join("w1_slave");
                 Some(SensorKind::OneWire { path })
             }
             "iio" => {
@@ -1254,9 +1336,13 @@ impl Resolver<'_> {
             }
             "thermal" => {
                 let zone = s.zone.as_ref().map_or(0, |z| *z.get_ref());
-                let path = self
-                    .sysfs_root(s)
-                    .join(format!("class/thermal/thermal_zone{zone}/temp"));
+                // The board's SoC zone, unless a zone or sysfs_root is given.
+                let path = match (&s.zone, &s.sysfs_root, &self.board) {
+                    (None, None, Some(board)) => board.paths.thermal.clone(),
+                    _ => self
+                        .sysfs_root(s)
+                        .join(format!("class/thermal/thermal_zone{zone}/temp")),
+                };
                 Some(SensorKind::Sysfs {
                     path,
                     scale: 0.001,
@@ -1316,10 +1402,11 @@ impl Resolver<'_> {
                     offset: s.offset.unwrap_or(0.0),
                 })
             }
+            "gpio" => self.gpio_input(s),
             other => {
                 self.fail(
                     s.kind.span(),
-                    format!("unknown sensor kind `{other}` (known: replay, sysfs, w1, iio, thermal, simulated)"),
+                    format!("unknown sensor kind `{other}` (known: replay, sysfs, w1, iio, thermal, simulated, gpio)"),
                 );
                 None
             }
@@ -1550,7 +1637,7 @@ fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Letters, digits, `-`, `_` and any of `extra`; 1 to 64 characters.
-fn is_identifier(text: &str, extra: &str) -> bool {
+pub(super) fn is_identifier(text: &str, extra: &str) -> bool {
     (1..=64).contains(&text.len())
         && text
             .chars()
@@ -1797,7 +1884,9 @@ mod tests {
     fn sensors_need_their_kind_specific_keys() {
         let err = plan("[[sensor]]\nname = \"s\"\nkind = \"sysfs\"\n").unwrap_err();
         assert!(err.contains("needs `path`"), "{err}");
+        let err = plan("[[sensor]]\nname = \"s\"\nkind = \"spi\"\n").unwrap_err();
+        assert!(err.contains("unknown sensor kind `spi`"), "{err}");
         let err = plan("[[sensor]]\nname = \"s\"\nkind = \"gpio\"\n").unwrap_err();
-        assert!(err.contains("unknown sensor kind `gpio`"), "{err}");
+        assert!(err.contains("needs `pin`"), "{err}");
     }
 }

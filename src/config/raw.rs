@@ -38,6 +38,9 @@ pub struct RawConfig {
     pub triggers: Vec<Spanned<RawTrigger>>,
     #[serde(default, rename = "sensor")]
     pub sensors: Vec<Spanned<RawSensor>>,
+    /// Named GPIO outputs (actuators) functions may switch.
+    #[serde(default, rename = "gpio_output")]
+    pub gpio_outputs: Vec<Spanned<RawGpioOutput>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +50,11 @@ pub struct RawDevice {
     pub data_dir: Option<Spanned<String>>,
     /// Upper bound on the sum of the functions' `max_concurrency`.
     pub max_concurrency: Option<Spanned<i64>>,
+    /// A board profile (boards/*.toml): pin names and defaults.
+    pub board: Option<Spanned<String>>,
+    /// Serve GPIO from files under this folder instead of /dev/gpiochip*
+    /// (tests and development only).
+    pub gpio_fake: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,6 +155,10 @@ pub struct RawFunction {
     pub allow_publish: Vec<Spanned<String>>,
     #[serde(default)]
     pub allow_forward: Vec<Spanned<String>>,
+    /// GPIO lines (outputs and gpio sensors, by name) the function may
+    /// write or read.
+    #[serde(default)]
+    pub allow_gpio: Vec<Spanned<String>>,
     /// KEY=VALUE lines whose values are secrets: readable by the function,
     /// never printed, and redacted from its log lines and errors.
     pub env_file: Option<Spanned<String>>,
@@ -227,4 +239,29 @@ pub struct RawSensor {
     pub deadband: Option<f64>,
     pub threshold: Option<f64>,
     pub hysteresis: Option<f64>,
+    /// `kind = "gpio"`: the line, by board pin name or by chip and offset.
+    pub pin: Option<Spanned<String>>,
+    pub chip: Option<Spanned<String>>,
+    pub line: Option<Spanned<i64>>,
+    /// `kind = "gpio"`: rising, falling or both.
+    pub edge: Option<Spanned<String>>,
+    /// `kind = "gpio"`: how long a new level must hold to count.
+    pub debounce: Option<Spanned<String>>,
+    /// `kind = "gpio"`: pull-up, pull-down or disabled.
+    pub bias: Option<Spanned<String>>,
+    pub active_low: Option<bool>,
+}
+
+/// `[[gpio_output]]`: a named output line and its safe state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGpioOutput {
+    pub name: Spanned<String>,
+    pub pin: Option<Spanned<String>>,
+    pub chip: Option<Spanned<String>>,
+    pub line: Option<Spanned<i64>>,
+    /// The safe state: set at start, at stop, and after a crash.
+    pub default: Option<Spanned<i64>>,
+    pub active_low: Option<bool>,
+    pub restore_on_crash: Option<bool>,
 }

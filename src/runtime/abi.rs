@@ -14,6 +14,7 @@ use wasmi::{Caller, Linker, Memory, StoreLimits};
 
 use crate::config::FunctionSpec;
 use crate::event::{unix_ms, Event};
+use crate::hw::gpio::LineError;
 use crate::sinks::{ForwardRefused, OutgoingMessage, PublishRefused, Qos, Sinks};
 use crate::topic::{any_matches, validate_topic_name};
 
@@ -49,6 +50,9 @@ pub const MAX_LOG_LINE: usize = 8 << 10;
 pub const MAX_LOG_LINES: u32 = 256;
 /// Publishes accepted per invocation.
 pub const MAX_PUBLISHES: u32 = 1000;
+/// GPIO writes accepted per invocation: a relay is not a PWM channel, and a
+/// function toggling a line in a loop is a bug.
+pub const MAX_GPIO_WRITES: u32 = 1000;
 
 /// One line a function logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +90,7 @@ pub struct CallState {
     pub log_lines: u32,
     pub logs_dropped: u32,
     pub publishes: u32,
+    pub gpio_writes: u32,
     pub logs: Vec<LogLine>,
     /// Highest spool seq this invocation forwarded; the invocation is not
     /// done until it is durable.
@@ -241,6 +246,81 @@ impl HostState {
                 &format!("forward to `{topic}` refused: {e}"),
             ),
         }
+    }
+
+    /// `gpio_write`: sets a named output the function is allowed to drive.
+    fn gpio_write(&mut self, name: &[u8], value: i32) -> i32 {
+        let name = match self.gpio_name(name, "gpio_write") {
+            Ok(name) => name,
+            Err(code) => return code,
+        };
+        let value = match value {
+            0 => false,
+            1 => true,
+            other => {
+                return self.refuse(
+                    ERR_INVALID,
+                    &format!("gpio_write({name}, {other}): the value must be 0 or 1"),
+                )
+            }
+        };
+        self.call.gpio_writes += 1;
+        if self.call.gpio_writes > MAX_GPIO_WRITES {
+            return self.refuse(ERR_LIMIT, "more than 1000 gpio_writes in one invocation");
+        }
+        let Some(gpio) = self.sinks.gpio.clone() else {
+            return self.refuse(
+                ERR_UNAVAILABLE,
+                &format!("gpio_write({name}): no GPIO here (ledge invoke runs without hardware)"),
+            );
+        };
+        match gpio.write(&self.spec.name, &name, value) {
+            Ok(()) => OK,
+            Err(e @ LineError::NotOutput(_)) => {
+                self.refuse(ERR_INVALID, &format!("gpio_write refused: {e}"))
+            }
+            Err(e @ LineError::Unknown(_)) => {
+                self.refuse(ERR_NOT_FOUND, &format!("gpio_write refused: {e}"))
+            }
+            Err(e) => self.refuse(ERR_UNAVAILABLE, &format!("gpio_write failed: {e}")),
+        }
+    }
+
+    /// `gpio_read`: the logical value (0 or 1) of a named line the function
+    /// is allowed to use, or an error code.
+    fn gpio_read(&mut self, name: &[u8]) -> i32 {
+        let name = match self.gpio_name(name, "gpio_read") {
+            Ok(name) => name,
+            Err(code) => return code,
+        };
+        let Some(gpio) = self.sinks.gpio.clone() else {
+            return self.refuse(
+                ERR_UNAVAILABLE,
+                &format!("gpio_read({name}): no GPIO here (ledge invoke runs without hardware)"),
+            );
+        };
+        match gpio.read(&name) {
+            Ok(value) => i32::from(value),
+            Err(e @ LineError::Unknown(_)) => {
+                self.refuse(ERR_NOT_FOUND, &format!("gpio_read refused: {e}"))
+            }
+            Err(e) => self.refuse(ERR_UNAVAILABLE, &format!("gpio_read failed: {e}")),
+        }
+    }
+
+    /// The line name, if it is text and in the function's `allow_gpio`.
+    fn gpio_name(&self, name: &[u8], call: &str) -> Result<String, i32> {
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Err(self.refuse(
+                ERR_INVALID,
+                &format!("{call}: line name is not valid UTF-8"),
+            ));
+        };
+        if !self.spec.allow_gpio.iter().any(|allowed| allowed == name) {
+            let reason = format!("{call}({name}) denied: not in allow_gpio");
+            return Err(self.refuse(ERR_DENIED, &reason));
+        }
+        Ok(name.to_owned())
     }
 
     /// Logs why a host call was refused and returns its code.
@@ -432,6 +512,30 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
         "context_int",
         |caller: Caller<'_, HostState>, field: i32| -> HostResult<i64> {
             Ok(caller.data().int_field(field))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "gpio_write",
+        |mut caller: Caller<'_, HostState>,
+         name_ptr: i32,
+         name_len: i32,
+         value: i32|
+         -> HostResult<i32> {
+            let memory = memory_of(&caller, "gpio_write")?;
+            let (data, state) = memory.data_and_store_mut(&mut caller);
+            let name = guest_slice(data, name_ptr, name_len, "gpio_write")?;
+            Ok(state.gpio_write(name, value))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "gpio_read",
+        |mut caller: Caller<'_, HostState>, name_ptr: i32, name_len: i32| -> HostResult<i32> {
+            let memory = memory_of(&caller, "gpio_read")?;
+            let (data, state) = memory.data_and_store_mut(&mut caller);
+            let name = guest_slice(data, name_ptr, name_len, "gpio_read")?;
+            Ok(state.gpio_read(name))
         },
     )?;
     linker.func_wrap(IMPORT_MODULE, "now_ms", || -> HostResult<i64> {

@@ -149,6 +149,13 @@ impl Instance {
             )),
             Err(e) => Err(e),
         };
+        // A crash (not an error the handler returned) may leave an actuator
+        // wherever the function had got to: put its lines back to safe.
+        if let (Err(e), Some(gpio)) = (&result, &host.sinks.gpio) {
+            if e.poisons_instance() {
+                gpio.function_crashed(&spec.name);
+            }
+        }
         state.event = None;
         Outcome {
             result,
@@ -180,6 +187,7 @@ impl Instance {
         call.log_lines = 0;
         call.logs_dropped = 0;
         call.publishes = 0;
+        call.gpio_writes = 0;
         call.forward_seq = None;
         call.logs.clear();
         self.fuel_left = state.spec.max_fuel;

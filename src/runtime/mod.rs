@@ -120,7 +120,7 @@ const REQUIRED_EXPORTS: [(&str, &[ValType], &[ValType]); 2] = [
 const INIT_EXPORT: (&str, &[ValType], &[ValType]) = ("ledge_init", &[], &[ValType::I32]);
 
 /// The `ledge_v1` imports a module may use.
-const KNOWN_IMPORTS: [&str; 8] = [
+const KNOWN_IMPORTS: [&str; 10] = [
     "log",
     "publish",
     "forward",
@@ -129,6 +129,8 @@ const KNOWN_IMPORTS: [&str; 8] = [
     "context_int",
     "now_ms",
     "respond",
+    "gpio_write",
+    "gpio_read",
 ];
 
 /// Checks exports and imports against docs/abi.md, with messages that say

@@ -106,6 +106,9 @@ pub struct Sinks {
     pub logs: Option<Arc<dyn LogSink>>,
     /// `None` without an `[upstream]`: dead letters are then only logged.
     pub dead_letters: Option<Arc<dyn DeadLetterSink>>,
+    /// The node's named GPIO lines; `None` where there are none to drive
+    /// (`ledge invoke`, tests).
+    pub gpio: Option<Arc<crate::hw::gpio::GpioLines>>,
 }
 
 impl<T: PublishSink + ForwardSink + 'static> From<Arc<T>> for Sinks {
@@ -115,6 +118,7 @@ impl<T: PublishSink + ForwardSink + 'static> From<Arc<T>> for Sinks {
             forward: Some(sink),
             logs: None,
             dead_letters: None,
+            gpio: None,
         }
     }
 }

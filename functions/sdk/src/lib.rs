@@ -33,6 +33,7 @@
 //! | [`Context`] | the invocation: request id, function name, budget, env |
 //! | [`publish()`] | messages to the local broker, and why they failed |
 //! | [`log`](mod@log) | log lines, plus the [`info!`] family of macros |
+//! | [`gpio`] | named GPIO lines: switch an actuator, read an input |
 //! | [`handler!`] | the ABI exports, the payload buffer, the response |
 //! | [`mock`] | (not on wasm32) a fake host for `cargo test` |
 //!
@@ -52,6 +53,7 @@
 
 mod context;
 mod event;
+pub mod gpio;
 mod handler;
 pub mod log;
 mod publish;

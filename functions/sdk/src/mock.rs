@@ -50,6 +50,8 @@ struct Host {
     forwarded: Vec<Published>,
     logs: Vec<(Level, String)>,
     response: Vec<u8>,
+    /// GPIO lines the function may use: name → (value, is an output).
+    gpio: BTreeMap<String, (bool, bool)>,
 }
 
 /// The host's default `max_payload` (256 KiB), so size errors can be tested.
@@ -74,6 +76,7 @@ impl Default for Host {
             forwarded: Vec::new(),
             logs: Vec::new(),
             response: Vec::new(),
+            gpio: BTreeMap::new(),
         }
     }
 }
@@ -114,6 +117,21 @@ pub fn set_publish_result(code: i32) {
 /// spool delivers at least once).
 pub fn forwarded() -> Vec<Published> {
     with(|host| host.forwarded.clone())
+}
+
+/// Declares output line `name`, in `allow_gpio`, holding `value`.
+pub fn set_gpio_output(name: &str, value: bool) {
+    with(|host| host.gpio.insert(name.into(), (value, true)));
+}
+
+/// Declares input line `name`, in `allow_gpio`, reading `value`.
+pub fn set_gpio_input(name: &str, value: bool) {
+    with(|host| host.gpio.insert(name.into(), (value, false)));
+}
+
+/// The value of a declared line (what the handler last wrote to an output).
+pub fn gpio(name: &str) -> Option<bool> {
+    with(|host| host.gpio.get(name).map(|(value, _)| *value))
 }
 
 /// Everything published so far, oldest first.
@@ -261,6 +279,30 @@ pub(crate) mod raw {
                 .and_then(|f| host.ints.get(f).copied())
         });
         value.unwrap_or(sys::ERR_NOT_FOUND.into())
+    }
+
+    pub(crate) unsafe fn gpio_write(name_ptr: *const u8, name_len: usize, value: i32) -> i32 {
+        let name = String::from_utf8_lossy(unsafe { bytes(name_ptr, name_len) }).into_owned();
+        if !(0..=1).contains(&value) {
+            return sys::ERR_INVALID;
+        }
+        with(|host| match host.gpio.get_mut(&name) {
+            // Not declared: as if it were not in allow_gpio.
+            None => sys::ERR_DENIED,
+            Some((_, false)) => sys::ERR_INVALID,
+            Some((line, true)) => {
+                *line = value == 1;
+                OK
+            }
+        })
+    }
+
+    pub(crate) unsafe fn gpio_read(name_ptr: *const u8, name_len: usize) -> i32 {
+        let name = String::from_utf8_lossy(unsafe { bytes(name_ptr, name_len) }).into_owned();
+        with(|host| match host.gpio.get(&name) {
+            None => sys::ERR_DENIED,
+            Some((value, _)) => i32::from(*value),
+        })
     }
 
     pub(crate) unsafe fn now_ms() -> i64 {

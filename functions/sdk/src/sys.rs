@@ -18,8 +18,7 @@ pub(crate) const ERR_INVALID: i32 = -2;
 pub(crate) const ERR_TOO_LARGE: i32 = -3;
 pub(crate) const ERR_UNAVAILABLE: i32 = -4;
 pub(crate) const ERR_LIMIT: i32 = -5;
-/// Only the mock returns it: `read_sized` takes any negative as "no value".
-#[cfg(not(target_arch = "wasm32"))]
+/// `read_sized` takes any negative as "no value"; `gpio` names this one.
 pub(crate) const ERR_NOT_FOUND: i32 = -6;
 
 /// String fields of `context` (docs/abi.md, "Context and event fields").
@@ -68,6 +67,8 @@ mod raw {
         pub(crate) fn context_int(field: i32) -> i64;
         pub(crate) fn now_ms() -> i64;
         pub(crate) fn respond(ptr: *const u8, len: usize) -> i32;
+        pub(crate) fn gpio_write(name_ptr: *const u8, name_len: usize, value: i32) -> i32;
+        pub(crate) fn gpio_read(name_ptr: *const u8, name_len: usize) -> i32;
     }
 }
 
@@ -104,6 +105,16 @@ pub(crate) fn publish(topic: &[u8], payload: &[u8], qos: i32) -> i32 {
 pub(crate) fn respond(bytes: &[u8]) -> i32 {
     // SAFETY: as for `log`; the host copies the bytes before returning.
     unsafe { raw::respond(bytes.as_ptr(), bytes.len()) }
+}
+
+pub(crate) fn gpio_write(name: &[u8], value: i32) -> i32 {
+    // SAFETY: `name` is a live slice for the whole call.
+    unsafe { raw::gpio_write(name.as_ptr(), name.len(), value) }
+}
+
+pub(crate) fn gpio_read(name: &[u8]) -> i32 {
+    // SAFETY: `name` is a live slice for the whole call.
+    unsafe { raw::gpio_read(name.as_ptr(), name.len()) }
 }
 
 pub(crate) fn now_ms() -> i64 {

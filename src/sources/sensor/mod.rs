@@ -5,8 +5,10 @@
 //! A kind of sensor is one implementation of [`Sensor`]. Sampling may block
 //! (a DS18B20 conversion takes 750 ms), so samples are taken on tokio's
 //! blocking pool, never on the reactor; one slow or failing sensor never
-//! delays another.
+//! delays another. GPIO inputs are the exception: they are not sampled but
+//! watched for edges (`gpio`).
 
+pub mod gpio;
 mod iio;
 mod onewire;
 mod replay;
@@ -72,6 +74,11 @@ pub fn open(spec: &SensorSpec) -> Result<Box<dyn Sensor>, SensorError> {
             period,
             noise,
         } => Box::new(SimulatedSensor::new(*waveform, *min, *max, *period, *noise)),
+        SensorKind::Gpio(_) => {
+            return Err(SensorError::Unavailable(
+                "a gpio sensor is event-driven: start it with sensor::gpio::run".to_owned(),
+            ))
+        }
     })
 }
 

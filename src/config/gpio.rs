@@ -1,0 +1,526 @@
+//! The GPIO and board part of the config: `[device] board` / `--board`,
+//! `[device] gpio_fake`, `kind = "gpio"` sensors, `[[gpio_output]]` and
+//! `allow_gpio`. Resolved here, beside `plan.rs`, with the same rules: every
+//! problem is collected with its file:line:col.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::plan::{Resolver, SensorKind, SensorSpec};
+use super::raw::{RawDevice, RawGpioOutput, RawSensor};
+use super::units::parse_duration;
+use crate::board::Board;
+use crate::hw::gpio::{Backend, Bias, EdgeKind, InputConfig};
+
+/// Where a line is: a chip (label, device name or path) and an offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineAddress {
+    pub chip: String,
+    pub line: u32,
+    /// The board pin name it was given by, if any.
+    pub pin: Option<String>,
+}
+
+impl fmt::Display for LineAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} line {}", self.chip, self.line)?;
+        if let Some(pin) = &self.pin {
+            write!(f, " ({pin})")?;
+        }
+        Ok(())
+    }
+}
+
+/// `[[gpio_output]]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpioOutputSpec {
+    pub name: String,
+    pub address: LineAddress,
+    /// The safe state (logical): at start, at stop, after a crash.
+    pub default: bool,
+    pub active_low: bool,
+    /// Restore the safe state when the function that wrote the line last
+    /// crashes (trap, timeout, memory or fuel limit).
+    pub restore_on_crash: bool,
+}
+
+/// GPIO for the whole node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpioPlan {
+    pub backend: Backend,
+    pub outputs: Vec<GpioOutputSpec>,
+}
+
+/// A `kind = "gpio"` sensor, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpioInputSpec {
+    pub address: LineAddress,
+    pub config: InputConfig,
+}
+
+impl Resolver<'_> {
+    /// The board profile: `--board` wins over `[device] board`.
+    pub(super) fn board(&mut self, raw: &RawDevice, flag: Option<&str>) -> Option<Board> {
+        let (name, span) = match (flag, &raw.board) {
+            (Some(flag), _) => (flag.to_owned(), None),
+            (None, Some(board)) => (board.get_ref().clone(), Some(board.span())),
+            (None, None) => return None,
+        };
+        let board = crate::board::find(&name);
+        if board.is_none() {
+            let message = format!(
+                "unknown board `{name}` (known: {})",
+                crate::board::names().join(", ")
+            );
+            match span {
+                Some(span) => self.fail(span, message),
+                None => self.fail_unlocated(format!("--board: {message}")),
+            }
+        }
+        board
+    }
+
+    pub(super) fn gpio_backend(&self, raw: &RawDevice) -> Backend {
+        match &raw.gpio_fake {
+            Some(dir) => Backend::Fake(self.path(dir.get_ref())),
+            None => Backend::Cdev,
+        }
+    }
+
+    /// A line given by `pin` (a board pin name) or by `chip` and `line`.
+    fn line_address(
+        &mut self,
+        anchor: Range<usize>,
+        pin: &Option<Spanned<String>>,
+        chip: &Option<Spanned<String>>,
+        line: &Option<Spanned<i64>>,
+    ) -> Option<LineAddress> {
+        let chip_or_line = chip
+            .as_ref()
+            .map(Spanned::span)
+            .or(line.as_ref().map(Spanned::span));
+        if let (Some(_), Some(span)) = (pin, chip_or_line) {
+            self.fail(span, "give either `pin` or `chip` and `line`, not both");
+            return None;
+        }
+        if let Some(pin) = pin {
+            return self.pin(pin);
+        }
+        let Some(line) = line else {
+            self.fail(anchor, "a GPIO line needs `pin` (a board pin name such as \"GPIO17\") or `line` (with `chip`)");
+            return None;
+        };
+        let Ok(offset) = u32::try_from(*line.get_ref()) else {
+            self.fail(line.span(), "line must be a line offset, 0 or more");
+            return None;
+        };
+        let chip = match chip {
+            Some(chip) if chip.get_ref().is_empty() => {
+                self.fail(chip.span(), "chip must not be empty");
+                return None;
+            }
+            Some(chip) => chip.get_ref().clone(),
+            None => self
+                .board_profile()
+                .map_or_else(|| "gpiochip0".to_owned(), |b| b.gpio_chip().to_owned()),
+        };
+        Some(LineAddress {
+            chip,
+            line: offset,
+            pin: None,
+        })
+    }
+
+    fn pin(&mut self, pin: &Spanned<String>) -> Option<LineAddress> {
+        let name = pin.get_ref();
+        let Some(board) = self.board_profile().cloned() else {
+            self.fail(
+                pin.span(),
+                format!("pin `{name}` needs a board profile to name lines: set [device] board (or --board), or give `chip` and `line`"),
+            );
+            return None;
+        };
+        match board.pin(name) {
+            Some(line) => Some(LineAddress {
+                chip: board.gpio_chip().to_owned(),
+                line,
+                pin: Some(name.to_ascii_uppercase()),
+            }),
+            None => {
+                self.fail(
+                    pin.span(),
+                    format!(
+                        "pin `{name}` does not exist on board {} ({})",
+                        board.name,
+                        pin_summary(&board)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// GPIO keys on a sensor of another kind, and sampling keys on a gpio
+    /// sensor, are errors rather than silently ignored.
+    pub(super) fn check_sensor_keys(&mut self, s: &RawSensor) {
+        let is_gpio = s.kind.get_ref() == "gpio";
+        let gpio_keys = [
+            ("pin", s.pin.as_ref().map(Spanned::span)),
+            ("chip", s.chip.as_ref().map(Spanned::span)),
+            ("line", s.line.as_ref().map(Spanned::span)),
+            ("edge", s.edge.as_ref().map(Spanned::span)),
+            ("debounce", s.debounce.as_ref().map(Spanned::span)),
+            ("bias", s.bias.as_ref().map(Spanned::span)),
+        ];
+        let sampling_keys = [
+            ("interval", s.interval.as_ref().map(Spanned::span)),
+            ("report", s.report.as_ref().map(Spanned::span)),
+        ];
+        let (keys, message): (&[_], &str) = if is_gpio {
+            (
+                &sampling_keys,
+                "does not apply to a gpio sensor: it sends one event per edge",
+            )
+        } else {
+            (&gpio_keys, "applies only to gpio sensors")
+        };
+        for (key, span) in keys {
+            if let Some(span) = span {
+                self.fail(span.clone(), format!("`{key}` {message}"));
+            }
+        }
+    }
+
+    /// `kind = "gpio"`.
+    pub(super) fn gpio_input(&mut self, s: &RawSensor) -> Option<SensorKind> {
+        let address = self.line_address(s.kind.span(), &s.pin, &s.chip, &s.line)?;
+        let edge = match s.edge.as_ref().map(|e| (e.get_ref().as_str(), e.span())) {
+            None | Some(("both", _)) => EdgeKind::Both,
+            Some(("rising", _)) => EdgeKind::Rising,
+            Some(("falling", _)) => EdgeKind::Falling,
+            Some((other, span)) => {
+                self.fail(
+                    span,
+                    format!("unknown edge `{other}` (known: rising, falling, both)"),
+                );
+                EdgeKind::Both
+            }
+        };
+        let bias = match s.bias.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
+            None => Bias::AsIs,
+            Some(("pull-up", _)) => Bias::PullUp,
+            Some(("pull-down", _)) => Bias::PullDown,
+            Some(("disabled", _)) => Bias::Disabled,
+            Some((other, span)) => {
+                self.fail(
+                    span,
+                    format!("unknown bias `{other}` (known: pull-up, pull-down, disabled)"),
+                );
+                Bias::AsIs
+            }
+        };
+        let debounce = match &s.debounce {
+            None => Duration::ZERO,
+            Some(d) => match parse_duration(d.get_ref()) {
+                Ok(d) if d <= Duration::from_secs(1) => d,
+                Ok(_) => {
+                    self.fail(d.span(), "debounce must be at most 1s");
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    self.fail(d.span(), e);
+                    Duration::ZERO
+                }
+            },
+        };
+        Some(SensorKind::Gpio(GpioInputSpec {
+            address,
+            config: InputConfig {
+                edge,
+                debounce,
+                bias,
+                active_low: s.active_low.unwrap_or(false),
+            },
+        }))
+    }
+
+    pub(super) fn gpio_outputs(&mut self, raw: Vec<Spanned<RawGpioOutput>>) -> Vec<GpioOutputSpec> {
+        let mut outputs: Vec<GpioOutputSpec> = Vec::with_capacity(raw.len());
+        for entry in raw {
+            let o = entry.into_inner();
+            let name = o.name.get_ref().clone();
+            if !super::plan::is_identifier(&name, "") {
+                self.fail(
+                    o.name.span(),
+                    "gpio_output name must be 1-64 letters, digits, `-` or `_`",
+                );
+            }
+            if outputs.iter().any(|other| other.name == name) {
+                self.fail(
+                    o.name.span(),
+                    format!("duplicate gpio_output name `{name}`"),
+                );
+            }
+            let default = match &o.default {
+                None => false,
+                Some(v) if matches!(v.get_ref(), 0 | 1) => *v.get_ref() == 1,
+                Some(v) => {
+                    self.fail(v.span(), "default (the safe state) must be 0 or 1");
+                    false
+                }
+            };
+            let Some(address) = self.line_address(o.name.span(), &o.pin, &o.chip, &o.line) else {
+                continue;
+            };
+            outputs.push(GpioOutputSpec {
+                name,
+                address,
+                default,
+                active_low: o.active_low.unwrap_or(false),
+                restore_on_crash: o.restore_on_crash.unwrap_or(true),
+            });
+        }
+        outputs
+    }
+
+    /// GPIO names are one namespace (outputs and gpio sensors), each line is
+    /// used once, and `allow_gpio` names only lines that exist.
+    pub(super) fn check_gpio(
+        &mut self,
+        grants: &[Vec<Spanned<String>>],
+        outputs: &[GpioOutputSpec],
+        sensors: &[SensorSpec],
+        sensor_spans: &HashMap<String, Range<usize>>,
+    ) {
+        let inputs: Vec<(&str, &LineAddress)> = sensors
+            .iter()
+            .filter_map(|s| match &s.kind {
+                SensorKind::Gpio(input) => Some((s.name.as_str(), &input.address)),
+                _ => None,
+            })
+            .collect();
+        let mut lines: Vec<(&str, &LineAddress)> = outputs
+            .iter()
+            .map(|o| (o.name.as_str(), &o.address))
+            .collect();
+        for (name, address) in &inputs {
+            let span = sensor_spans.get(*name).cloned().unwrap_or(0..0);
+            if outputs.iter().any(|o| o.name == *name) {
+                self.fail(span.clone(), format!("`{name}` is both a gpio sensor and a gpio_output; GPIO names must be unique"));
+            }
+            if let Some((other, _)) = lines
+                .iter()
+                .find(|(_, a)| a.chip == address.chip && a.line == address.line)
+            {
+                self.fail(span, format!("{address} is already used by `{other}`"));
+            }
+            lines.push((name, address));
+        }
+        let known: Vec<&str> = outputs
+            .iter()
+            .map(|o| o.name.as_str())
+            .chain(inputs.iter().map(|(n, _)| *n))
+            .collect();
+        for grant in grants.iter().flatten() {
+            if !known.contains(&grant.get_ref().as_str()) {
+                self.fail(
+                    grant.span(),
+                    format!(
+                        "allow_gpio names unknown GPIO line `{}` (defined: {})",
+                        grant.get_ref(),
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// "GPIO2..GPIO27, PIN3..PIN40": a board's pin names, compactly.
+fn pin_summary(board: &Board) -> String {
+    let names = board.pin_names();
+    if names.is_empty() {
+        return "it names no pins: give `chip` and `line`".to_owned();
+    }
+    let prefix = |n: &str| n.trim_end_matches(|c: char| c.is_ascii_digit()).to_owned();
+    let mut groups: Vec<(String, &str, &str)> = Vec::new();
+    for name in names {
+        match groups.last_mut() {
+            Some((p, _, last)) if *p == prefix(name) => *last = name,
+            _ => groups.push((prefix(name), name, name)),
+        }
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(_, first, last)| {
+            if first == last {
+                first.to_string()
+            } else {
+                format!("{first}..{last}")
+            }
+        })
+        .collect();
+    format!("pins: {}", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{parse, parse_with, Plan};
+
+    fn plan(text: &str, board: Option<&str>) -> Result<Plan, String> {
+        parse_with(Path::new("/cfg/ledge.toml"), text, board).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn pins_resolve_through_the_board_to_its_chip_and_line() {
+        let text = "[device]\nboard = \"rpi5\"\n[[sensor]]\nname = \"door\"\nkind = \"gpio\"\npin = \"PIN11\"\nedge = \"falling\"\ndebounce = \"20ms\"\nbias = \"pull-up\"\nactive_low = true\n";
+        let plan = plan(text, None).unwrap();
+        let SensorKind::Gpio(input) = &plan.sensors[0].kind else {
+            panic!("not a gpio sensor");
+        };
+        assert_eq!(input.address.to_string(), "pinctrl-rp1 line 17 (PIN11)");
+        assert_eq!(input.config.edge, EdgeKind::Falling);
+        assert_eq!(input.config.debounce, Duration::from_millis(20));
+        assert_eq!(input.config.bias, Bias::PullUp);
+        assert!(input.config.active_low);
+    }
+
+    #[test]
+    fn an_unknown_pin_is_an_error_at_its_place_naming_the_board() {
+        let text =
+            "[device]\nboard = \"rpi4\"\n[[gpio_output]]\nname = \"relay\"\npin = \"GPIO40\"\n";
+        let err = plan(text, None).unwrap_err();
+        assert!(
+            err.starts_with("/cfg/ledge.toml:5:7: pin `GPIO40` does not exist on board rpi4"),
+            "{err}"
+        );
+        assert!(err.contains("GPIO2..GPIO27, PIN3..PIN40"), "{err}");
+        let err = plan(
+            "[[gpio_output]]\nname = \"relay\"\npin = \"GPIO17\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("needs a board profile"), "{err}");
+    }
+
+    #[test]
+    fn keys_of_the_wrong_kind_of_sensor_are_errors() {
+        let err = plan(
+            "[[sensor]]\nname = \"t\"\nkind = \"thermal\"\nedge = \"both\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("/cfg/ledge.toml:4:8: `edge` applies only to gpio sensors"),
+            "{err}"
+        );
+        let err = plan(
+            "[[sensor]]\nname = \"b\"\nkind = \"gpio\"\nline = 3\nreport = \"change\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(":5:10: `report` does not apply to a gpio sensor"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_boards_sensor_paths_apply_unless_sysfs_root_is_given() {
+        let text = "[device]\nboard = \"rpi3\"\n[[sensor]]\nname = \"t\"\nkind = \"w1\"\ndevice = \"28-01\"\n[[sensor]]\nname = \"soc\"\nkind = \"thermal\"\n";
+        let on_board = plan(text, None).unwrap();
+        let paths: Vec<String> = on_board
+            .sensors
+            .iter()
+            .map(|s| match &s.kind {
+                SensorKind::OneWire { path } | SensorKind::Sysfs { path, .. } => {
+                    path.display().to_string()
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/sys/bus/w1/devices/28-01/w1_slave",
+                "/sys/class/thermal/thermal_zone0/temp"
+            ]
+        );
+        let moved = plan(
+            &text.replace("kind = \"w1\"", "kind = \"w1\"\nsysfs_root = \"fake\""),
+            None,
+        )
+        .unwrap();
+        let SensorKind::OneWire { path } = &moved.sensors[0].kind else {
+            panic!()
+        };
+        assert_eq!(
+            path.display().to_string(),
+            "/cfg/fake/bus/w1/devices/28-01/w1_slave"
+        );
+    }
+
+    #[test]
+    fn chip_and_line_work_without_a_board() {
+        let text = "[[gpio_output]]\nname = \"relay\"\nchip = \"gpiochip2\"\nline = 5\ndefault = 1\nrestore_on_crash = false\n";
+        let plan = plan(text, None).unwrap();
+        let relay = &plan.gpio.outputs[0];
+        assert_eq!(relay.address.to_string(), "gpiochip2 line 5");
+        assert!(relay.default && !relay.restore_on_crash);
+        assert_eq!(plan.gpio.backend, Backend::Cdev);
+    }
+
+    #[test]
+    fn allow_gpio_must_name_a_known_line() {
+        let text = "[[gpio_output]]\nname = \"relay\"\nline = 5\n[[function]]\nname = \"f\"\nmodule = \"f.wasm\"\nallow_gpio = [\"relay\", \"pump\"]\n";
+        let err = plan(text, None).unwrap_err();
+        assert!(
+            err.starts_with(
+                "/cfg/ledge.toml:7:24: allow_gpio names unknown GPIO line `pump` (defined: relay)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_line_cannot_be_used_twice_and_names_are_shared() {
+        let text = "[[gpio_output]]\nname = \"relay\"\nline = 5\n[[sensor]]\nname = \"relay\"\nkind = \"gpio\"\nline = 5\n";
+        let err = plan(text, None).unwrap_err();
+        assert!(
+            err.contains("both a gpio sensor and a gpio_output"),
+            "{err}"
+        );
+        assert!(
+            err.contains("gpiochip0 line 5 is already used by `relay`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn board_defaults_apply_and_the_file_overrides_them() {
+        let text = "[[function]]\nname = \"f\"\nmodule = \"f.wasm\"\n";
+        let plain = parse(Path::new("/cfg/ledge.toml"), text).unwrap();
+        assert_eq!(plain.functions[0].memory_limit, 16 << 20);
+        let zero = plan(text, Some("zero2w")).unwrap();
+        assert_eq!(zero.functions[0].memory_limit, 8 << 20);
+        assert_eq!(zero.spool.max_bytes, 16 << 20);
+        assert_eq!(zero.spool.segment_size, 2 << 20, "4 segments must fit");
+        let text = "[spool]\nmax_bytes = \"64MiB\"\n[[function]]\nname = \"f\"\nmodule = \"f.wasm\"\nmemory = \"4MiB\"\n";
+        let mine = plan(text, Some("zero2w")).unwrap();
+        assert_eq!(mine.functions[0].memory_limit, 4 << 20);
+        assert_eq!(mine.spool.max_bytes, 64 << 20);
+        let err = plan(text, Some("rpi9")).unwrap_err();
+        assert!(err.contains("--board: unknown board `rpi9`"), "{err}");
+    }
+}

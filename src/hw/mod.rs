@@ -1,0 +1,6 @@
+//! Hardware ledge drives directly, beside the pipeline: GPIO lines through
+//! the Linux GPIO character device. Inputs become sensor events
+//! (`sources::sensor::gpio`); outputs are actuators functions switch with
+//! the `gpio_write` host call (`runtime::abi`).
+
+pub mod gpio;
