@@ -3,6 +3,9 @@
 //! The first event fires one period after start, like a rate schedule; a
 //! tick missed while the gateway was busy is delayed, not doubled.
 
+pub mod cron;
+pub mod tz;
+
 use std::sync::Arc;
 use std::time::Duration;
 
