@@ -18,9 +18,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use plan::{
-    BatchSpec, BrokerMode, BrokerPlan, DevicePlan, FailurePolicy, ForwardRule, FunctionId,
-    FunctionSpec, OnFailure, Plan, Report, Route, Secret, SensorKind, SensorSpec, TlsFiles,
-    TriggerSource, UpstreamPlan, Waveform,
+    BatchSpec, BrokerMode, BrokerPlan, CatchUp, CronTiming, DevicePlan, FailurePolicy, ForwardRule,
+    FunctionId, FunctionSpec, OnFailure, Plan, Report, Route, Secret, SensorKind, SensorSpec,
+    Timing, TlsFiles, TriggerSource, UpstreamPlan, Waveform,
 };
 
 /// A place in a config file, for error messages.

@@ -22,6 +22,8 @@ use super::raw::{
 };
 use super::units::{parse_duration, parse_size};
 use super::{ConfigError, ConfigErrors, Location, SourceMap};
+use crate::sources::schedule::cron::Cron;
+use crate::sources::schedule::tz::TimeZone;
 use crate::spool::{FsyncPolicy, OnFull, SpoolOptions};
 use crate::topic::{validate_topic_name, TopicFilter};
 
@@ -271,6 +273,15 @@ pub enum OnFailure {
     Drop,
 }
 
+impl fmt::Display for Timing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Every(every) => write!(f, "every {}", super::units::format_duration(*every)),
+            Self::Cron(c) => write!(f, "cron {} ({})", c.expression, c.timezone),
+        }
+    }
+}
+
 /// One row of the routing table.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -297,25 +308,51 @@ pub enum TriggerSource {
         filter: TopicFilter,
     },
     Schedule {
-        every: Duration,
+        timing: Timing,
         payload: Option<String>,
+        /// Each run waits a random delay in [0, jitter) first.
+        jitter: Duration,
     },
     Sensor {
         sensor: String,
     },
 }
 
+/// When a schedule fires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Timing {
+    /// A rate: one period after start, then every period.
+    Every(Duration),
+    /// Wall-clock times.
+    Cron(Box<CronTiming>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CronTiming {
+    /// The expression as written, for labels and payloads.
+    pub expression: String,
+    pub cron: Cron,
+    /// The `timezone` value as written ("UTC" by default).
+    pub timezone: String,
+    pub tz: TimeZone,
+    pub catch_up: CatchUp,
+}
+
+/// What a cron schedule does about runs missed while ledge was stopped or
+/// the gateway asleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Nothing: the next run is the next scheduled time.
+    Skip,
+    /// One run, for the most recent missed time, marked `catch_up`.
+    Once,
+}
+
 impl fmt::Display for TriggerSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Mqtt { filter } => write!(f, "mqtt {filter}"),
-            Self::Schedule { every, .. } => {
-                write!(
-                    f,
-                    "schedule every {}",
-                    super::units::format_duration(*every)
-                )
-            }
+            Self::Schedule { timing, .. } => write!(f, "schedule {timing}"),
             Self::Sensor { sensor } => write!(f, "sensor {sensor}"),
         }
     }
@@ -1301,15 +1338,90 @@ impl Resolver<'_> {
         })
     }
 
+    /// `every`, or `cron` with its `timezone` and `catch_up`.
+    fn timing(&mut self, t: &RawTrigger) -> Option<Timing> {
+        let cron = match (&t.every, &t.cron) {
+            (Some(_), Some(cron)) => {
+                self.fail(cron.span(), "a schedule has `every` or `cron`, not both");
+                return None;
+            }
+            (Some(_), None) => {
+                for (key, value) in [("timezone", &t.timezone), ("catch_up", &t.catch_up)] {
+                    if let Some(value) = value {
+                        self.fail(
+                            value.span(),
+                            format!("`{key}` applies to `cron` schedules, not `every`"),
+                        );
+                    }
+                }
+                return Some(Timing::Every(
+                    self.duration(&t.every, Duration::from_secs(60)),
+                ));
+            }
+            (None, Some(cron)) => cron,
+            (None, None) => {
+                self.fail(
+                    t.source.span(),
+                    "a schedule trigger needs `every` (e.g. \"5m\") or `cron` (e.g. \"*/5 * * * *\")",
+                );
+                return None;
+            }
+        };
+        let parsed = Cron::parse(cron.get_ref())
+            .map_err(|e| self.fail(cron.span(), format!("bad cron expression: {e}")))
+            .ok();
+        let timezone = t
+            .timezone
+            .as_ref()
+            .map_or("UTC", |tz| tz.get_ref().as_str())
+            .to_owned();
+        let zoneinfo = std::env::var_os("TZDIR")
+            .map_or_else(|| PathBuf::from("/usr/share/zoneinfo"), PathBuf::from);
+        let tz = TimeZone::resolve(&timezone, &zoneinfo)
+            .map_err(|e| {
+                if let Some(value) = &t.timezone {
+                    self.fail(value.span(), e);
+                }
+            })
+            .ok();
+        let catch_up = match t.catch_up.as_ref().map(|c| c.get_ref().as_str()) {
+            None | Some("skip") => CatchUp::Skip,
+            Some("once") => CatchUp::Once,
+            Some(other) => {
+                if let Some(value) = &t.catch_up {
+                    self.fail(
+                        value.span(),
+                        format!("unknown catch_up `{other}` (known: skip, once)"),
+                    );
+                }
+                CatchUp::Skip
+            }
+        };
+        Some(Timing::Cron(Box::new(CronTiming {
+            expression: cron.get_ref().trim().to_owned(),
+            cron: parsed?,
+            timezone,
+            tz: tz?,
+            catch_up,
+        })))
+    }
+
     fn trigger_source(&mut self, t: &RawTrigger, sensors: &[SensorSpec]) -> Option<TriggerSource> {
         let kind = t.source.get_ref().as_str();
         let extra = |field: &Option<Spanned<String>>, name: &str| {
             field.as_ref().map(|f| (f.span(), name.to_owned()))
         };
+        let schedule_keys = || {
+            extra(&t.every, "every")
+                .or(extra(&t.cron, "cron"))
+                .or(extra(&t.timezone, "timezone"))
+                .or(extra(&t.jitter, "jitter"))
+                .or(extra(&t.catch_up, "catch_up"))
+        };
         let stray = match kind {
-            "mqtt" => extra(&t.every, "every").or(extra(&t.sensor, "sensor")),
+            "mqtt" => schedule_keys().or(extra(&t.sensor, "sensor")),
             "schedule" => extra(&t.topic, "topic").or(extra(&t.sensor, "sensor")),
-            "sensor" => extra(&t.topic, "topic").or(extra(&t.every, "every")),
+            "sensor" => extra(&t.topic, "topic").or(schedule_keys()),
             _ => None,
         };
         if let Some((span, key)) = stray {
@@ -1333,16 +1445,11 @@ impl Resolver<'_> {
                 }
             }
             "schedule" => {
-                if t.every.is_none() {
-                    self.fail(
-                        t.source.span(),
-                        "a schedule trigger needs `every` (e.g. \"5m\")",
-                    );
-                    return None;
-                }
+                let timing = self.timing(t)?;
                 Some(TriggerSource::Schedule {
-                    every: self.duration(&t.every, Duration::from_secs(60)),
+                    timing,
                     payload: t.payload.clone(),
+                    jitter: self.duration(&t.jitter, Duration::ZERO),
                 })
             }
             "sensor" => {

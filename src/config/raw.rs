@@ -151,6 +151,15 @@ pub struct RawTrigger {
     pub topic: Option<Spanned<String>>,
     /// `source = "schedule"`: the period.
     pub every: Option<Spanned<String>>,
+    /// `source = "schedule"`: a cron expression instead of `every`.
+    pub cron: Option<Spanned<String>>,
+    /// `source = "schedule"` with `cron`: "UTC" (default), "+02:00" or an
+    /// IANA name.
+    pub timezone: Option<Spanned<String>>,
+    /// `source = "schedule"`: a random delay in [0, jitter) for each run.
+    pub jitter: Option<Spanned<String>>,
+    /// `source = "schedule"` with `cron`: "skip" (default) or "once".
+    pub catch_up: Option<Spanned<String>>,
     /// `source = "schedule"`: the event payload (default: a small JSON object).
     pub payload: Option<String>,
     /// `source = "sensor"`: the sensor's name.
