@@ -17,13 +17,14 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{
-    RawBroker, RawConfig, RawDevice, RawForward, RawFunction, RawSensor, RawSpool, RawTrigger,
-    RawUpstream,
+    RawBroker, RawBus, RawConfig, RawDevice, RawForward, RawFunction, RawSensor, RawSpool,
+    RawTrigger, RawUpstream,
 };
 use super::units::{parse_duration, parse_size};
 use super::{ConfigError, ConfigErrors, Location, SourceMap};
 use crate::sources::schedule::cron::Cron;
 use crate::sources::schedule::tz::TimeZone;
+use crate::sources::sensor::bme280::Quantity;
 use crate::spool::{FsyncPolicy, OnFull, SpoolOptions};
 use crate::topic::{validate_topic_name, TopicFilter};
 
@@ -418,6 +419,13 @@ pub enum SensorKind {
         max: f64,
         period: Duration,
         noise: f64,
+    },
+    /// A BME280/BMP280 on I2C: `bus` is `/dev/i2c-N` (or a fake's
+    /// directory).
+    Bme280 {
+        bus: PathBuf,
+        address: u8,
+        measure: Quantity,
     },
 }
 
@@ -1089,10 +1097,16 @@ impl Resolver<'_> {
             if let Some(kind) = self.sensor_kind(&s) {
                 let publish_topic = self.sensor_topic(&s, &name);
                 let report = self.report(&s);
+                let unit = match &kind {
+                    SensorKind::Bme280 { measure, .. } if s.unit.is_none() => {
+                        Some(measure.unit().to_owned())
+                    }
+                    _ => s.unit,
+                };
                 sensors.push(SensorSpec {
                     report,
                     interval: self.duration(&s.interval, Duration::from_secs(1)),
-                    unit: s.unit,
+                    unit,
                     publish_topic,
                     kind,
                     name,
@@ -1216,6 +1230,7 @@ impl Resolver<'_> {
                     noise: s.noise.unwrap_or(0.0).abs(),
                 })
             }
+            "bme280" | "bmp280" => self.bme280(s),
             "replay" => {
                 let Some(file) = &s.file else {
                     self.fail(s.kind.span(), "a replay sensor needs `file` (CSV or JSONL)");
@@ -1247,11 +1262,56 @@ impl Resolver<'_> {
             other => {
                 self.fail(
                     s.kind.span(),
-                    format!("unknown sensor kind `{other}` (known: replay, sysfs, w1, iio, thermal, simulated)"),
+                    format!("unknown sensor kind `{other}` (known: replay, sysfs, w1, iio, thermal, simulated, bme280)"),
                 );
                 None
             }
         }
+    }
+
+    fn bme280(&mut self, s: &RawSensor) -> Option<SensorKind> {
+        let bus = match s.bus.as_ref().map(|b| (b.get_ref(), b.span())) {
+            None => PathBuf::from("/dev/i2c-1"),
+            Some((RawBus::Number(n), span)) => {
+                if !(0..=255).contains(n) {
+                    self.fail(span, "an I2C bus number is 0-255 (/dev/i2c-N)");
+                }
+                PathBuf::from(format!("/dev/i2c-{n}"))
+            }
+            Some((RawBus::Path(path), _)) => self.path(path),
+        };
+        let address = match &s.address {
+            None => 0x76,
+            Some(a) if (0x03..=0x77).contains(a.get_ref()) => *a.get_ref() as u8,
+            Some(a) => {
+                self.fail(
+                    a.span(),
+                    "an I2C address is 0x03-0x77 (a BME280 is at 0x76 or 0x77)",
+                );
+                0x76
+            }
+        };
+        let measure = match s.measure.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("temperature") => Quantity::Temperature,
+            Some("pressure") => Quantity::Pressure,
+            Some("humidity") => Quantity::Humidity,
+            Some(other) => {
+                if let Some(m) = &s.measure {
+                    self.fail(
+                        m.span(),
+                        format!(
+                            "unknown measure `{other}` (known: temperature, pressure, humidity)"
+                        ),
+                    );
+                }
+                Quantity::Temperature
+            }
+        };
+        Some(SensorKind::Bme280 {
+            bus,
+            address,
+            measure,
+        })
     }
 
     fn sensor_topic(&mut self, s: &RawSensor, name: &str) -> Option<String> {

@@ -173,6 +173,14 @@ pub struct RawTrigger {
     pub batch_window: Option<Spanned<String>>,
 }
 
+/// An I2C bus: its number or a path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawBus {
+    Number(i64),
+    Path(String),
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSensor {
@@ -201,6 +209,13 @@ pub struct RawSensor {
     pub channel: Option<Spanned<String>>,
     /// `kind = "thermal"`: the thermal zone number.
     pub zone: Option<Spanned<i64>>,
+    /// `kind = "bme280"`: the I2C bus, a number N (`/dev/i2c-N`) or a path
+    /// (a directory is a register-map fake).
+    pub bus: Option<Spanned<RawBus>>,
+    /// `kind = "bme280"`: the chip's 7-bit address (0x76 or 0x77).
+    pub address: Option<Spanned<i64>>,
+    /// `kind = "bme280"`: temperature, pressure or humidity.
+    pub measure: Option<Spanned<String>>,
     /// `kind = "simulated"`: sine, square, sawtooth or random_walk.
     pub waveform: Option<Spanned<String>>,
     pub min: Option<f64>,

@@ -7,6 +7,8 @@
 //! blocking pool, never on the reactor; one slow or failing sensor never
 //! delays another.
 
+pub mod bme280;
+pub mod i2c;
 mod iio;
 mod onewire;
 mod replay;
@@ -24,6 +26,7 @@ use crate::dispatch::Dispatcher;
 use crate::event::{unix_ms, Event, EventSource};
 use crate::sinks::{OutgoingMessage, PublishSink, Qos};
 
+pub use bme280::Bme280Sensor;
 pub use iio::IioSensor;
 pub use onewire::OneWireSensor;
 pub use replay::ReplaySensor;
@@ -65,6 +68,11 @@ pub fn open(spec: &SensorSpec) -> Result<Box<dyn Sensor>, SensorError> {
         } => Box::new(SysfsSensor::new(path.clone(), *scale, *offset)),
         SensorKind::OneWire { path } => Box::new(OneWireSensor::new(path.clone())),
         SensorKind::Iio { dir, channel } => Box::new(IioSensor::new(dir.clone(), channel.clone())),
+        SensorKind::Bme280 {
+            bus,
+            address,
+            measure,
+        } => Box::new(Bme280Sensor::new(i2c::open(bus), *address, *measure)),
         SensorKind::Simulated {
             waveform,
             min,
