@@ -87,15 +87,41 @@ fn a_seconds_cron_fires_on_the_seconds_it_names_in_its_time_zone() {
 fn jitter_delays_each_run_by_less_than_its_bound() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
+    // A cron schedule and an `every` one, both with jitter.
     let config = config(
         dir.path(),
         port,
         "c2",
-        "cron = \"* * * * * *\"\njitter = \"700ms\"",
+        "cron = \"* * * * * *\"\njitter = \"700ms\"\n\
+         [[trigger]]\nsource = \"schedule\"\nfunction = \"echo\"\nevery = \"1s\"\njitter = \"400ms\"",
     );
     let (mut ledge, client) = start(&config, port, "jitter-client");
-    let ticks = client.collect(8, WAIT);
-    assert_eq!(ticks.len(), 8, "{}", ledge.log_text());
+    let (mut ticks, mut rate) = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + WAIT;
+    while (ticks.len() < 8 || rate.len() < 4) && std::time::Instant::now() < deadline {
+        if let Some(m) = client.next(Duration::from_millis(500)) {
+            if m.json().get("cron").is_some() {
+                ticks.push(m);
+            } else {
+                rate.push(m);
+            }
+        }
+    }
+    assert!(ticks.len() >= 8 && rate.len() >= 4, "{}", ledge.log_text());
+    let ticks = &ticks[..8];
+    for tick in &rate {
+        let event = tick.json();
+        let delay = arrived_ms(tick) - event["scheduled_at"].as_u64().unwrap();
+        assert!(
+            delay < 400 + 300,
+            "every + jitter: {delay} ms late: {event}"
+        );
+        assert!(
+            event["scheduled_at_iso"].as_str().unwrap().ends_with('Z'),
+            "{event}"
+        );
+        assert_eq!(event["every"], "1s");
+    }
     let delays: Vec<u64> = ticks
         .iter()
         .map(|t| arrived_ms(t) - t.json()["scheduled_at"].as_u64().unwrap())
