@@ -113,7 +113,7 @@ fn jitter_delays_each_run_by_less_than_its_bound() {
         let event = tick.json();
         let delay = arrived_ms(tick) - event["scheduled_at"].as_u64().unwrap();
         assert!(
-            delay < 400 + 300,
+            delay < 400 + 500,
             "every + jitter: {delay} ms late: {event}"
         );
         assert!(
@@ -126,8 +126,8 @@ fn jitter_delays_each_run_by_less_than_its_bound() {
         .iter()
         .map(|t| arrived_ms(t) - t.json()["scheduled_at"].as_u64().unwrap())
         .collect();
-    // Bound 700 ms plus the invocation and the broker hop.
-    assert!(delays.iter().all(|d| *d < 700 + 300), "{delays:?}");
+    // Bound 700 ms plus the invocation and the broker hop on a busy box.
+    assert!(delays.iter().all(|d| *d < 700 + 500), "{delays:?}");
     // Without jitter every delay would be a few ms; eight draws all under
     // 60 ms of 700 has probability (6/70)^8.
     assert!(delays.iter().any(|d| *d >= 60), "no jitter: {delays:?}");

@@ -56,10 +56,24 @@ enum RuleDay {
 
 impl TimeZone {
     /// Resolves a `timezone` value: `"UTC"`, a fixed offset (`"+02:00"`,
-    /// `"-0530"`), or an IANA name looked up under `zoneinfo`.
+    /// `"-0530"`), `"local"` (the system's `/etc/localtime`, read at load),
+    /// or an IANA name looked up under `zoneinfo`.
     pub fn resolve(name: &str, zoneinfo: &Path) -> Result<Self, String> {
         if matches!(name, "UTC" | "Z" | "Etc/UTC") {
             return Ok(Self::Utc);
+        }
+        if name == "local" {
+            let path = Path::new("/etc/localtime");
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("timezone \"local\": cannot read {} ({e})", path.display()))?;
+            return parse_tzif(&bytes)
+                .map(|zone| Self::Rules(Box::new(zone)))
+                .map_err(|e| {
+                    format!(
+                        "timezone \"local\": {} is not a TZif file: {e}",
+                        path.display()
+                    )
+                });
         }
         if name.starts_with(['+', '-']) {
             return parse_fixed(name).map(Self::Fixed).ok_or_else(|| {
