@@ -323,10 +323,9 @@ fn parse_field(text: &str, field: &Field) -> Result<u64, String> {
             None => (part, None),
         };
         let (low, high) = if range == "*" {
-            (
-                field.min,
-                field.max.min(if field.max == 7 { 6 } else { field.max }),
-            )
+            // Day of week: `*` is 0-6 (7 is Sunday again).
+            let high = if field.max == 7 { 6 } else { field.max };
+            (field.min, high)
         } else if let Some((a, b)) = range.split_once('-') {
             (value(a, field, text)?, value(b, field, text)?)
         } else {
