@@ -1757,6 +1757,46 @@ mod tests {
     }
 
     #[test]
+    fn a_schedule_has_every_or_cron_and_cron_only_keys_stay_with_cron() {
+        let trigger = |keys: &str| {
+            format!("{FUNCTION}[[trigger]]\nsource = \"schedule\"\nfunction = \"f\"\n{keys}\n")
+        };
+        let err = plan(&trigger("every = \"5m\"\ncron = \"@hourly\"")).unwrap_err();
+        assert!(
+            err.contains(":8:8: a schedule has `every` or `cron`, not both"),
+            "{err}"
+        );
+        let err = plan(&trigger("every = \"5m\"\ncatch_up = \"once\"")).unwrap_err();
+        assert!(
+            err.contains("`catch_up` applies to `cron` schedules"),
+            "{err}"
+        );
+        let err = plan(&trigger("")).unwrap_err();
+        assert!(err.contains("needs `every`"), "{err}");
+        let err = plan(&trigger("cron = \"* * * * *\"\ntimezone = \"+2\"")).unwrap_err();
+        assert!(err.contains(":8:12: bad UTC offset `+2`"), "{err}");
+        let ok = plan(&trigger(
+            "cron = \"*/5 * * * *\"\ntimezone = \"-03:30\"\njitter = \"2s\"\ncatch_up = \"once\"",
+        ))
+        .unwrap();
+        match &ok.routes[0].source {
+            TriggerSource::Schedule {
+                timing: Timing::Cron(c),
+                jitter,
+                ..
+            } => {
+                assert_eq!((c.tz.offset_at(0), c.catch_up), (-12_600, CatchUp::Once));
+                assert_eq!(*jitter, Duration::from_secs(2));
+                assert_eq!(
+                    ok.routes[0].source.to_string(),
+                    "schedule cron */5 * * * * (-03:30)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn broker_url_and_embedded_are_exclusive() {
         let err = plan("[broker]\nembedded = true\nurl = \"mqtt://127.0.0.1:1883\"\n").unwrap_err();
         assert!(err.contains("not both"), "{err}");
