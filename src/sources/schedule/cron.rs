@@ -649,4 +649,34 @@ mod tests {
             prop_assert!(cron.matches_civil(wall) || at_change, "{expr}: {next}");
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Around daylight-saving changes, no instant before a fire time has
+        /// a matching wall time, except in the second pass of a repeated
+        /// hour for a fixed-hour expression.
+        #[test]
+        fn nothing_before_a_fire_time_around_a_dst_change_matches(
+            expr in expression(),
+            year in 2021i32..2060,
+            autumn in proptest::bool::ANY,
+            delta in -2 * 86_400i64..86_400,
+        ) {
+            let cron = Cron::parse(&expr).unwrap();
+            let tz = cet();
+            let from = days_from_civil(year, if autumn { 7 } else { 1 }, 1) * 86_400;
+            let (change, _) = tz.next_transition(from).unwrap();
+            let after = change + delta;
+            let next = cron.next_after(after, &tz).unwrap();
+            for u in after + 1..next.min(after + 86_400) {
+                let wall = u + tz.offset_at(u) as i64;
+                let second_pass = tz.offset_at(u) == 3600 && tz.offset_at(u - 3600) == 7200;
+                prop_assert!(
+                    !cron.matches_civil(wall) || (second_pass && !cron.hour_wildcard),
+                    "{expr}: {u} has a matching wall time, before {next}"
+                );
+            }
+        }
+    }
 }
