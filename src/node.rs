@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{BrokerMode, Plan, SensorKind, TriggerSource};
+use crate::config::{BrokerMode, CatchUp, Plan, SensorKind, Timing, TriggerSource};
 use crate::deploy::store::Store;
 use crate::deploy::watch::{Verdict, Watch};
 use crate::dispatch::{Dispatcher, Routing};
@@ -1045,12 +1045,34 @@ fn start_sources(
         }
     }
     for route in &plan.routes {
-        if let TriggerSource::Schedule { every, payload } = &route.source {
+        if let TriggerSource::Schedule {
+            timing,
+            payload,
+            jitter,
+        } = &route.source
+        {
+            let function_name = plan.functions[route.function].name.clone();
+            let state = match timing {
+                Timing::Cron(c) if c.catch_up == CatchUp::Once => Some(schedule::state::path(
+                    &plan.device.data_dir,
+                    &function_name,
+                    &c.expression,
+                    &c.timezone,
+                )),
+                _ => None,
+            };
+            let identity = format!("{}\n{function_name}\n{timing}", plan.device.id);
             let schedule = schedule::Schedule {
                 function: route.function,
-                every: *every,
+                function_name,
+                timing: timing.clone(),
                 payload: payload.clone(),
                 durable: route.durable,
+                jitter: *jitter,
+                state,
+                // Differs per device and schedule (a fleet spreads out) and
+                // per start.
+                seed: schedule::state::fnv1a(identity.as_bytes()) ^ crate::event::unix_ms(),
             };
             tasks.spawn(schedule::run(
                 schedule,

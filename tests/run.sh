@@ -27,11 +27,12 @@ command -v qemu-aarch64-static >/dev/null || packages+=(qemu-user-static)
 command -v shellcheck >/dev/null || packages+=(shellcheck)
 [[ -x /usr/sbin/sshd ]] || packages+=(openssh-server)
 command -v ssh >/dev/null || packages+=(openssh-client)
+[[ -f /usr/share/zoneinfo/Europe/Berlin ]] || packages+=(tzdata)
 if [[ ${#packages[@]} -gt 0 ]]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
-echo "ok: mosquitto, mosquitto-clients, qemu-user-static, shellcheck, openssh-server, openssh-client"
+echo "ok: mosquitto, mosquitto-clients, qemu-user-static, shellcheck, openssh-server, openssh-client, tzdata"
 
 step "rust targets and components"
 installed=$(rustup target list --installed)

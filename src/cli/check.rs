@@ -143,6 +143,15 @@ fn print_plan(plan: &Plan, loaded: &[Option<LoadedFunction>]) {
             } => format!("sysfs {} ×{scale} +{offset}", path.display()),
             SensorKind::OneWire { path } => format!("w1 {}", path.display()),
             SensorKind::Iio { dir, channel } => format!("iio {} {channel}", dir.display()),
+            SensorKind::Bme280 {
+                bus,
+                address,
+                measure,
+            } => format!(
+                "bme280 {} 0x{address:02x} {}",
+                bus.display(),
+                format!("{measure:?}").to_lowercase()
+            ),
             SensorKind::Simulated {
                 waveform,
                 min,

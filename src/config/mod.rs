@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 
 pub use gpio::{GpioInputSpec, GpioOutputSpec, GpioPlan, LineAddress};
 pub use plan::{
-    BatchSpec, BrokerMode, BrokerPlan, DeployPlan, DevicePlan, FailurePolicy, ForwardRule,
-    FunctionId, FunctionSpec, OnFailure, Plan, Qualifier, Report, Route, Secret, SensorKind,
-    SensorSpec, Target, TlsFiles, TriggerSource, UpstreamPlan, Waveform,
+    BatchSpec, BrokerMode, BrokerPlan, CatchUp, CronTiming, DeployPlan, DevicePlan, FailurePolicy,
+    ForwardRule, FunctionId, FunctionSpec, OnFailure, Plan, Qualifier, Report, Route, Secret,
+    SensorKind, SensorSpec, Target, Timing, TlsFiles, TriggerSource, UpstreamPlan, Waveform,
 };
 
 /// A place in a config file, for error messages.

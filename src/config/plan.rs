@@ -18,11 +18,14 @@ use toml::Spanned;
 
 use super::gpio::{GpioInputSpec, GpioPlan};
 use super::raw::{
-    RawBroker, RawConfig, RawDeploy, RawDevice, RawForward, RawFunction, RawSensor, RawSpool,
-    RawTrigger, RawUpstream,
+    RawBroker, RawBus, RawConfig, RawDeploy, RawDevice, RawForward, RawFunction, RawSensor,
+    RawSpool, RawTrigger, RawUpstream,
 };
 use super::units::{parse_duration, parse_size};
 use super::{ConfigError, ConfigErrors, Location, SourceMap};
+use crate::sources::schedule::cron::Cron;
+use crate::sources::schedule::tz::TimeZone;
+use crate::sources::sensor::bme280::Quantity;
 use crate::spool::{FsyncPolicy, OnFull, SpoolOptions};
 use crate::topic::{validate_topic_name, TopicFilter};
 
@@ -373,6 +376,15 @@ pub enum OnFailure {
     Drop,
 }
 
+impl fmt::Display for Timing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Every(every) => write!(f, "every {}", super::units::format_duration(*every)),
+            Self::Cron(c) => write!(f, "cron {} ({})", c.expression, c.timezone),
+        }
+    }
+}
+
 /// One row of the routing table.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -403,25 +415,51 @@ pub enum TriggerSource {
         filter: TopicFilter,
     },
     Schedule {
-        every: Duration,
+        timing: Timing,
         payload: Option<String>,
+        /// Each run waits a random delay in [0, jitter) first.
+        jitter: Duration,
     },
     Sensor {
         sensor: String,
     },
 }
 
+/// When a schedule fires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Timing {
+    /// A rate: one period after start, then every period.
+    Every(Duration),
+    /// Wall-clock times.
+    Cron(Box<CronTiming>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CronTiming {
+    /// The expression as written, for labels and payloads.
+    pub expression: String,
+    pub cron: Cron,
+    /// The `timezone` value as written ("UTC" by default).
+    pub timezone: String,
+    pub tz: TimeZone,
+    pub catch_up: CatchUp,
+}
+
+/// What a cron schedule does about runs missed while ledge was stopped or
+/// the gateway asleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Nothing: the next run is the next scheduled time.
+    Skip,
+    /// One run, for the most recent missed time, marked `catch_up`.
+    Once,
+}
+
 impl fmt::Display for TriggerSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Mqtt { filter } => write!(f, "mqtt {filter}"),
-            Self::Schedule { every, .. } => {
-                write!(
-                    f,
-                    "schedule every {}",
-                    super::units::format_duration(*every)
-                )
-            }
+            Self::Schedule { timing, .. } => write!(f, "schedule {timing}"),
             Self::Sensor { sensor } => write!(f, "sensor {sensor}"),
         }
     }
@@ -490,6 +528,13 @@ pub enum SensorKind {
     },
     /// A GPIO input: one event per (debounced) edge, not sampled.
     Gpio(GpioInputSpec),
+    /// A BME280/BMP280 on I2C: `bus` is `/dev/i2c-N` (or a fake's
+    /// directory).
+    Bme280 {
+        bus: PathBuf,
+        address: u8,
+        measure: Quantity,
+    },
 }
 
 /// Builds a [`Plan`] from the raw config, or every error found on the way.
@@ -1242,10 +1287,16 @@ impl Resolver<'_> {
             if let Some(kind) = self.sensor_kind(&s) {
                 let publish_topic = self.sensor_topic(&s, &name);
                 let report = self.report(&s);
+                let unit = match &kind {
+                    SensorKind::Bme280 { measure, .. } if s.unit.is_none() => {
+                        Some(measure.unit().to_owned())
+                    }
+                    _ => s.unit,
+                };
                 sensors.push(SensorSpec {
                     report,
                     interval: self.duration(&s.interval, Duration::from_secs(1)),
-                    unit: s.unit,
+                    unit,
                     publish_topic,
                     kind,
                     name,
@@ -1374,6 +1425,7 @@ impl Resolver<'_> {
                     noise: s.noise.unwrap_or(0.0).abs(),
                 })
             }
+            "bme280" | "bmp280" => self.bme280(s),
             "replay" => {
                 let Some(file) = &s.file else {
                     self.fail(s.kind.span(), "a replay sensor needs `file` (CSV or JSONL)");
@@ -1406,11 +1458,56 @@ impl Resolver<'_> {
             other => {
                 self.fail(
                     s.kind.span(),
-                    format!("unknown sensor kind `{other}` (known: replay, sysfs, w1, iio, thermal, simulated, gpio)"),
+                    format!("unknown sensor kind `{other}` (known: replay, sysfs, w1, iio, thermal, simulated, gpio, bme280)"),
                 );
                 None
             }
         }
+    }
+
+    fn bme280(&mut self, s: &RawSensor) -> Option<SensorKind> {
+        let bus = match s.bus.as_ref().map(|b| (b.get_ref(), b.span())) {
+            None => PathBuf::from("/dev/i2c-1"),
+            Some((RawBus::Number(n), span)) => {
+                if !(0..=255).contains(n) {
+                    self.fail(span, "an I2C bus number is 0-255 (/dev/i2c-N)");
+                }
+                PathBuf::from(format!("/dev/i2c-{n}"))
+            }
+            Some((RawBus::Path(path), _)) => self.path(path),
+        };
+        let address = match &s.address {
+            None => 0x76,
+            Some(a) if (0x03..=0x77).contains(a.get_ref()) => *a.get_ref() as u8,
+            Some(a) => {
+                self.fail(
+                    a.span(),
+                    "an I2C address is 0x03-0x77 (a BME280 is at 0x76 or 0x77)",
+                );
+                0x76
+            }
+        };
+        let measure = match s.measure.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("temperature") => Quantity::Temperature,
+            Some("pressure") => Quantity::Pressure,
+            Some("humidity") => Quantity::Humidity,
+            Some(other) => {
+                if let Some(m) = &s.measure {
+                    self.fail(
+                        m.span(),
+                        format!(
+                            "unknown measure `{other}` (known: temperature, pressure, humidity)"
+                        ),
+                    );
+                }
+                Quantity::Temperature
+            }
+        };
+        Some(SensorKind::Bme280 {
+            bus,
+            address,
+            measure,
+        })
     }
 
     fn sensor_topic(&mut self, s: &RawSensor, name: &str) -> Option<String> {
@@ -1530,15 +1627,90 @@ impl Resolver<'_> {
         })
     }
 
+    /// `every`, or `cron` with its `timezone` and `catch_up`.
+    fn timing(&mut self, t: &RawTrigger) -> Option<Timing> {
+        let cron = match (&t.every, &t.cron) {
+            (Some(_), Some(cron)) => {
+                self.fail(cron.span(), "a schedule has `every` or `cron`, not both");
+                return None;
+            }
+            (Some(_), None) => {
+                for (key, value) in [("timezone", &t.timezone), ("catch_up", &t.catch_up)] {
+                    if let Some(value) = value {
+                        self.fail(
+                            value.span(),
+                            format!("`{key}` applies to `cron` schedules, not `every`"),
+                        );
+                    }
+                }
+                return Some(Timing::Every(
+                    self.duration(&t.every, Duration::from_secs(60)),
+                ));
+            }
+            (None, Some(cron)) => cron,
+            (None, None) => {
+                self.fail(
+                    t.source.span(),
+                    "a schedule trigger needs `every` (e.g. \"5m\") or `cron` (e.g. \"*/5 * * * *\")",
+                );
+                return None;
+            }
+        };
+        let parsed = Cron::parse(cron.get_ref())
+            .map_err(|e| self.fail(cron.span(), format!("bad cron expression: {e}")))
+            .ok();
+        let timezone = t
+            .timezone
+            .as_ref()
+            .map_or("UTC", |tz| tz.get_ref().as_str())
+            .to_owned();
+        let zoneinfo = std::env::var_os("TZDIR")
+            .map_or_else(|| PathBuf::from("/usr/share/zoneinfo"), PathBuf::from);
+        let tz = TimeZone::resolve(&timezone, &zoneinfo)
+            .map_err(|e| {
+                if let Some(value) = &t.timezone {
+                    self.fail(value.span(), e);
+                }
+            })
+            .ok();
+        let catch_up = match t.catch_up.as_ref().map(|c| c.get_ref().as_str()) {
+            None | Some("skip") => CatchUp::Skip,
+            Some("once") => CatchUp::Once,
+            Some(other) => {
+                if let Some(value) = &t.catch_up {
+                    self.fail(
+                        value.span(),
+                        format!("unknown catch_up `{other}` (known: skip, once)"),
+                    );
+                }
+                CatchUp::Skip
+            }
+        };
+        Some(Timing::Cron(Box::new(CronTiming {
+            expression: cron.get_ref().trim().to_owned(),
+            cron: parsed?,
+            timezone,
+            tz: tz?,
+            catch_up,
+        })))
+    }
+
     fn trigger_source(&mut self, t: &RawTrigger, sensors: &[SensorSpec]) -> Option<TriggerSource> {
         let kind = t.source.get_ref().as_str();
         let extra = |field: &Option<Spanned<String>>, name: &str| {
             field.as_ref().map(|f| (f.span(), name.to_owned()))
         };
+        let schedule_keys = || {
+            extra(&t.every, "every")
+                .or(extra(&t.cron, "cron"))
+                .or(extra(&t.timezone, "timezone"))
+                .or(extra(&t.jitter, "jitter"))
+                .or(extra(&t.catch_up, "catch_up"))
+        };
         let stray = match kind {
-            "mqtt" => extra(&t.every, "every").or(extra(&t.sensor, "sensor")),
+            "mqtt" => schedule_keys().or(extra(&t.sensor, "sensor")),
             "schedule" => extra(&t.topic, "topic").or(extra(&t.sensor, "sensor")),
-            "sensor" => extra(&t.topic, "topic").or(extra(&t.every, "every")),
+            "sensor" => extra(&t.topic, "topic").or(schedule_keys()),
             _ => None,
         };
         if let Some((span, key)) = stray {
@@ -1562,16 +1734,11 @@ impl Resolver<'_> {
                 }
             }
             "schedule" => {
-                if t.every.is_none() {
-                    self.fail(
-                        t.source.span(),
-                        "a schedule trigger needs `every` (e.g. \"5m\")",
-                    );
-                    return None;
-                }
+                let timing = self.timing(t)?;
                 Some(TriggerSource::Schedule {
-                    every: self.duration(&t.every, Duration::from_secs(60)),
+                    timing,
                     payload: t.payload.clone(),
+                    jitter: self.duration(&t.jitter, Duration::ZERO),
                 })
             }
             "sensor" => {
@@ -1816,6 +1983,46 @@ mod tests {
             err.contains("`topic` does not apply to a `schedule` trigger"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_schedule_has_every_or_cron_and_cron_only_keys_stay_with_cron() {
+        let trigger = |keys: &str| {
+            format!("{FUNCTION}[[trigger]]\nsource = \"schedule\"\nfunction = \"f\"\n{keys}\n")
+        };
+        let err = plan(&trigger("every = \"5m\"\ncron = \"@hourly\"")).unwrap_err();
+        assert!(
+            err.contains(":8:8: a schedule has `every` or `cron`, not both"),
+            "{err}"
+        );
+        let err = plan(&trigger("every = \"5m\"\ncatch_up = \"once\"")).unwrap_err();
+        assert!(
+            err.contains("`catch_up` applies to `cron` schedules"),
+            "{err}"
+        );
+        let err = plan(&trigger("")).unwrap_err();
+        assert!(err.contains("needs `every`"), "{err}");
+        let err = plan(&trigger("cron = \"* * * * *\"\ntimezone = \"+2\"")).unwrap_err();
+        assert!(err.contains(":8:12: bad UTC offset `+2`"), "{err}");
+        let ok = plan(&trigger(
+            "cron = \"*/5 * * * *\"\ntimezone = \"-03:30\"\njitter = \"2s\"\ncatch_up = \"once\"",
+        ))
+        .unwrap();
+        match &ok.routes[0].source {
+            TriggerSource::Schedule {
+                timing: Timing::Cron(c),
+                jitter,
+                ..
+            } => {
+                assert_eq!((c.tz.offset_at(0), c.catch_up), (-12_600, CatchUp::Once));
+                assert_eq!(*jitter, Duration::from_secs(2));
+                assert_eq!(
+                    ok.routes[0].source.to_string(),
+                    "schedule cron */5 * * * * (-03:30)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -184,6 +184,15 @@ pub struct RawTrigger {
     pub topic: Option<Spanned<String>>,
     /// `source = "schedule"`: the period.
     pub every: Option<Spanned<String>>,
+    /// `source = "schedule"`: a cron expression instead of `every`.
+    pub cron: Option<Spanned<String>>,
+    /// `source = "schedule"` with `cron`: "UTC" (default), "+02:00" or an
+    /// IANA name.
+    pub timezone: Option<Spanned<String>>,
+    /// `source = "schedule"`: a random delay in [0, jitter) for each run.
+    pub jitter: Option<Spanned<String>>,
+    /// `source = "schedule"` with `cron`: "skip" (default) or "once".
+    pub catch_up: Option<Spanned<String>>,
     /// `source = "schedule"`: the event payload (default: a small JSON object).
     pub payload: Option<String>,
     /// `source = "sensor"`: the sensor's name.
@@ -195,6 +204,14 @@ pub struct RawTrigger {
     pub batch_size: Option<Spanned<i64>>,
     /// Poll-based: how long to gather a batch before sending a smaller one.
     pub batch_window: Option<Spanned<String>>,
+}
+
+/// An I2C bus: its number or a path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawBus {
+    Number(i64),
+    Path(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +242,13 @@ pub struct RawSensor {
     pub channel: Option<Spanned<String>>,
     /// `kind = "thermal"`: the thermal zone number.
     pub zone: Option<Spanned<i64>>,
+    /// `kind = "bme280"`: the I2C bus, a number N (`/dev/i2c-N`) or a path
+    /// (a directory is a register-map fake).
+    pub bus: Option<Spanned<RawBus>>,
+    /// `kind = "bme280"`: the chip's 7-bit address (0x76 or 0x77).
+    pub address: Option<Spanned<i64>>,
+    /// `kind = "bme280"`: temperature, pressure or humidity.
+    pub measure: Option<Spanned<String>>,
     /// `kind = "simulated"`: sine, square, sawtooth or random_walk.
     pub waveform: Option<Spanned<String>>,
     pub min: Option<f64>,

@@ -8,7 +8,9 @@
 //! delays another. GPIO inputs are the exception: they are not sampled but
 //! watched for edges (`gpio`).
 
+pub mod bme280;
 pub mod gpio;
+pub mod i2c;
 mod iio;
 mod onewire;
 mod replay;
@@ -26,6 +28,7 @@ use crate::dispatch::Dispatcher;
 use crate::event::{unix_ms, Event, EventSource};
 use crate::sinks::{OutgoingMessage, PublishSink, Qos};
 
+pub use bme280::Bme280Sensor;
 pub use iio::IioSensor;
 pub use onewire::OneWireSensor;
 pub use replay::ReplaySensor;
@@ -67,6 +70,11 @@ pub fn open(spec: &SensorSpec) -> Result<Box<dyn Sensor>, SensorError> {
         } => Box::new(SysfsSensor::new(path.clone(), *scale, *offset)),
         SensorKind::OneWire { path } => Box::new(OneWireSensor::new(path.clone())),
         SensorKind::Iio { dir, channel } => Box::new(IioSensor::new(dir.clone(), channel.clone())),
+        SensorKind::Bme280 {
+            bus,
+            address,
+            measure,
+        } => Box::new(Bme280Sensor::new(i2c::open(bus), *address, *measure)),
         SensorKind::Simulated {
             waveform,
             min,
