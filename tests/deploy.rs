@@ -344,6 +344,33 @@ fn keys(dir: &Path, port: u16, extra: &str) -> Keys {
     }
 }
 
+/// Publishes a `v1` module as version 1 and points `live` at it (on
+/// probation, like any switch).
+fn v1_live(dir: &Path, config: &Path) {
+    let v1 = tagged(dir, "v1", false);
+    let out = cli(
+        config,
+        &[
+            "deploy",
+            "tag",
+            v1.to_str().unwrap(),
+            "--publish",
+            "--alias",
+            "live",
+        ],
+    );
+    assert!(out.contains("tag:live -> 1"), "{out}");
+}
+
+/// A gateway whose upstream is the test's mosquitto, trusting a fresh key
+/// (with `deploy_extra` in its `[deploy]`), running v1 on `tag:live`.
+fn ota_gateway(dir: &Path, port: u16, deploy_extra: &str) -> (Keys, PathBuf) {
+    let keys = keys(dir, port, deploy_extra);
+    let config = config(dir, port, "tag:live", &keys.section);
+    v1_live(dir, &config);
+    (keys, config)
+}
+
 fn deployment(version: u32, module: &[u8], chunk_size: u64) -> Deployment {
     Deployment {
         format: document::FORMAT.to_owned(),
@@ -389,20 +416,7 @@ fn serving(client: &TestClient, id: u32) -> String {
 fn a_signed_chunked_deployment_arrives_over_the_upstream_out_of_order_and_goes_live() {
     let dir = tempfile::tempdir().unwrap();
     let mosquitto = Mosquitto::start(dir.path());
-    let keys = keys(dir.path(), mosquitto.port, "");
-    let config = config(dir.path(), mosquitto.port, "tag:live", &keys.section);
-    let v1 = tagged(dir.path(), "v1", false);
-    cli(
-        &config,
-        &[
-            "deploy",
-            "tag",
-            v1.to_str().unwrap(),
-            "--publish",
-            "--alias",
-            "live",
-        ],
-    );
+    let (keys, config) = ota_gateway(dir.path(), mosquitto.port, "");
     let mut ledge = Ledge::start(&config);
     ledge.wait_for_log("listening for deployments on ledge/gw/deploy", WAIT);
     let client = TestClient::connect(
@@ -451,20 +465,7 @@ fn a_signed_chunked_deployment_arrives_over_the_upstream_out_of_order_and_goes_l
 fn bad_deployments_are_rejected_with_their_reason_and_v1_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let mosquitto = Mosquitto::start(dir.path());
-    let keys = keys(dir.path(), mosquitto.port, "max_module_size = \"2KiB\"\n");
-    let config = config(dir.path(), mosquitto.port, "tag:live", &keys.section);
-    let v1 = tagged(dir.path(), "v1", false);
-    cli(
-        &config,
-        &[
-            "deploy",
-            "tag",
-            v1.to_str().unwrap(),
-            "--publish",
-            "--alias",
-            "live",
-        ],
-    );
+    let (keys, config) = ota_gateway(dir.path(), mosquitto.port, "max_module_size = \"2KiB\"\n");
     let mut ledge = Ledge::start(&config);
     ledge.wait_for_log("listening for deployments on ledge/gw/deploy", WAIT);
     let client = TestClient::connect(
@@ -546,20 +547,7 @@ fn bad_deployments_are_rejected_with_their_reason_and_v1_keeps_serving() {
 fn an_upload_resumes_after_a_kill_9_and_the_store_survives_crash_leftovers() {
     let dir = tempfile::tempdir().unwrap();
     let mosquitto = Mosquitto::start(dir.path());
-    let keys = keys(dir.path(), mosquitto.port, "");
-    let config = config(dir.path(), mosquitto.port, "tag:live", &keys.section);
-    let v1 = tagged(dir.path(), "v1", false);
-    cli(
-        &config,
-        &[
-            "deploy",
-            "tag",
-            v1.to_str().unwrap(),
-            "--publish",
-            "--alias",
-            "live",
-        ],
-    );
+    let (keys, config) = ota_gateway(dir.path(), mosquitto.port, "");
     let mut ledge = Ledge::start(&config);
     ledge.wait_for_log("listening for deployments on ledge/gw/deploy", WAIT);
     let client = TestClient::connect(
@@ -713,20 +701,7 @@ fn cli_errors_name_what_is_wrong() {
 fn deploying_over_the_air_while_events_stream_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mosquitto = Mosquitto::start(dir.path());
-    let keys = keys(dir.path(), mosquitto.port, "");
-    let config = config(dir.path(), mosquitto.port, "tag:live", &keys.section);
-    let v1 = tagged(dir.path(), "v1", false);
-    cli(
-        &config,
-        &[
-            "deploy",
-            "tag",
-            v1.to_str().unwrap(),
-            "--publish",
-            "--alias",
-            "live",
-        ],
-    );
+    let (keys, config) = ota_gateway(dir.path(), mosquitto.port, "");
     let mut ledge = Ledge::start(&config);
     ledge.wait_for_log("listening for deployments on ledge/gw/deploy", WAIT);
     let client = TestClient::connect(mosquitto.port, "stream-client", &["out/#"]);
@@ -865,20 +840,7 @@ fn a_replaced_draft_module_is_collected_once_nothing_uses_it() {
 fn a_disk_full_during_an_upload_rejects_it_cleans_up_and_v1_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let mosquitto = Mosquitto::start(dir.path());
-    let keys = keys(dir.path(), mosquitto.port, "");
-    let config = config(dir.path(), mosquitto.port, "tag:live", &keys.section);
-    let v1 = tagged(dir.path(), "v1", false);
-    cli(
-        &config,
-        &[
-            "deploy",
-            "tag",
-            v1.to_str().unwrap(),
-            "--publish",
-            "--alias",
-            "live",
-        ],
-    );
+    let (keys, config) = ota_gateway(dir.path(), mosquitto.port, "");
     // Uploads land on a 64 KiB file system; the module is 200 KB.
     let uploads = dir.path().join("data/functions/uploads");
     let _disk = common::disk::SmallDisk::mount(&uploads, "64k");
