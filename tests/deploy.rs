@@ -907,3 +907,50 @@ fn synchronous_invokes_reach_the_alias_or_version_they_name() {
     assert_eq!(invoke("tag:live", "e4"), "out/v2", "{}", ledge.log_text());
     assert_eq!(ledge.terminate().code(), Some(0));
 }
+
+#[test]
+fn an_unused_version_is_deleted_and_its_module_collected_a_needed_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let config = config(dir.path(), mosquitto.port, "tag:live", "");
+    for tag in ["v1", "v2", "v3"] {
+        let module = tagged(dir.path(), tag, false);
+        cli(
+            &config,
+            &["deploy", "tag", module.to_str().unwrap(), "--publish"],
+        );
+    }
+    cli(&config, &["alias", "set", "tag", "live", "1", "--no-watch"]);
+    cli(&config, &["alias", "set", "tag", "live", "2", "--no-watch"]);
+    let mut ledge = Ledge::start(&config);
+    let client = TestClient::connect(mosquitto.port, "delete-client", &["out/#"]);
+    let err = cli_fails(&config, &["versions", "tag", "--delete", "1"]);
+    assert!(err.contains("in use by alias `live`"), "{err}");
+    let modules = dir.path().join("data/functions/modules");
+    let count = || std::fs::read_dir(&modules).unwrap().count();
+    assert_eq!(count(), 3);
+    // v3 is also $LATEST (the last deployed): its module stays.
+    cli(
+        &config,
+        &[
+            "deploy",
+            "tag",
+            tagged(dir.path(), "v1", false).to_str().unwrap(),
+        ],
+    );
+    let out = cli(&config, &["versions", "tag", "--delete", "3"]);
+    assert!(out.contains("deleted tag:3"), "{out}");
+    assert!(out.contains("applied by the running ledge"), "{out}");
+    assert_eq!(
+        count(),
+        2,
+        "v3's module should be gone (v1 is $LATEST and 1, v2 is 2)"
+    );
+    let state = cli(&config, &["versions", "tag", "--json"]);
+    let state: serde_json::Value = serde_json::from_str(state.trim()).unwrap();
+    let versions: Vec<&String> = state["versions"].as_object().unwrap().keys().collect();
+    assert_eq!(versions, ["1", "2"]);
+    assert_eq!(state["highest"], 3);
+    assert_eq!(serving(&client, 1), "v2", "{}", ledge.log_text());
+    assert_eq!(ledge.terminate().code(), Some(0));
+}

@@ -203,6 +203,19 @@ pub fn rollback(config: &Path, function: &str, alias: &str) -> Result<(), CliErr
     apply(&plan)
 }
 
+/// `ledge versions NAME --delete N`.
+pub fn delete_version(config: &Path, function: &str, version: u32) -> Result<(), CliError> {
+    let plan = load_config(config)?;
+    let store = Store::under(&plan.device.data_dir);
+    let lock = store.lock().map_err(failed)?;
+    store
+        .delete_version(&lock, function, version)
+        .map_err(usage)?;
+    println!("deleted {function}:{version} (its number is not reused)");
+    drop(lock);
+    apply(&plan)
+}
+
 /// `ledge versions NAME`.
 pub fn versions(config: &Path, function: &str, json: bool) -> Result<(), CliError> {
     let plan = load_config(config)?;

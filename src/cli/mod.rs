@@ -145,6 +145,10 @@ pub enum Command {
     /// A function's $LATEST draft and published versions, with their aliases.
     Versions {
         function: String,
+        /// Delete this published version instead (refused while an alias
+        /// points at it or could roll back to it).
+        #[arg(long, conflicts_with = "json")]
+        delete: Option<u32>,
         #[arg(
             long,
             short,
@@ -357,8 +361,15 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         }),
         Command::Versions {
             function,
+            delete: Some(version),
+            config,
+            ..
+        } => deploy::delete_version(&config, &function, version),
+        Command::Versions {
+            function,
             config,
             json,
+            delete: None,
         } => deploy::versions(&config, &function, json),
         Command::Alias {
             action:

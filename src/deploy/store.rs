@@ -50,8 +50,14 @@ pub enum StoreError {
     },
     #[error("weight {0}% is out of range: the second version gets 1 to 99 percent")]
     BadWeight(u8),
-    #[error("function `{0}` has nothing to publish: deploy a module first")]
-    NoDraft(String),
+    #[error(
+        "`{function}:{version}` is in use by alias `{alias}`; point the alias elsewhere first"
+    )]
+    VersionInUse {
+        function: String,
+        version: u32,
+        alias: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -454,6 +460,34 @@ impl Store {
         Ok((from, previous))
     }
 
+    /// Deletes a published version no alias points at (its number is
+    /// never reused). Its module goes at the next garbage collection.
+    pub fn delete_version(
+        &self,
+        lock: &StoreLock,
+        function: &str,
+        version: u32,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state(function)?;
+        if !state.versions.contains_key(&version) {
+            return Err(StoreError::NoSuchVersion(function.to_owned(), version));
+        }
+        let holder = state.aliases.iter().find(|(_, a)| {
+            a.target.versions().any(|v| v == version)
+                || a.previous
+                    .is_some_and(|p| p.versions().any(|v| v == version))
+        });
+        if let Some((alias, _)) = holder {
+            return Err(StoreError::VersionInUse {
+                function: function.to_owned(),
+                version,
+                alias: alias.clone(),
+            });
+        }
+        state.versions.remove(&version);
+        self.save(lock, function, &state)
+    }
+
     /// Ends an alias's probation (it proved itself).
     pub fn end_probation(
         &self,
@@ -608,6 +642,35 @@ mod tests {
             store.set_alias(&lock, "f", "../x", AliasTarget::single(1), None),
             Err(StoreError::BadName(..))
         ));
+    }
+
+    #[test]
+    fn a_version_an_alias_needs_cannot_be_deleted_and_its_number_stays_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::under(dir.path());
+        let lock = store.lock().unwrap();
+        for sha in ["a", "b", "c"] {
+            store.publish(&lock, "f", None, version(sha)).unwrap();
+        }
+        store
+            .set_alias(&lock, "f", "live", AliasTarget::single(1), None)
+            .unwrap();
+        store
+            .set_alias(&lock, "f", "live", AliasTarget::single(2), None)
+            .unwrap();
+        // 2 is the target, 1 the rollback target: both needed.
+        for needed in [1, 2] {
+            assert!(matches!(
+                store.delete_version(&lock, "f", needed),
+                Err(StoreError::VersionInUse { .. })
+            ));
+        }
+        store.delete_version(&lock, "f", 3).unwrap();
+        assert!(matches!(
+            store.delete_version(&lock, "f", 3),
+            Err(StoreError::NoSuchVersion(_, 3))
+        ));
+        assert_eq!(store.publish(&lock, "f", None, version("d")).unwrap(), 4);
     }
 
     #[test]
