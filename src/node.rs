@@ -805,40 +805,33 @@ impl Pipeline {
     }
 
     fn start_feeders(&mut self, durable: &HashMap<String, Arc<Spool>>, plan: &Plan) {
-        // One stream per function name, read by one feeder: with versions,
-        // it feeds the version its durable triggers resolve to first.
+        // One stream per function name, read by one feeder. With versions
+        // it feeds what the first durable trigger resolves to: a version,
+        // or an alias's version and canary.
         let mut fed = std::collections::HashSet::new();
-        for (function, spec) in plan.functions.iter().enumerate() {
-            let is_durable_target = plan
-                .routes
-                .iter()
-                .any(|r| r.function == function && r.durable);
-            if !is_durable_target || !fed.insert(spec.name.clone()) {
-                continue;
-            }
-            let is_durable = plan
-                .routes
-                .iter()
-                .any(|r| r.function == function && r.durable);
-            let batch = plan
-                .routes
-                .iter()
-                .find(|r| r.function == function && r.durable)
-                .and_then(|r| r.batch);
-            let (true, Some(spool)) = (is_durable, durable.get(&spec.name)) else {
+        for route in plan.routes.iter().filter(|r| r.durable) {
+            let name = &plan.functions[route.function].name;
+            let Some(spool) = durable.get(name) else {
                 continue;
             };
-            match batch {
+            if !fed.insert(name.clone()) {
+                continue;
+            }
+            let target = crate::config::Target {
+                function: route.function,
+                canary: route.canary,
+            };
+            match route.batch {
                 Some(batch) => self.feeders.spawn(crate::dispatch::feed_batches(
                     Arc::clone(&self.dispatcher),
-                    function,
+                    target,
                     Arc::clone(spool),
                     batch,
                     self.stop_sources.subscribe(),
                 )),
                 None => self.feeders.spawn(crate::dispatch::feed(
                     Arc::clone(&self.dispatcher),
-                    function,
+                    target,
                     Arc::clone(spool),
                     self.stop_sources.subscribe(),
                 )),

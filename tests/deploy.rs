@@ -954,3 +954,56 @@ fn an_unused_version_is_deleted_and_its_module_collected_a_needed_one_is_refused
     assert_eq!(serving(&client, 1), "v2", "{}", ledge.log_text());
     assert_eq!(ledge.terminate().code(), Some(0));
 }
+
+#[test]
+fn a_durable_trigger_splits_its_stream_between_an_alias_and_its_canary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let config = config(dir.path(), mosquitto.port, "tag:live", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "function = \"tag:live\"\n",
+            "function = \"tag:live\"\ndurable = true\n",
+        ),
+    )
+    .unwrap();
+    for tag in ["v1", "v2"] {
+        let module = tagged(dir.path(), tag, false);
+        cli(
+            &config,
+            &["deploy", "tag", module.to_str().unwrap(), "--publish"],
+        );
+    }
+    cli(
+        &config,
+        &[
+            "alias",
+            "set",
+            "tag",
+            "live",
+            "1",
+            "--weight",
+            "2=30",
+            "--no-watch",
+        ],
+    );
+    let mut ledge = Ledge::start(&config);
+    let client = TestClient::connect(mosquitto.port, "durable-split", &["out/#"]);
+    const EVENTS: u32 = 300;
+    for id in 0..EVENTS {
+        client.publish("in/x", format!("e{id}"));
+    }
+    let got = client.collect(EVENTS as usize, WAIT);
+    let runs = runs(&got);
+    assert_eq!(runs.len(), EVENTS as usize, "{}", ledge.log_text());
+    assert!(runs.values().all(|r| r.len() == 1), "an event ran twice");
+    let canary = runs.values().filter(|r| r[0] == "v2").count();
+    // Binomial(300, 0.3): mean 90, sd 7.9; ±5 sd.
+    assert!(
+        (50..=130).contains(&canary),
+        "{canary} of {EVENTS} on the canary"
+    );
+    assert_eq!(ledge.terminate().code(), Some(0));
+}

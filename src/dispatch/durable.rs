@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::queue::PushError;
 use super::{Dispatcher, Job, Receipt};
-use crate::config::FunctionId;
+use crate::config::{FunctionId, Target};
 use crate::event::{Event, EventSource};
 use crate::spool::body::{self, TriggerBody};
 use crate::spool::{AppendError, Kind, Reader, Spool};
@@ -64,10 +64,11 @@ fn decode(record: &crate::spool::Record) -> Option<Event> {
 /// it queued has finished (or was dropped unrun at shutdown).
 pub async fn feed(
     dispatcher: Arc<Dispatcher>,
-    function: FunctionId,
+    target: Target,
     spool: Arc<Spool>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let function = target.function;
     let mut reader = Some(spool.reader(CURSOR));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
     let mut done_tx = Some(done_tx);
@@ -91,7 +92,10 @@ pub async fn feed(
                                 seq,
                                 done: tx.clone(),
                             };
-                            if !queue(&dispatcher, function, event, receipt, &mut stop).await {
+                            // An alias's canary gets its share of the
+                            // stream too, chosen per record.
+                            let version = dispatcher.pick(target);
+                            if !queue(&dispatcher, version, event, receipt, &mut stop).await {
                                 done_tx = None;
                                 break;
                             }
@@ -143,7 +147,7 @@ pub async fn feed(
 /// so a crash before that delivers the whole batch again.
 pub async fn feed_batches(
     dispatcher: Arc<Dispatcher>,
-    function: FunctionId,
+    target: Target,
     spool: Arc<Spool>,
     batch: crate::config::BatchSpec,
     mut stop: watch::Receiver<bool>,
@@ -186,7 +190,15 @@ pub async fn feed_batches(
             seq: last_seq,
             done: done_tx,
         };
-        if !queue(&dispatcher, function, event, receipt, &mut stop).await {
+        if !queue(
+            &dispatcher,
+            dispatcher.pick(target),
+            event,
+            receipt,
+            &mut stop,
+        )
+        .await
+        {
             return;
         }
         // Wait for the batch's final outcome, even while stopping: it is

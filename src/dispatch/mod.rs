@@ -257,7 +257,13 @@ impl Dispatcher {
     pub fn submit(&self, event: Event) -> Vec<Durable> {
         let mut targets: Vec<(FunctionId, bool)> = Vec::new();
         let mut add = |target: &Target, durable: bool| {
-            let function = self.pick(*target);
+            // A durable event goes to the stream of the alias's main
+            // version; its feeder splits the stream with the canary.
+            let function = if durable {
+                target.function
+            } else {
+                self.pick(*target)
+            };
             match targets.iter_mut().find(|(f, _)| *f == function) {
                 Some(target) => target.1 |= durable,
                 None => targets.push((function, durable)),
