@@ -65,20 +65,6 @@ pub enum NodeError {
     Store(#[from] crate::deploy::store::StoreError),
 }
 
-/// Loads every function of the plan; failures are logged and leave `None`.
-pub fn load_functions(runtime: &Runtime, plan: &Plan) -> Vec<Option<LoadedFunction>> {
-    plan.functions
-        .iter()
-        .map(|spec| match runtime.load(spec.clone()) {
-            Ok(function) => Some(function),
-            Err(e) => {
-                log::error!(target: "ledge::node", "{e}; function `{}` is disabled", spec.name);
-                None
-            }
-        })
-        .collect()
-}
-
 /// Runs ledge until SIGINT or SIGTERM; SIGHUP reloads the config.
 pub async fn run(plan: Plan) -> Result<(), NodeError> {
     let (requests, requests_received) = tokio::sync::mpsc::unbounded_channel();
@@ -281,19 +267,25 @@ impl Node {
         // before anything runs; the store is then laid over the config again.
         let functions = loop {
             let mut moved = false;
-            for spec in plan.functions.iter().filter(|f| f.version != "$LATEST") {
-                if let Err(e) = runtime.load(spec.clone()) {
-                    moved |= roll_back_unloadable(
-                        &store,
-                        reports.as_ref(),
-                        &plan.device.id,
-                        spec,
-                        &e.reason,
-                    );
+            let mut loaded = Vec::with_capacity(plan.functions.len());
+            for spec in &plan.functions {
+                match runtime.load(spec.clone()) {
+                    Ok(function) => loaded.push(Some(function)),
+                    Err(e) => {
+                        moved |= roll_back_unloadable(
+                            &store,
+                            reports.as_ref(),
+                            &plan.device.id,
+                            spec,
+                            &e.reason,
+                        );
+                        log::error!(target: "ledge::node", "{e}; function `{}` is disabled", spec.qualified_name());
+                        loaded.push(None);
+                    }
                 }
             }
             if !moved {
-                break load_functions(&runtime, &plan);
+                break loaded;
             }
             plan = config_plan.clone();
             apply_store(&mut plan, &store)?;
@@ -620,13 +612,13 @@ impl Node {
                 .unwrap_or_default()
         };
         let mut watches = Vec::new();
-        let mut names: Vec<&str> = self
+        // One entry per function: its `$LATEST` (versions share the name).
+        let names = self
             .plan
             .functions
             .iter()
-            .map(|f| f.name.as_str())
-            .collect();
-        names.dedup();
+            .filter(|f| f.version == "$LATEST")
+            .map(|f| f.name.as_str());
         for name in names {
             match self.store.state(name) {
                 Ok(state) => {
