@@ -29,6 +29,7 @@
 //! | actuators are in their safe state at start, at stop and after their writer crashes | `hw::gpio::lines`, `node` |
 
 pub mod board;
+#[cfg(feature = "local-broker")]
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -50,3 +51,4 @@ pub mod spool;
 pub mod telemetry;
 pub mod topic;
 pub mod uplink;
+pub mod users;

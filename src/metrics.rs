@@ -79,8 +79,11 @@ pub struct FunctionMetrics {
     pub errors: AtomicU64,
     /// Of those, the ones that hit the timeout.
     pub timeouts: AtomicU64,
-    /// Events refused because the function's queue was full.
+    /// Events that found the function's queue full (then held back, spilled
+    /// or, if the stream refused too, dead-lettered).
     pub throttled: AtomicU64,
+    /// Events that waited in the function's stream because its queue was full.
+    pub spilled: AtomicU64,
     /// Events refused because the function is disabled (module failed to load).
     pub dropped_disabled: AtomicU64,
     /// Sum and maximum of invocation durations, microseconds.
@@ -107,6 +110,7 @@ pub struct Snapshot {
     pub errors: u64,
     pub timeouts: u64,
     pub throttled: u64,
+    pub spilled: u64,
     pub dropped_disabled: u64,
     pub duration_total_us: u64,
     pub duration_max_us: u64,
@@ -143,6 +147,7 @@ impl FunctionMetrics {
             errors: get(&self.errors),
             timeouts: get(&self.timeouts),
             throttled: get(&self.throttled),
+            spilled: get(&self.spilled),
             dropped_disabled: get(&self.dropped_disabled),
             duration_total_us: get(&self.duration_total_us),
             duration_max_us: get(&self.duration_max_us),

@@ -22,9 +22,10 @@ use crate::deploy::store::Store;
 use crate::deploy::watch::{Verdict, Watch};
 use crate::dispatch::{Dispatcher, Routing};
 use crate::hw::gpio::GpioLines;
+use crate::mqtt::link::{Link, LinkParts};
 use crate::mqtt::LinkState;
 use crate::runtime::{LoadedFunction, Runtime};
-use crate::sinks::local::{self, LocalPublisher};
+use crate::sinks::local::{LocalPublisher, Outboxes};
 use crate::sinks::spool::SpoolSink;
 use crate::sinks::{DeadLetterSink, ForwardSink, LogSink, PublishSink, Sinks};
 use crate::sources::mqtt::MqttSource;
@@ -52,7 +53,7 @@ pub enum NodeError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Broker(#[from] crate::broker::BrokerError),
+    Link(#[from] crate::mqtt::link::LinkError),
     #[error("cannot start the wasm runtime: {0}")]
     Runtime(String),
     #[error("cannot start worker threads: {0}")]
@@ -181,12 +182,20 @@ struct Node {
     /// Control socket and metrics shipping.
     stop_services: watch::Sender<bool>,
     services: JoinSet<()>,
-    /// Last holder of the local publisher besides the workers and sources.
+    /// Last holder of ledge's own publisher besides the sources.
     publisher: Arc<dyn PublishSink>,
+    /// Every producer's queue to the local broker; closing it lets the pump
+    /// finish once what is queued went out.
+    outboxes: Arc<Outboxes>,
     pump: tokio::task::JoinHandle<()>,
     stop_links: watch::Sender<bool>,
     link: tokio::task::JoinHandle<()>,
     link_state: Arc<LinkState>,
+    /// The embedded broker, if ledge runs one.
+    #[cfg(feature = "local-broker")]
+    broker: Option<crate::broker::Broker>,
+    /// "A full queue has room again", shared by every dispatcher.
+    room: Arc<tokio::sync::Notify>,
     uplink: Option<tokio::task::JoinHandle<()>>,
     spool: Option<Arc<Spool>>,
     /// Versions, aliases, and deployment reports.
@@ -221,9 +230,6 @@ impl Node {
         // What a reload compares against; unreadable only if the file went
         // away since it was parsed, and then every later reload fails anyway.
         let config_text = std::fs::read_to_string(&plan.source).unwrap_or_default();
-        if let BrokerMode::Embedded { listen } = &plan.broker.mode {
-            crate::broker::start(*listen, plan.broker.max_payload.saturating_mul(4))?;
-        }
         let runtime =
             Runtime::new(plan.broker.max_payload).map_err(|e| NodeError::Runtime(e.to_string()))?;
         let spool = open_uplink_spool(&plan)?;
@@ -237,10 +243,9 @@ impl Node {
         };
 
         let link_state = Arc::new(LinkState::default());
-        let persistent = MqttSource::needs_manual_acks(&plan);
-        let (client, eventloop) = crate::mqtt::connect(&plan.broker, persistent);
-        let (publisher, outgoing) = LocalPublisher::new(Arc::clone(&link_state));
-        let publisher: Arc<dyn PublishSink> = Arc::new(publisher);
+        let outboxes = Outboxes::new(Arc::clone(&link_state));
+        let publisher: Arc<dyn PublishSink> = Arc::new(LocalPublisher::new(&outboxes));
+        let room = Arc::new(tokio::sync::Notify::new());
         // Outputs go to their safe state before any function can run.
         let gpio = Arc::new(GpioLines::open(&plan.gpio.backend, &plan.gpio.outputs));
         let sinks = Sinks {
@@ -290,8 +295,16 @@ impl Node {
             plan = config_plan.clone();
             apply_store(&mut plan, &store)?;
         };
-        let pipeline = Pipeline::start(&plan, &functions, &sinks, &publisher, &mut durable, None)
-            .map_err(|e| match e {
+        let pipeline = Pipeline::start(
+            &plan,
+            &functions,
+            &sinks,
+            &publisher,
+            &mut durable,
+            None,
+            &room,
+        )
+        .map_err(|e| match e {
             ReloadError::Spool(e) => NodeError::Spool(e),
             ReloadError::Threads(e) => NodeError::Threads(e),
             other => NodeError::Runtime(other.to_string()),
@@ -300,7 +313,6 @@ impl Node {
 
         let (stop_services, services_stopped) = watch::channel(false);
         let (stop_links, links_stopped) = watch::channel(false);
-        let pump = tokio::spawn(local::pump(outgoing, client.clone()));
         let uplink_status = plan
             .upstream
             .as_ref()
@@ -361,26 +373,18 @@ impl Node {
                 links_stopped.clone(),
             ));
         }
-        if persistent {
-            let (acks, queue) = tokio::sync::mpsc::unbounded_channel();
-            mqtt.acks = Some(acks);
-            tokio::spawn(crate::sources::mqtt::acknowledge_in_order(
-                client.clone(),
-                queue,
-            ));
-        }
         let (filters, filters_wanted) = watch::channel(subscriptions(&pipeline.dispatcher, &plan));
-        let link = tokio::spawn(crate::mqtt::drive(
-            client,
-            eventloop,
-            filters_wanted,
-            Arc::clone(&link_state),
-            links_stopped,
-            {
-                let routing = routing.clone();
-                move |publish| mqtt.incoming_publish(&routing, publish)
-            },
-        ));
+        let link = Link::start(LinkParts {
+            plan: &plan,
+            source: mqtt,
+            routing: &routing,
+            outboxes: &outboxes,
+            state: &link_state,
+            room: &room,
+            filters: filters_wanted,
+            stop: links_stopped,
+        })
+        .await?;
         let mut services = JoinSet::new();
         let status = Arc::new(StatusSources {
             device: plan.device.id.clone(),
@@ -452,10 +456,14 @@ impl Node {
             stop_services,
             services,
             publisher,
-            pump,
+            outboxes,
+            pump: link.pump,
             stop_links,
-            link,
+            link: link.task,
             link_state,
+            #[cfg(feature = "local-broker")]
+            broker: link.broker,
+            room,
             uplink,
             spool,
             store,
@@ -523,6 +531,7 @@ impl Node {
             &self.publisher,
             &mut self.durable,
             Some(&self.pipeline.dispatcher),
+            &self.room,
         )?;
         let old = std::mem::replace(&mut self.pipeline, next);
         // Old sensors and schedules submit straight to the old dispatcher:
@@ -731,13 +740,18 @@ impl Node {
         for spool in self.durable.values() {
             spool.close();
         }
-        // Workers and sources are gone; dropping the last publishers lets the
-        // pump finish once every queued publish is handed to the client.
+        // Workers and sources are gone; closing the outboxes lets the pump
+        // finish once every queued publish is handed to the broker.
         drop(self.publisher);
         drop(self.sinks);
+        self.outboxes.close();
         let _ = tokio::time::timeout(DISCONNECT_DEADLINE, self.pump).await;
         let _ = self.stop_links.send(true);
         let _ = tokio::time::timeout(DISCONNECT_DEADLINE, self.link).await;
+        #[cfg(feature = "local-broker")]
+        if let Some(broker) = &self.broker {
+            broker.stop();
+        }
         if let Some(uplink) = self.uplink {
             let _ = tokio::time::timeout(DISCONNECT_DEADLINE, uplink).await;
         }
@@ -760,9 +774,10 @@ impl Pipeline {
         publisher: &Arc<dyn PublishSink>,
         durable: &mut HashMap<String, Arc<Spool>>,
         previous: Option<&Arc<Dispatcher>>,
+        room: &Arc<tokio::sync::Notify>,
     ) -> Result<Self, ReloadError> {
-        let streams = open_durable_spools(plan, durable)?;
-        let mut dispatcher = Dispatcher::new(plan, functions, streams);
+        let streams = open_function_streams(plan, functions, durable)?;
+        let mut dispatcher = Dispatcher::new(plan, functions, streams, Arc::clone(room));
         if let Some(previous) = previous {
             dispatcher.inherit_metrics(previous);
         }
@@ -796,24 +811,41 @@ impl Pipeline {
         );
     }
 
-    fn start_feeders(&mut self, durable: &HashMap<String, Arc<Spool>>, plan: &Plan) {
-        // One stream per function name, read by one feeder. With versions
-        // it feeds what the first durable trigger resolves to: a version,
-        // or an alias's version and canary.
+    fn start_feeders(&mut self, streams: &HashMap<String, Arc<Spool>>, plan: &Plan) {
+        // One stream per function name, read by one feeder. It feeds what
+        // the function's first durable trigger resolves to (a version, or
+        // an alias's version and canary); without durable triggers, the
+        // function itself (its spilled events).
         let mut fed = std::collections::HashSet::new();
-        for route in plan.routes.iter().filter(|r| r.durable) {
-            let name = &plan.functions[route.function].name;
-            let Some(spool) = durable.get(name) else {
+        let durable_routes = plan.routes.iter().filter(|r| r.durable).map(|r| {
+            (
+                r.function,
+                crate::config::Target {
+                    function: r.function,
+                    canary: r.canary,
+                },
+                r.batch,
+            )
+        });
+        let spill_only = (0..plan.functions.len()).map(|id| {
+            (
+                id,
+                crate::config::Target {
+                    function: id,
+                    canary: None,
+                },
+                None,
+            )
+        });
+        for (function, target, batch) in durable_routes.chain(spill_only) {
+            let name = &plan.functions[function].name;
+            let Some(spool) = streams.get(name) else {
                 continue;
             };
             if !fed.insert(name.clone()) {
                 continue;
             }
-            let target = crate::config::Target {
-                function: route.function,
-                canary: route.canary,
-            };
-            match route.batch {
+            match batch {
                 Some(batch) => self.feeders.spawn(crate::dispatch::feed_batches(
                     Arc::clone(&self.dispatcher),
                     target,
@@ -832,28 +864,36 @@ impl Pipeline {
     }
 }
 
-/// One spool stream per function with a durable trigger, `fn-<name>`,
-/// indexed like `plan.functions`. Streams already open (an earlier config)
-/// are reused from `open`; new ones are added to it.
-fn open_durable_spools(
+/// One spool stream per function, `fn-<name>`, indexed like
+/// `plan.functions`: its durable triggers' events and the events that
+/// spill from its full queue. Versions of a function share its stream.
+/// Streams already open (an earlier config) are reused from `open`; new
+/// ones are added to it. A disabled function gets none unless one is on
+/// disk already (its events wait there for a version that loads).
+fn open_function_streams(
     plan: &Plan,
+    functions: &[Option<LoadedFunction>],
     open: &mut HashMap<String, Arc<Spool>>,
 ) -> Result<Vec<Option<Arc<Spool>>>, crate::spool::SpoolError> {
     plan.functions
         .iter()
         .enumerate()
         .map(|(id, spec)| {
-            if !plan.routes.iter().any(|r| r.function == id && r.durable) {
-                return Ok(None);
-            }
             if let Some(spool) = open.get(&spec.name) {
                 return Ok(Some(Arc::clone(spool)));
             }
             let dir = crate::spool::stream_dir(&plan.device.data_dir, &format!("fn-{}", spec.name));
+            let loaded = functions.get(id).is_some_and(Option::is_some);
+            if !loaded && !dir.exists() {
+                return Ok(None);
+            }
             let spool = Spool::open(&dir, plan.spool.clone())?;
             let (_, next) = spool.seq_range();
             let waiting = next.saturating_sub(1).saturating_sub(spool.cursor(crate::dispatch::DURABLE_CURSOR).unwrap_or(0));
-            log::info!(target: "ledge::spool", "durable trigger stream {} open; {waiting} events from before the restart run again", dir.display());
+            let durable = plan.routes.iter().any(|r| r.durable && plan.functions[r.function].name == spec.name);
+            if waiting > 0 || durable {
+                log::info!(target: "ledge::spool", "function stream {} open; {waiting} events from before the restart run again", dir.display());
+            }
             let spool = Arc::new(spool);
             open.insert(spec.name.clone(), Arc::clone(&spool));
             Ok(Some(spool))

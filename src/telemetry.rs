@@ -70,6 +70,7 @@ impl StatusSources {
                     "errors": m.errors,
                     "timeouts": m.timeouts,
                     "throttled": m.throttled,
+                    "spilled": m.spilled,
                     "retries": m.retries,
                     "dead_letters": m.dead_letters,
                     "dead_letter_errors": m.dead_letter_errors,
@@ -93,7 +94,7 @@ impl StatusSources {
 /// (format 0.0.4): counters `_total`, gauges, and duration quantiles.
 pub fn prometheus(doc: &Value) -> String {
     use std::fmt::Write;
-    const COUNTERS: [(&str, &str, &str); 7] = [
+    const COUNTERS: [(&str, &str, &str); 8] = [
         (
             "invocations",
             "ledge_invocations_total",
@@ -108,7 +109,12 @@ pub fn prometheus(doc: &Value) -> String {
         (
             "throttled",
             "ledge_throttles_total",
-            "Events refused because the queue was full.",
+            "Events that found the function's queue full.",
+        ),
+        (
+            "spilled",
+            "ledge_spilled_total",
+            "Events that waited in the function's spool stream because its queue was full.",
         ),
         (
             "retries",

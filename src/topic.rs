@@ -126,6 +126,71 @@ pub fn any_matches(filters: &[TopicFilter], topic: &str) -> bool {
     filters.iter().any(|filter| filter.matches(topic))
 }
 
+/// Filters that match every topic `filters` match (and maybe more), no two
+/// of which match a common topic. Subscribing to these instead makes every
+/// broker deliver each message once, whatever it does with overlapping
+/// subscriptions (MQTT 3.1.1 §3.3.5 lets it send one copy per matching
+/// subscription); ledge then matches each message against its own filters.
+/// Overlapping filters are merged into their join: `a/+/c` and `a/b/+`
+/// become `a/+/+`, `a/b` and `a/#` become `a/#`.
+pub fn disjoint_cover(filters: &[TopicFilter]) -> Vec<TopicFilter> {
+    let mut cover: Vec<TopicFilter> = Vec::new();
+    let mut pending: Vec<TopicFilter> = filters.to_vec();
+    while let Some(filter) = pending.pop() {
+        match cover.iter().position(|other| overlaps(other, &filter)) {
+            // Each merge removes one filter, so this ends.
+            Some(index) => {
+                let other = cover.swap_remove(index);
+                pending.push(join(&other, &filter));
+            }
+            None => cover.push(filter),
+        }
+    }
+    cover.sort_by(|a, b| a.text.cmp(&b.text));
+    cover
+}
+
+/// True if some topic matches both filters.
+fn overlaps(a: &TopicFilter, b: &TopicFilter) -> bool {
+    // A leading wildcard never matches a `$` topic (§4.7.2).
+    let dollar = |f: &TopicFilter| f.text.starts_with('$');
+    let wild = |f: &TopicFilter| f.text.starts_with(['+', '#']);
+    if (dollar(a) && wild(b)) || (dollar(b) && wild(a)) {
+        return false;
+    }
+    let (mut x, mut y) = (a.text.split('/'), b.text.split('/'));
+    loop {
+        match (x.next(), y.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (Some(p), Some(q)) if p == "+" || q == "+" || p == q => continue,
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// The most specific filter matching everything either filter matches.
+fn join(a: &TopicFilter, b: &TopicFilter) -> TopicFilter {
+    let (mut x, mut y) = (a.text.split('/'), b.text.split('/'));
+    let mut levels: Vec<&str> = Vec::new();
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => break,
+            (Some(p), Some(q)) if p != "#" && q != "#" => {
+                levels.push(if p == q { p } else { "+" });
+            }
+            // One ends or has `#` here: `#` takes the rest (and the parent).
+            _ => {
+                levels.push("#");
+                break;
+            }
+        }
+    }
+    TopicFilter {
+        text: levels.join("/"),
+    }
+}
+
 fn check_common(text: &str) -> Result<(), TopicError> {
     if text.is_empty() {
         return Err(TopicError::Empty);
@@ -224,6 +289,44 @@ mod tests {
             Err(TopicError::WildcardInName)
         );
         assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
+    }
+
+    #[test]
+    fn the_disjoint_cover_merges_overlapping_filters_only() {
+        let f = |t: &str| TopicFilter::new(t).unwrap();
+        let cover = |list: &[&str]| -> Vec<String> {
+            let filters: Vec<TopicFilter> = list.iter().map(|t| f(t)).collect();
+            disjoint_cover(&filters)
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(cover(&["a/+", "a/#", "a/b"]), vec!["a/#"]);
+        assert_eq!(cover(&["a/+/c", "a/b/+"]), vec!["a/+/+"]);
+        assert_eq!(cover(&["a/b", "a/c", "b/#"]), vec!["a/b", "a/c", "b/#"]);
+        assert_eq!(cover(&["+/x", "a/+"]), vec!["+/+"]);
+        assert_eq!(cover(&["a", "a/#"]), vec!["a/#"]);
+        assert_eq!(cover(&["#", "$SYS/x"]), vec!["#", "$SYS/x"]);
+    }
+
+    proptest::proptest! {
+        /// Every topic a filter matches, the cover matches exactly once.
+        #[test]
+        fn every_topic_matches_exactly_one_cover_filter_if_any_filter(
+            filters in proptest::collection::vec("(a|b|\\+|\\$s)(/(a|b|\\+))*(/#)?", 1..5),
+            topic in "(a|b|\\$s)(/(a|b))*",
+        ) {
+            let filters: Vec<TopicFilter> =
+                filters.iter().filter_map(|t| TopicFilter::new(t).ok()).collect();
+            let cover = disjoint_cover(&filters);
+            let wanted = filters.iter().any(|f| f.matches(&topic));
+            let hits = cover.iter().filter(|c| c.matches(&topic)).count();
+            if wanted {
+                proptest::prop_assert_eq!(hits, 1, "{:?} -> {:?} on {}", filters, cover, topic);
+            } else {
+                proptest::prop_assert!(hits <= 1, "{:?} -> {:?} on {}", filters, cover, topic);
+            }
+        }
     }
 
     #[test]

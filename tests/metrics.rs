@@ -71,16 +71,18 @@ fn metrics_equal_the_counts_of_a_scripted_workload() {
     for _ in 0..5 {
         client.publish("fails/in", "x");
     }
-    // `slow` takes 300 ms a call, one at a time, two may wait: the first
-    // event runs, of the nine sent while it does two wait, seven are throttled.
+    // `slow` takes 300 ms a call, one at a time, two may wait in its queue:
+    // the first event runs; of the nine sent while it does, two wait in the
+    // queue and seven find it full, spill into the function's stream and
+    // run after them.
     client.publish("slow/in", "first");
     std::thread::sleep(Duration::from_millis(100));
     for _ in 0..9 {
         client.publish("slow/in", "burst");
     }
-    // 20 echoes, 10 attempts of `fails`, 3 runs of `slow`.
-    let got = client.collect(33, WAIT);
-    assert_eq!(got.len(), 33, "log:\n{}", ledge.log_text());
+    // 20 echoes, 10 attempts of `fails`, 10 runs of `slow`.
+    let got = client.collect(40, WAIT);
+    assert_eq!(got.len(), 40, "log:\n{}", ledge.log_text());
     assert!(client.drain(Duration::from_millis(700)).is_empty());
 
     let m = metrics_json(config_str);
@@ -102,11 +104,12 @@ fn metrics_equal_the_counts_of_a_scripted_workload() {
     assert_eq!(fails["retries"], 5, "{m}");
     assert_eq!(fails["dead_letters"], 5, "{m}");
     let slow = &m["slow"];
-    assert_eq!(slow["invocations"], 3, "{m}");
+    assert_eq!(slow["invocations"], 10, "{m}");
     assert_eq!(slow["throttled"], 7, "{m}");
-    // Throttled events go to the failure destination; with no [upstream]
-    // to keep dead letters they are logged in full and counted.
-    assert_eq!(slow["dead_letter_errors"], 7, "{m}");
+    assert_eq!(slow["spilled"], 7, "{m}");
+    // Nothing was lost to the failure destination.
+    assert_eq!(slow["dead_letters"], 0, "{m}");
+    assert_eq!(slow["dead_letter_errors"], 0, "{m}");
     assert_eq!(slow["concurrent"], 0, "{m}");
     assert_eq!(slow["queued"], 0, "{m}");
     assert!(slow["p50_us"].as_u64().unwrap() >= 300_000, "{m}");
@@ -126,7 +129,8 @@ fn metrics_equal_the_counts_of_a_scripted_workload() {
         "ledge_invocations_total{device=\"m1\",function=\"echo\"} 20",
         "ledge_throttles_total{device=\"m1\",function=\"slow\"} 7",
         "ledge_retries_total{device=\"m1\",function=\"fails\"} 5",
-        "ledge_duration_seconds_count{device=\"m1\",function=\"slow\"} 3",
+        "ledge_spilled_total{device=\"m1\",function=\"slow\"} 7",
+        "ledge_duration_seconds_count{device=\"m1\",function=\"slow\"} 10",
         "# TYPE ledge_duration_seconds summary",
     ] {
         assert!(scraped.contains(line), "missing {line}:\n{scraped}");

@@ -41,6 +41,7 @@ for target in wasm32-unknown-unknown aarch64-unknown-linux-musl x86_64-unknown-l
 done
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src  # byte-reproducible functions/dist (build.sh --check)
 
 step "format, lints, shell scripts"
 cargo fmt --all -- --check

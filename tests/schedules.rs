@@ -15,9 +15,19 @@ use common::process::{ledge, Ledge};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn config(dir: &Path, port: u16, id: &str, trigger: &str) -> std::path::PathBuf {
+    config_with(
+        dir,
+        &format!("embedded = true\nlisten = \"127.0.0.1:{port}\""),
+        id,
+        trigger,
+    )
+}
+
+/// A config whose `[broker]` section is `broker`.
+fn config_with(dir: &Path, broker: &str, id: &str, trigger: &str) -> std::path::PathBuf {
     let echo = common::example("echo");
     let text = format!(
-        "[device]\nid = \"{id}\"\ndata_dir = \"data\"\n[broker]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\n\
+        "[device]\nid = \"{id}\"\ndata_dir = \"data\"\n[broker]\n{broker}\n\
          [[function]]\nname = \"echo\"\nmodule = \"{}\"\nenv = {{ ECHO_TOPIC = \"tick\" }}\nallow_publish = [\"tick\"]\n\
          [[trigger]]\nsource = \"schedule\"\nfunction = \"echo\"\n{trigger}\n",
         echo.display()
@@ -41,6 +51,15 @@ fn start(config: &Path, port: u16, client_id: &str) -> (Ledge, TestClient) {
     let mut ledge = Ledge::spawn(config, &[]);
     ledge.wait_for_line("running as", WAIT);
     let client = TestClient::connect(port, client_id, &["tick"]);
+    (ledge, client)
+}
+
+/// With an external broker the client subscribes before ledge starts, so
+/// it sees the events ledge fires the moment it starts (catch-ups).
+fn start_watched(config: &Path, port: u16, client_id: &str) -> (Ledge, TestClient) {
+    let client = TestClient::connect(port, client_id, &["tick"]);
+    let mut ledge = Ledge::spawn(config, &[]);
+    ledge.wait_for_line("running as", WAIT);
     (ledge, client)
 }
 
@@ -153,15 +172,19 @@ fn state_file(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn a_restart_after_missed_runs_catches_up_once_with_once_and_never_with_skip() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let once = config(
+    // A catch-up fires as ledge starts: the watcher must be subscribed
+    // before, on a broker that outlives ledge.
+    let mosquitto = common::broker::Mosquitto::start(dir.path());
+    let port = mosquitto.port;
+    let broker = format!("url = \"mqtt://127.0.0.1:{port}\"");
+    let once = config_with(
         dir.path(),
-        port,
+        &broker,
         "c3",
         "cron = \"*/5 * * * * *\"\ncatch_up = \"once\"",
     );
     // First run: one ordinary event, then stop.
-    let (mut ledge, client) = start(&once, port, "catchup-1");
+    let (mut ledge, client) = start_watched(&once, port, "catchup-1");
     let first = client.next(WAIT).expect("a first run");
     assert!(first.json().get("catch_up").is_none(), "{}", first.text());
     assert!(ledge.terminate().success());
@@ -181,7 +204,7 @@ fn a_restart_after_missed_runs_catches_up_once_with_once_and_never_with_skip() {
     // most recent missed time, then ordinary runs.
     let restart_ms = now_ms();
     std::fs::write(&file, format!("{}\n", restart_ms - 3_600_000)).unwrap();
-    let (mut ledge, client) = start(&once, port, "catchup-2");
+    let (mut ledge, client) = start_watched(&once, port, "catchup-2");
     let events: Vec<serde_json::Value> = client
         .collect(3, Duration::from_secs(9))
         .iter()
@@ -206,15 +229,15 @@ fn a_restart_after_missed_runs_catches_up_once_with_once_and_never_with_skip() {
     drop(client);
 
     // The same schedule with `skip`: an hour "down" fires nothing extra.
-    let skip = config(
+    let skip = config_with(
         dir.path(),
-        port,
+        &broker,
         "c3",
         "cron = \"*/5 * * * * *\"\ncatch_up = \"skip\"",
     );
     let restart_ms = now_ms();
     std::fs::write(&file, format!("{}\n", restart_ms - 3_600_000)).unwrap();
-    let (mut ledge, client) = start(&skip, port, "catchup-3");
+    let (mut ledge, client) = start_watched(&skip, port, "catchup-3");
     let events: Vec<serde_json::Value> = client
         .collect(2, Duration::from_secs(7))
         .iter()

@@ -22,7 +22,7 @@ pub fn invoke(plan: &Plan, function: &str, payload: &[u8], json: bool) -> Result
         std::process::id(),
         crate::event::unix_ms() % 1_000_000
     );
-    let mut options = MqttOptions::new(format!("ledge-invoke-{nonce}"), host.clone(), port);
+    let mut options = MqttOptions::new(format!("cli-invoke-{nonce}"), host.clone(), port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(
         plan.broker

@@ -42,6 +42,35 @@ pub const DEFAULT_QUEUE_SIZE: usize = 128;
 pub const DEFAULT_MAX_PAYLOAD: u64 = 256 << 10;
 /// The local MQTT listener of the embedded broker.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
+/// Default cap on the embedded broker's client connections. A gateway has a
+/// handful of local clients; 128 leaves room for reconnect storms while
+/// bounding memory (tens of KiB per idle connection).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+/// Default time a new client connection has to send CONNECT: idle sockets
+/// cannot hold connection slots for longer.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A users file larger than this is refused (it is a few lines per client).
+const USERS_FILE_LIMIT: u64 = 1 << 20;
+
+/// Reads a small text file, refusing anything but a regular file and
+/// anything over `limit` bytes (a secret named `/dev/zero` must not fill
+/// memory).
+pub(crate) fn read_capped(path: &std::path::Path, limit: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    Ok(text)
+}
 
 /// Default bound on the sum of `max_concurrency`: 8 per CPU core (wasm is
 /// CPU-bound while it runs, but functions spend most of their time idle).
@@ -204,12 +233,23 @@ pub struct DevicePlan {
 #[derive(Debug, Clone)]
 pub struct BrokerPlan {
     pub mode: BrokerMode,
+    /// Settings of the embedded broker (unused with an external one).
+    pub local: LocalBrokerPlan,
     pub client_id: String,
     pub keep_alive: Duration,
     pub username: Option<String>,
     pub password: Option<Secret>,
     /// Largest MQTT payload ledge accepts as an event or sends as a publish.
     pub max_payload: usize,
+}
+
+/// How the embedded broker treats its local clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalBrokerPlan {
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+    /// With users, every client must log in.
+    pub users: Option<std::sync::Arc<crate::users::Users>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -801,6 +841,7 @@ impl Resolver<'_> {
             }
         }
         let password = self.password(&raw.password_file, &raw.password_env);
+        let local = self.local_broker(&raw, &mode);
         let max_payload = self.size(&raw.max_payload, DEFAULT_MAX_PAYLOAD);
         if let Some(mp) = &raw.max_payload {
             if !(1..=(256 << 20)).contains(&max_payload) {
@@ -809,11 +850,70 @@ impl Resolver<'_> {
         }
         BrokerPlan {
             mode,
+            local,
             client_id,
             keep_alive,
             username: raw.username,
             password,
             max_payload: max_payload as usize,
+        }
+    }
+
+    /// The embedded broker's client settings. Listening beyond loopback
+    /// without a users file is refused: anything reachable from the network
+    /// must ask for a login.
+    fn local_broker(&mut self, raw: &RawBroker, mode: &BrokerMode) -> LocalBrokerPlan {
+        let max_connections = self.positive(&raw.max_connections, DEFAULT_MAX_CONNECTIONS, 100_000);
+        let connect_timeout = self.duration(&raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        if let Some(timeout) = &raw.connect_timeout {
+            if connect_timeout.is_zero() {
+                self.fail(timeout.span(), "connect_timeout must be longer than zero");
+            }
+        }
+        let users = raw.users_file.as_ref().and_then(|file| {
+            match read_capped(&self.path(file.get_ref()), USERS_FILE_LIMIT) {
+                Ok(text) => match crate::users::Users::parse(&text) {
+                    Ok(users) => Some(std::sync::Arc::new(users)),
+                    Err(e) => {
+                        self.fail(file.span(), format!("users file {}: {e}", file.get_ref()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    self.fail(
+                        file.span(),
+                        format!("cannot read users file {}: {e}", file.get_ref()),
+                    );
+                    None
+                }
+            }
+        });
+        let embedded = matches!(mode, BrokerMode::Embedded { .. });
+        for (key, span) in [
+            (
+                "max_connections",
+                raw.max_connections.as_ref().map(Spanned::span),
+            ),
+            (
+                "connect_timeout",
+                raw.connect_timeout.as_ref().map(Spanned::span),
+            ),
+            ("users_file", raw.users_file.as_ref().map(Spanned::span)),
+        ] {
+            if let (false, Some(span)) = (embedded, span) {
+                self.fail(span, format!("{key} applies to the embedded broker only; this config uses an external one (`url`)"));
+            }
+        }
+        if let (BrokerMode::Embedded { listen }, None) = (mode, &users) {
+            if !listen.ip().is_loopback() {
+                let span = raw.listen.as_ref().map(Spanned::span).unwrap_or(0..0);
+                self.fail(span, format!("the embedded broker listens on {listen}, beyond this machine, without a users_file: set users_file (make its lines with `ledge passwd NAME`) or listen on 127.0.0.1"));
+            }
+        }
+        LocalBrokerPlan {
+            max_connections,
+            connect_timeout,
+            users,
         }
     }
 

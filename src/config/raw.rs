@@ -137,6 +137,12 @@ pub struct RawBroker {
     pub password_file: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
     pub max_payload: Option<Spanned<String>>,
+    /// Embedded broker: simultaneous client connections.
+    pub max_connections: Option<Spanned<i64>>,
+    /// Embedded broker: how long a new connection may take to send CONNECT.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Embedded broker: who may connect (`ledge passwd` makes the lines).
+    pub users_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
@@ -69,6 +69,7 @@ pub async fn feed(
     mut stop: watch::Receiver<bool>,
 ) {
     let function = target.function;
+    let spilling = dispatcher.spilling_flag(function);
     let mut reader = Some(spool.reader(CURSOR));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
     let mut done_tx = Some(done_tx);
@@ -104,7 +105,14 @@ pub async fn feed(
                         confirm(&spool, &mut running);
                         continue;
                     }
-                    Some(_) => caught_up = true,
+                    Some(_) => {
+                        caught_up = true;
+                        // Nothing spilled is left: new events may go
+                        // straight to the queue again.
+                        if let Some(flag) = &spilling {
+                            flag.store(false, std::sync::atomic::Ordering::Release);
+                        }
+                    }
                     None => return,
                 }
             }
@@ -278,25 +286,30 @@ async fn queue(
     receipt: Receipt,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
-    let mut job = Job {
-        event: Arc::new(event),
-        enqueued_at: Instant::now(),
-        receipt: Some(receipt),
-        attempt: 1,
-        reply: None,
-    };
+    let mut job = Job::new(Arc::new(event));
+    job.receipt = Some(receipt);
     loop {
+        // Listen for room before trying, so room made in between is seen.
+        let room = dispatcher.room().notified();
+        tokio::pin!(room);
+        room.as_mut().enable();
         match dispatcher.push_job(function, job) {
             Ok(()) => return true,
             Err(PushError::Closed(_)) => return false,
             Err(PushError::Full(back)) => job = back,
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = &mut room => {}
+            // Room in a queue is signalled once per refusal; a fallback
+            // poll keeps a missed signal from stalling the stream.
+            _ = tokio::time::sleep(ROOM_POLL) => {}
             _ = stop.changed() => return false,
         }
     }
 }
+
+/// How often a feeder looks for room if no signal came.
+const ROOM_POLL: Duration = Duration::from_millis(100);
 
 /// Reads up to `max` durable records; `None` if the reader failed.
 async fn next_events(reader: &mut Option<Reader>, max: usize) -> Option<Vec<(u64, Option<Event>)>> {

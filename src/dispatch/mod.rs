@@ -3,9 +3,17 @@
 //! workers.
 //!
 //! `submit` never blocks and never allocates per function beyond an `Arc`
-//! clone: the event is shared. A full queue throttles that one function's
-//! copy of the event (counted, logged at a limited rate); the other
-//! functions still get theirs.
+//! clone: the event is shared. Every function has a spool stream beside its
+//! queue (`fn-<name>`). When a function's queue is full:
+//! - a source that can be held back (a client of the embedded broker) has
+//!   the event queued anyway and is told to hold back until there is room
+//!   (the broker stops reading that client: TCP backpressure);
+//! - any other source's event spills into the function's stream, and its
+//!   feeder queues it when there is room (Lambda keeps throttled async
+//!   events the same way, up to `max_event_age`). While a stream holds
+//!   spilled events, new ones follow them through it, roughly in order;
+//! - only an event the stream refuses too (full disk, `on_full = "reject"`)
+//!   goes to the failure destination, counted and logged in summary.
 
 mod durable;
 pub mod queue;
@@ -15,8 +23,29 @@ mod worker;
 
 pub use durable::{feed, feed_batches, CURSOR as DURABLE_CURSOR};
 
+/// What a source can do when a function's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// The source can wait (a client of the embedded broker): queue the
+    /// event anyway and report [`Submitted::hold_back`].
+    HoldBack,
+    /// The source cannot wait: spill into the function's stream.
+    Spill,
+}
+
+/// What became of one submitted event.
+#[derive(Default)]
+pub struct Submitted {
+    /// Records that must be durable before the source acknowledges the
+    /// event (durable triggers).
+    pub waits: Vec<Durable>,
+    /// Some function is over capacity: hold the source back until the
+    /// node's `room` signal.
+    pub hold_back: bool,
+}
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -43,6 +72,19 @@ pub struct Job {
     pub reply: Option<Box<sync::Reply>>,
 }
 
+impl Job {
+    /// A first attempt of `event`, queued now.
+    pub fn new(event: Arc<Event>) -> Self {
+        Self {
+            event,
+            enqueued_at: Instant::now(),
+            receipt: None,
+            attempt: 1,
+            reply: None,
+        }
+    }
+}
+
 /// Tells a durable trigger's feeder that the record `seq` has been run (its
 /// invocation finished, successfully or not). A job dropped unrun sends
 /// nothing, so the record runs again after a restart.
@@ -63,13 +105,27 @@ struct Slot {
     /// `None` when the function is disabled (its module failed to load).
     queue: Option<Arc<EventQueue<Job>>>,
     metrics: Arc<FunctionMetrics>,
-    /// When a throttle was last logged, to limit the log to one line a second.
-    last_throttle_log_ms: AtomicU64,
-    /// The function's own spool stream, if any of its triggers is durable.
-    durable: Option<Arc<Spool>>,
-    /// Where throttled events go; set when the workers start.
+    /// When an overflow was last logged, to limit the log to one summary
+    /// line every `OVERFLOW_LOG_EVERY`.
+    last_overflow_log_ms: AtomicU64,
+    /// Overflow events not yet mentioned in the log.
+    unlogged_overflows: AtomicU64,
+    /// The function's own spool stream, for durable triggers' events.
+    stream: Option<Arc<Spool>>,
+    /// The same stream when its feeder feeds this very function (not
+    /// another version of it, nor in batches): events that find the queue
+    /// full may spill there.
+    spill: Option<Arc<Spool>>,
+    /// Set while the stream holds spilled events its feeder has not queued
+    /// yet: new events then go through the stream too, behind them.
+    spilling: Arc<AtomicBool>,
+    /// Where events that can be neither queued nor spilled go; set when
+    /// the workers start.
     failure: std::sync::OnceLock<worker::RetryContext>,
 }
+
+/// At most one overflow summary per function in this many milliseconds.
+const OVERFLOW_LOG_EVERY_MS: u64 = 10_000;
 
 /// The routing table, compiled from the config's triggers: (function,
 /// durable) per route.
@@ -101,11 +157,11 @@ impl Routing {
 
     /// Routes an event through the current dispatcher (see
     /// [`Dispatcher::submit`]).
-    pub fn submit(&self, event: Event) -> Vec<Durable> {
+    pub fn submit(&self, event: Event, overflow: Overflow) -> Submitted {
         self.0
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .submit(event)
+            .submit(event, overflow)
     }
 
     /// Queues a synchronous request through the current dispatcher (see
@@ -131,30 +187,41 @@ pub struct Dispatcher {
     /// State of the generator that splits events between an alias's two
     /// versions.
     split: AtomicU64,
+    /// Notified when a full queue has room again (shared by every queue
+    /// and every dispatcher of a node).
+    room: Arc<tokio::sync::Notify>,
 }
 
 impl Dispatcher {
     /// Builds the routing table and one queue per enabled function.
     /// `functions[i]` is `Some` if function `i` of the plan loaded;
-    /// `durable[i]` is function `i`'s spool stream for durable triggers.
+    /// `streams[i]` is function `i`'s spool stream (`None`: events that do
+    /// not fit the queue go to the failure destination). `room` is
+    /// notified whenever a full queue has room again.
     pub fn new(
         plan: &Plan,
         functions: &[Option<LoadedFunction>],
-        durable: Vec<Option<Arc<Spool>>>,
+        streams: Vec<Option<Arc<Spool>>>,
+        room: Arc<tokio::sync::Notify>,
     ) -> Self {
+        let fed = fed_functions(plan);
         let slots = plan
             .functions
             .iter()
+            .enumerate()
             .zip(functions)
-            .zip(durable.into_iter().chain(std::iter::repeat(None)))
-            .map(|((spec, loaded), durable)| Slot {
+            .zip(streams.into_iter().chain(std::iter::repeat(None)))
+            .map(|(((id, spec), loaded), stream)| Slot {
+                spill: stream.clone().filter(|_| fed.contains(&id)),
                 name: spec.qualified_name(),
                 queue: loaded
                     .as_ref()
-                    .map(|_| Arc::new(EventQueue::new(spec.queue_size))),
+                    .map(|_| Arc::new(EventQueue::new(spec.queue_size, Arc::clone(&room)))),
                 metrics: Arc::default(),
-                last_throttle_log_ms: AtomicU64::new(0),
-                durable,
+                last_overflow_log_ms: AtomicU64::new(0),
+                unlogged_overflows: AtomicU64::new(0),
+                stream,
+                spilling: Arc::new(AtomicBool::new(false)),
                 failure: std::sync::OnceLock::new(),
             })
             .collect();
@@ -189,7 +256,19 @@ impl Dispatcher {
             routes,
             started: Instant::now(),
             split: AtomicU64::new(unix_seed()),
+            room,
         }
+    }
+
+    /// The node's "a queue has room again" signal.
+    pub fn room(&self) -> &Arc<tokio::sync::Notify> {
+        &self.room
+    }
+
+    /// The flag a function's feeder clears once its stream has no spilled
+    /// events left.
+    pub fn spilling_flag(&self, function: FunctionId) -> Option<Arc<AtomicBool>> {
+        self.slots.get(function).map(|s| Arc::clone(&s.spilling))
     }
 
     /// The function (version) one event for `target` goes to: the canary
@@ -252,10 +331,13 @@ impl Dispatcher {
     }
 
     /// Routes an event to every function whose trigger matches it. Events
-    /// for durable triggers go to the function's spool stream; the returned
+    /// for durable triggers go to the function's stream; the returned
     /// records must be durable before the event's source acknowledges it.
-    pub fn submit(&self, event: Event) -> Vec<Durable> {
-        let mut targets: Vec<(FunctionId, bool)> = Vec::new();
+    /// A full queue is handled as `overflow` says (see the module docs).
+    pub fn submit(&self, event: Event, overflow: Overflow) -> Submitted {
+        let mut targets: [(FunctionId, bool); 8] = [(0, false); 8];
+        let mut count = 0;
+        let mut more: Vec<(FunctionId, bool)> = Vec::new();
         let mut add = |target: &Target, durable: bool| {
             // A durable event goes to the stream of the alias's main
             // version; its feeder splits the stream with the canary.
@@ -264,9 +346,17 @@ impl Dispatcher {
             } else {
                 self.pick(*target)
             };
-            match targets.iter_mut().find(|(f, _)| *f == function) {
-                Some(target) => target.1 |= durable,
-                None => targets.push((function, durable)),
+            if let Some(existing) = targets[..count]
+                .iter_mut()
+                .chain(more.iter_mut())
+                .find(|(f, _)| *f == function)
+            {
+                existing.1 |= durable;
+            } else if count < targets.len() {
+                targets[count] = (function, durable);
+                count += 1;
+            } else {
+                more.push((function, durable));
             }
         };
         match event.source {
@@ -286,84 +376,142 @@ impl Dispatcher {
             }
             EventSource::Schedule | EventSource::Invoke => {}
         }
+        let mut submitted = Submitted::default();
+        if count == 0 {
+            return submitted;
+        }
         let event = Arc::new(event);
-        targets
-            .into_iter()
-            .filter_map(|(function, durable)| {
-                self.submit_routed(function, Arc::clone(&event), durable)
-            })
-            .collect()
+        for &(function, durable) in targets[..count].iter().chain(more.iter()) {
+            self.submit_one(
+                function,
+                Arc::clone(&event),
+                durable,
+                overflow,
+                &mut submitted,
+            );
+        }
+        submitted
     }
 
-    /// Delivers an event to one function, through its spool stream if
-    /// `durable` (falling back to the queue if the spool refuses it).
+    /// Delivers an event to one function (a schedule's), through its stream
+    /// if `durable`.
     pub fn submit_routed(
         &self,
         function: FunctionId,
         event: Arc<Event>,
         durable: bool,
     ) -> Option<Durable> {
-        let spool = self
-            .slots
-            .get(function)
-            .and_then(|s| s.durable.as_ref())
-            .filter(|_| durable);
-        if let Some(spool) = spool {
-            match durable::append(spool, &event) {
-                Ok(seq) => {
-                    return Some(Durable {
-                        spool: Arc::clone(spool),
-                        seq,
-                    })
-                }
-                Err(e) => {
-                    log::warn!(target: "ledge::dispatch", "{}: durable trigger could not store an event ({e}); running it from memory", self.slots[function].name)
-                }
-            }
-        }
-        self.submit_to(function, event);
-        None
+        let mut submitted = Submitted::default();
+        self.submit_one(function, event, durable, Overflow::Spill, &mut submitted);
+        submitted.waits.pop()
     }
 
-    /// Queues an event for one function; false if it was refused.
-    pub fn submit_to(&self, function: FunctionId, event: Arc<Event>) -> bool {
+    fn submit_one(
+        &self,
+        function: FunctionId,
+        event: Arc<Event>,
+        durable: bool,
+        overflow: Overflow,
+        submitted: &mut Submitted,
+    ) {
         let Some(slot) = self.slots.get(function) else {
-            return false;
+            return;
         };
         let Some(queue) = &slot.queue else {
             slot.metrics
                 .dropped_disabled
                 .fetch_add(1, Ordering::Relaxed);
-            return false;
+            return;
         };
-        let job = Job {
-            event,
-            enqueued_at: Instant::now(),
-            receipt: None,
-            attempt: 1,
-            reply: None,
-        };
-        match queue.push(job) {
-            Ok(()) => true,
-            Err(PushError::Full(job)) => {
-                slot.metrics.throttled.fetch_add(1, Ordering::Relaxed);
-                self.log_throttle(slot, &job.event);
-                // Lambda sends events it gave up on to the failure
-                // destination; so does ledge, rather than drop them.
-                if let Some(destination) = slot.failure.get() {
-                    let invocation = crate::runtime::Invocation {
-                        request_id: request_id::next(),
-                        event: job.event,
-                        attempt: 0,
-                    };
-                    let why = format!("throttled: {} events already wait", queue.capacity());
-                    let error = crate::runtime::InvokeError::Throttled(why.clone());
-                    destination.dead_letter(&invocation, &error, &why, true);
+        if durable {
+            if let Some(stream) = &slot.stream {
+                match durable::append(stream, &event) {
+                    Ok(seq) => {
+                        submitted.waits.push(Durable {
+                            spool: Arc::clone(stream),
+                            seq,
+                        });
+                        return;
+                    }
+                    Err(e) => {
+                        log::warn!(target: "ledge::dispatch", "{}: durable trigger could not store an event ({e}); running it from memory", slot.name)
+                    }
                 }
-                false
             }
-            Err(PushError::Closed(_)) => false,
         }
+        // Spilled events are waiting in the stream: new ones queue behind
+        // them, so a burst runs roughly in arrival order.
+        if overflow == Overflow::Spill && slot.spilling.load(Ordering::Acquire) {
+            slot.metrics.throttled.fetch_add(1, Ordering::Relaxed);
+            if let Err(event) = self.spill(slot, event) {
+                self.overflowed(slot, event, "its stream refused it");
+            }
+            return;
+        }
+        let job = Job::new(event);
+        let job = match queue.push(job) {
+            Ok(()) => return,
+            Err(PushError::Closed(_)) => return,
+            Err(PushError::Full(job)) => job,
+        };
+        slot.metrics.throttled.fetch_add(1, Ordering::Relaxed);
+        match overflow {
+            Overflow::HoldBack => {
+                if queue.push_over(job).is_ok() {
+                    submitted.hold_back = true;
+                }
+            }
+            Overflow::Spill => {
+                if let Err(event) = self.spill(slot, job.event) {
+                    self.overflowed(slot, event, "the queue is full and the stream refused it");
+                }
+            }
+        }
+    }
+
+    /// Appends an event to the function's stream for its feeder; hands the
+    /// event back if there is no stream or it refused.
+    fn spill(&self, slot: &Slot, event: Arc<Event>) -> Result<(), Arc<Event>> {
+        let Some(stream) = &slot.spill else {
+            return Err(event);
+        };
+        match durable::append(stream, &event) {
+            Ok(_) => {
+                slot.spilling.store(true, Ordering::Release);
+                slot.metrics.spilled.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(_) => Err(event),
+        }
+    }
+
+    /// An event that could be neither queued nor spilled: to the failure
+    /// destination, logged in summary.
+    fn overflowed(&self, slot: &Slot, event: Arc<Event>, why: &str) {
+        slot.unlogged_overflows.fetch_add(1, Ordering::Relaxed);
+        let now_ms = self.started.elapsed().as_millis() as u64 + 1;
+        let last = slot.last_overflow_log_ms.load(Ordering::Relaxed);
+        if last == 0 || now_ms.saturating_sub(last) >= OVERFLOW_LOG_EVERY_MS {
+            slot.last_overflow_log_ms.store(now_ms, Ordering::Relaxed);
+            let count = slot.unlogged_overflows.swap(0, Ordering::Relaxed);
+            log::warn!(
+                target: "ledge::dispatch",
+                "{}: {count} events not run: {why} (first: {} {}); they go to the failure destination",
+                slot.name,
+                event.source,
+                crate::logging::shorten(&event.subject, 128),
+            );
+        }
+        let Some(destination) = slot.failure.get() else {
+            return;
+        };
+        let invocation = crate::runtime::Invocation {
+            request_id: request_id::next(),
+            event,
+            attempt: 0,
+        };
+        let error = crate::runtime::InvokeError::Throttled(format!("not queued: {why}"));
+        destination.dead_letter(&invocation, &error, why, true);
     }
 
     /// Queues a synchronous request for the function named `function`, or
@@ -398,18 +546,12 @@ impl Dispatcher {
             );
             return;
         };
-        let job = Job {
-            event,
-            enqueued_at: Instant::now(),
-            receipt: None,
-            attempt: 1,
-            reply: Some(Box::new(reply)),
-        };
+        let mut job = Job::new(event);
+        job.reply = Some(Box::new(reply));
         let (job, status, error) = match queue.push(job) {
             Ok(()) => return,
             Err(PushError::Full(job)) => {
                 slot.metrics.throttled.fetch_add(1, Ordering::Relaxed);
-                self.log_throttle(slot, &job.event);
                 let error = format!(
                     "{} requests already wait for this function; retry later",
                     queue.capacity()
@@ -421,24 +563,6 @@ impl Dispatcher {
         if let Some(reply) = job.reply {
             reply.refuse(function, status, &error);
         }
-    }
-
-    fn log_throttle(&self, slot: &Slot, event: &Event) {
-        let now_ms = self.started.elapsed().as_millis() as u64;
-        let last = slot.last_throttle_log_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) < 1_000 && last != 0 {
-            return;
-        }
-        slot.last_throttle_log_ms
-            .store(now_ms.max(1), Ordering::Relaxed);
-        log::warn!(
-            target: "ledge::dispatch",
-            "{}: queue full, event from {} {} throttled ({} throttled so far)",
-            slot.name,
-            event.source,
-            event.subject,
-            slot.metrics.throttled.load(Ordering::Relaxed)
-        );
     }
 
     /// Queues a job without throttling it: `Err` hands it back if the
@@ -502,6 +626,27 @@ impl Dispatcher {
             .map(|q| q.len())
             .sum()
     }
+}
+
+/// The functions whose stream's feeder queues events for them one by one:
+/// per function name, the target of its first durable trigger (if that is
+/// not batched), else the first function of that name (its `$LATEST`).
+/// Must agree with the node's `start_feeders`.
+fn fed_functions(plan: &Plan) -> std::collections::HashSet<FunctionId> {
+    let mut seen = std::collections::HashSet::new();
+    let mut fed = std::collections::HashSet::new();
+    let durable = plan
+        .routes
+        .iter()
+        .filter(|r| r.durable)
+        .map(|r| (r.function, r.batch.is_none()));
+    let all = (0..plan.functions.len()).map(|id| (id, true));
+    for (id, one_by_one) in durable.chain(all) {
+        if seen.insert(plan.functions[id].name.as_str()) && one_by_one {
+            fed.insert(id);
+        }
+    }
+    fed
 }
 
 /// A seed that differs between runs, for the canary split.

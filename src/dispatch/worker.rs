@@ -24,6 +24,11 @@ use crate::spool::body::DeadLetterBody;
 const WORKER_STACK: usize = 256 << 10;
 /// How long a worker waits for an invocation's forwards to become durable.
 const FORWARD_DURABLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events a function's only worker takes from its queue per wake-up (one
+/// lock, no wake-up per event). With several workers each takes fewer, so
+/// the others are not left idle.
+const BATCH_ONE_WORKER: usize = 64;
+const BATCH_PER_WORKER: usize = 4;
 
 /// The failure destination of one function, for the dispatcher.
 pub(super) fn failure_destination(
@@ -45,6 +50,11 @@ pub fn spawn(
     metrics: &Arc<FunctionMetrics>,
     sinks: &Sinks,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
+    // The function's publishes get their own share of the link.
+    let mut sinks = sinks.clone();
+    if let Some(own) = sinks.publish.for_function(&function.spec.name) {
+        sinks.publish = own;
+    }
     (0..function.spec.max_concurrency)
         .map(|n| {
             let worker = Worker {
@@ -176,22 +186,17 @@ struct PendingRetry {
 }
 
 impl PendingRetry {
-    /// Queues the next attempt. A closed queue (ledge stopping or
-    /// reloading) or a full one ends the event at the failure destination,
-    /// with the reason.
+    /// Queues the next attempt, over the queue's capacity if need be (a
+    /// retry is already held in memory; refusing it would lose it). A
+    /// closed queue (ledge stopping or reloading) ends the event at the
+    /// failure destination, with the reason.
     fn fire(mut self) {
         let Some(job) = self.job.take() else {
             return;
         };
-        let (job, reason) = match self.queue.push(job) {
+        let (job, reason) = match self.queue.push_over(job) {
             Ok(()) => return,
-            Err(PushError::Full(job)) => {
-                self.worker
-                    .metrics
-                    .throttled
-                    .fetch_add(1, Ordering::Relaxed);
-                (job, "not retried: the queue is full")
-            }
+            Err(PushError::Full(job)) => (job, "not retried: the queue is full"),
             Err(PushError::Closed(job)) => (job, "not retried: ledge is stopping or reloading"),
         };
         let invocation = Invocation {
@@ -227,42 +232,68 @@ impl Worker {
     fn run(self) {
         // Instantiate before the first event so that event does not pay for it.
         let mut instance = self.instantiate().ok();
-        while let Some(job) = self.queue.pop() {
-            let Job {
-                event,
-                receipt,
-                attempt,
-                reply,
-                ..
-            } = job;
-            let invocation = Invocation {
-                request_id: super::request_id::next(),
-                event,
-                attempt,
-            };
-            if reply.is_none() {
-                let age_ms =
-                    crate::event::unix_ms().saturating_sub(invocation.event.received_at_ms);
-                self.metrics.event_ages.record(age_ms.saturating_mul(1000));
+        let max = if self.function.spec.max_concurrency == 1 {
+            BATCH_ONE_WORKER
+        } else {
+            BATCH_PER_WORKER
+        };
+        let mut batch = Vec::with_capacity(max);
+        while self.queue.pop_batch(&mut batch, max) {
+            for job in batch.drain(..) {
+                self.run_job(job, &mut instance);
             }
-            self.metrics.concurrent.fetch_add(1, Ordering::Relaxed);
-            let (result, duration) = self.run_once(&invocation, &mut instance);
-            self.metrics.concurrent.fetch_sub(1, Ordering::Relaxed);
-            if let Some(reply) = reply {
-                // Synchronous: the caller gets the outcome and decides.
-                reply.outcome(
-                    &self.function.spec.name,
-                    &invocation.request_id,
-                    &result,
-                    duration,
+        }
+    }
+
+    fn run_job(&self, job: Job, instance: &mut Option<Instance>) {
+        let Job {
+            event,
+            receipt,
+            attempt,
+            reply,
+            ..
+        } = job;
+        let invocation = Invocation {
+            request_id: super::request_id::next(),
+            event,
+            attempt,
+        };
+        if reply.is_none() {
+            let age_ms = crate::event::unix_ms().saturating_sub(invocation.event.received_at_ms);
+            self.metrics.event_ages.record(age_ms.saturating_mul(1000));
+            let max_age = self.function.spec.failure.max_event_age;
+            if attempt == 1 && Duration::from_millis(age_ms) > max_age {
+                // Waited too long (spilled during a long overload, or a
+                // durable event from before a long outage): like Lambda,
+                // it goes to the failure destination instead of running late.
+                let why = format!(
+                    "not run: the event waited {}s, longer than max_event_age ({}s)",
+                    age_ms / 1000,
+                    max_age.as_secs()
                 );
-                continue;
+                let error = InvokeError::Throttled(why.clone());
+                self.dead_letter(&invocation, &error, &why);
+                drop(receipt.map(Done));
+                return;
             }
-            match result {
-                // Tells a durable trigger's feeder the event has run.
-                Ok(_) => drop(receipt.map(Done)),
-                Err(error) => self.after_failure(invocation, error, receipt),
-            }
+        }
+        self.metrics.concurrent.fetch_add(1, Ordering::Relaxed);
+        let (result, duration) = self.run_once(&invocation, instance);
+        self.metrics.concurrent.fetch_sub(1, Ordering::Relaxed);
+        if let Some(reply) = reply {
+            // Synchronous: the caller gets the outcome and decides.
+            reply.outcome(
+                &self.function.spec.name,
+                &invocation.request_id,
+                &result,
+                duration,
+            );
+            return;
+        }
+        match result {
+            // Tells a durable trigger's feeder the event has run.
+            Ok(_) => drop(receipt.map(Done)),
+            Err(error) => self.after_failure(invocation, error, receipt),
         }
     }
 
@@ -319,13 +350,9 @@ impl Worker {
                 policy.retries + 1,
                 delay.as_millis()
             );
-            let job = Job {
-                event: invocation.event,
-                enqueued_at: std::time::Instant::now(),
-                receipt,
-                attempt: next,
-                reply: None,
-            };
+            let mut job = Job::new(invocation.event);
+            job.receipt = receipt;
+            job.attempt = next;
             self.schedule_retry(job, delay, error.to_string());
             return;
         }

@@ -1,14 +1,21 @@
-//! The client connection to the local broker (embedded or external).
+//! ledge's link to the local broker.
 //!
-//! One task owns the rumqttc event loop and every await on the socket. It
-//! reconnects by itself with capped exponential backoff and jitter (rumqttc
-//! has none: polling again after an error reconnects at once), resubscribes
-//! after every CONNACK, and reports state changes in the log. rumqttc keeps
-//! nothing on disk, so nothing that must survive is ever left only in its
-//! queues: publishes through this link are best effort by contract.
+//! With the embedded broker there is no client: [`embedded`] plugs ledge
+//! into the broker in-process. With an external broker (mosquitto) this
+//! module is the client: one task owns the rumqttc event loop and every
+//! await on the socket. It reconnects by itself with capped exponential
+//! backoff and jitter (rumqttc has none: polling again after an error
+//! reconnects at once), resubscribes after every CONNACK, and reports state
+//! changes in the log. rumqttc keeps nothing on disk, so nothing that must
+//! survive is ever left only in its queues: publishes through this link are
+//! best effort by contract.
+
+#[cfg(feature = "local-broker")]
+pub mod embedded;
+pub mod link;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,23 +23,17 @@ use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Outgoing, Pack
 use tokio::sync::watch;
 
 use crate::config::BrokerPlan;
+use crate::sinks::local::Outboxes;
+use crate::sinks::Qos;
 use crate::topic::TopicFilter;
+
+pub use crate::sinks::local::LinkState;
 
 /// First retry delay after a failed connection; doubles up to `MAX_BACKOFF`.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Capacity of rumqttc's request channel; our own queue sits in front.
 const REQUEST_CHANNEL: usize = 256;
-
-/// Shared view of the link's state.
-#[derive(Debug, Default)]
-pub struct LinkState {
-    /// True between a CONNACK and the next connection error.
-    pub connected: AtomicBool,
-    /// True once the first SUBACK after a connection arrived: ledge is
-    /// receiving every message its triggers name.
-    pub subscribed: AtomicBool,
-}
 
 /// Options for the local broker connection. With `persistent`, the session
 /// survives a disconnect (or a kill -9) and messages are acknowledged by
@@ -76,9 +77,10 @@ pub fn no_delay(eventloop: &mut rumqttc::EventLoop) {
 }
 
 /// Drives the connection until `shutdown` turns true and the DISCONNECT is
-/// sent. `filters` holds the topic filters to subscribe to; a new value
-/// (a config reload) subscribes to the added ones and unsubscribes the
-/// removed ones. `on_publish` gets every incoming message.
+/// sent. `filters` holds the topic filters ledge wants; it subscribes to
+/// their disjoint cover (so no broker sends a message twice), and a new
+/// value (a config reload) subscribes to what was added and unsubscribes
+/// what was removed. `on_publish` gets every incoming message.
 pub async fn drive(
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
@@ -111,7 +113,7 @@ pub async fn drive(
                 if changed.is_err() {
                     filters_open = false;
                 } else if state.connected.load(Ordering::Acquire) {
-                    let wanted = filters.borrow_and_update().clone();
+                    let wanted = crate::topic::disjoint_cover(&filters.borrow_and_update());
                     resubscribe(&client, &mut subscribed, wanted, &mut pending);
                 }
                 // Not connected: the next CONNACK subscribes to the new set.
@@ -130,7 +132,7 @@ pub async fn drive(
                 log::info!(target: "ledge::mqtt", "connected to local broker {address}");
                 subscribed.clear();
                 pending.clear();
-                let wanted = filters.borrow_and_update().clone();
+                let wanted = crate::topic::disjoint_cover(&filters.borrow_and_update());
                 if wanted.is_empty() {
                     state.subscribed.store(true, Ordering::Release);
                     log::info!(target: "ledge::mqtt", "no trigger filters to subscribe to");
@@ -168,6 +170,35 @@ pub async fn drive(
                 }
             }
         }
+    }
+}
+
+/// Moves what functions publish from their outboxes into the client, in
+/// rounds (fair between functions), until every outbox is closed and
+/// empty. Awaiting the client's bounded channel is the backpressure: a
+/// full channel leaves messages in the outboxes and their publishers wait.
+pub async fn pump(outboxes: Arc<Outboxes>, client: AsyncClient) {
+    let mut batch = Vec::new();
+    let mut dropped = 0u64;
+    while outboxes.next_round(&mut batch).await {
+        for message in batch.drain(..) {
+            let qos = match message.qos {
+                Qos::AtMostOnce => QoS::AtMostOnce,
+                Qos::AtLeastOnce => QoS::AtLeastOnce,
+                Qos::ExactlyOnce => QoS::ExactlyOnce,
+            };
+            // Fails only once the event loop is gone (ledge stopping).
+            if client
+                .publish_bytes(message.topic, qos, false, message.payload)
+                .await
+                .is_err()
+            {
+                dropped += 1;
+            }
+        }
+    }
+    if dropped > 0 {
+        log::warn!(target: "ledge::publish", "{dropped} local publishes dropped: the link to the local broker closed first");
     }
 }
 

@@ -191,7 +191,11 @@ impl HostState {
             payload: Bytes::copy_from_slice(payload),
             qos,
         };
-        match self.sinks.publish.publish(message) {
+        match self
+            .sinks
+            .publish
+            .publish_until(message, self.call.deadline)
+        {
             Ok(()) => OK,
             Err(e @ (PublishRefused::NotConnected | PublishRefused::Backlog)) => self.refuse(
                 ERR_UNAVAILABLE,

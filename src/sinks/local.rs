@@ -1,63 +1,334 @@
-//! Best-effort publishing to the local broker.
+//! Best-effort publishing to the local broker: from worker threads to the
+//! task that owns the link, in batches, fairly between functions.
 //!
-//! Worker threads hand messages to a bounded channel without blocking; one
-//! async task pumps them into the MQTT client. When the broker is not
-//! connected or the channel is full, the publish is refused at once (the
-//! guest sees `ERR_UNAVAILABLE`) rather than piling up in memory: durable
-//! delivery is the spool's job, not this sink's.
+//! Each function gets its own bounded outbox (and ledge's own publishes —
+//! sensors, replies — share one more). A worker pushes without a system
+//! call unless the link's drain task is asleep; the drain task takes up to
+//! `TURN` messages from each outbox in turn, so a function publishing in a
+//! loop cannot take the link from the others. A full outbox makes the
+//! publishing function wait (until its invocation's deadline at most):
+//! backpressure, not loss. When the broker is not connected a publish is
+//! refused at once (the guest sees `ERR_UNAVAILABLE`): durable delivery is
+//! the spool's job, not this sink's.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
-use rumqttc::{AsyncClient, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
-use super::{OutgoingMessage, PublishRefused, PublishSink, Qos};
-use crate::mqtt::LinkState;
+use super::{OutgoingMessage, PublishRefused, PublishSink};
 
-/// Messages waiting for the MQTT client.
-const CHANNEL_CAPACITY: usize = 4096;
+/// Messages one outbox holds before its producers wait.
+const OUTBOX_CAPACITY: usize = 4096;
+/// Messages the drain task takes from one outbox before the next one's turn.
+const TURN: usize = 256;
 
-pub struct LocalPublisher {
-    sender: mpsc::Sender<OutgoingMessage>,
+/// Is the link to the local broker up? Shared with whoever drives it.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    /// True between a CONNACK and the next connection error (always true
+    /// with the embedded broker).
+    pub connected: AtomicBool,
+    /// True once ledge receives every message its triggers name.
+    pub subscribed: AtomicBool,
+}
+
+/// Every outbox of a link, and the signal that wakes its drain task.
+pub struct Outboxes {
+    /// Held strongly, so messages outlive their producer (a reload ends a
+    /// function's workers; what they published still goes out). An outbox
+    /// leaves the list once it is empty and only the list holds it.
+    list: Mutex<Vec<Arc<Outbox>>>,
+    /// Notified when an outbox goes from empty to not empty.
+    ready: Arc<Notify>,
+    link: Arc<LinkState>,
+    closed: AtomicBool,
+}
+
+/// One producer's queue of messages for the link.
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+    /// Signalled when the drain task made room.
+    space: Condvar,
+    ready: Arc<Notify>,
     link: Arc<LinkState>,
 }
 
+struct OutboxState {
+    items: VecDeque<OutgoingMessage>,
+    /// Producers waiting in `publish_until`.
+    waiting: usize,
+    closed: bool,
+}
+
+impl Outboxes {
+    pub fn new(link: Arc<LinkState>) -> Arc<Self> {
+        Arc::new(Self {
+            list: Mutex::new(Vec::new()),
+            ready: Arc::new(Notify::new()),
+            link,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// A new outbox; it is drained as long as someone holds it or it has
+    /// messages left.
+    pub fn open(&self) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox {
+            state: Mutex::new(OutboxState {
+                items: VecDeque::new(),
+                waiting: 0,
+                closed: self.closed.load(Ordering::Acquire),
+            }),
+            space: Condvar::new(),
+            ready: Arc::clone(&self.ready),
+            link: Arc::clone(&self.link),
+        });
+        lock(&self.list).push(Arc::clone(&outbox));
+        outbox
+    }
+
+    pub fn link(&self) -> &Arc<LinkState> {
+        &self.link
+    }
+
+    /// Takes the next round of messages (up to `TURN` per outbox) into
+    /// `batch`, waiting until there is one. Returns false once every
+    /// outbox is closed or dropped and all are empty.
+    pub async fn next_round(&self, batch: &mut Vec<OutgoingMessage>) -> bool {
+        loop {
+            // Register interest before looking, so a push between the look
+            // and the wait is not missed.
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (open, took) = self.take_round(batch);
+            if took {
+                return true;
+            }
+            if !open {
+                return false;
+            }
+            notified.await;
+        }
+    }
+
+    /// One pass over the outboxes: (any still open, anything taken).
+    fn take_round(&self, batch: &mut Vec<OutgoingMessage>) -> (bool, bool) {
+        let outboxes: Vec<Arc<Outbox>> = {
+            let mut list = lock(&self.list);
+            // Producers gone and nothing left to send.
+            list.retain(|outbox| {
+                Arc::strong_count(outbox) > 1 || !lock(&outbox.state).items.is_empty()
+            });
+            list.clone()
+        };
+        let mut open = false;
+        let before = batch.len();
+        for outbox in &outboxes {
+            let mut state = lock(&outbox.state);
+            let n = state.items.len().min(TURN);
+            batch.extend(state.items.drain(..n));
+            // Held only by the list and this snapshot: its producers are gone.
+            let abandoned = Arc::strong_count(outbox) <= 2;
+            open |= !(state.closed || abandoned) || !state.items.is_empty();
+            let wake = n > 0 && state.waiting > 0;
+            drop(state);
+            if wake {
+                outbox.space.notify_all();
+            }
+        }
+        (open, batch.len() > before)
+    }
+
+    /// No more publishes: producers are refused, the drain task finishes
+    /// what is queued and then ends.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        for outbox in lock(&self.list).iter() {
+            lock(&outbox.state).closed = true;
+            outbox.space.notify_all();
+        }
+        self.ready.notify_one();
+    }
+}
+
+impl Outbox {
+    fn push(
+        &self,
+        message: OutgoingMessage,
+        deadline: Option<Instant>,
+    ) -> Result<(), PublishRefused> {
+        if !self.link.connected.load(Ordering::Acquire) {
+            return Err(PublishRefused::NotConnected);
+        }
+        let mut state = lock(&self.state);
+        while state.items.len() >= OUTBOX_CAPACITY && !state.closed {
+            let Some(left) = deadline.and_then(|d| d.checked_duration_since(Instant::now())) else {
+                return Err(PublishRefused::Backlog);
+            };
+            state.waiting += 1;
+            state = self
+                .space
+                .wait_timeout(state, left)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|p| p.into_inner().0);
+            state.waiting -= 1;
+        }
+        if state.closed {
+            return Err(PublishRefused::NotConnected);
+        }
+        let was_empty = state.items.is_empty();
+        state.items.push_back(message);
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// A producer's handle: publishes go to its own outbox.
+pub struct LocalPublisher {
+    outbox: Arc<Outbox>,
+    outboxes: Arc<Outboxes>,
+}
+
 impl LocalPublisher {
-    /// The sink and the receiving end for [`pump`].
-    pub fn new(link: Arc<LinkState>) -> (Self, mpsc::Receiver<OutgoingMessage>) {
-        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        (Self { sender, link }, receiver)
+    pub fn new(outboxes: &Arc<Outboxes>) -> Self {
+        Self {
+            outbox: outboxes.open(),
+            outboxes: Arc::clone(outboxes),
+        }
     }
 }
 
 impl PublishSink for LocalPublisher {
     fn publish(&self, message: OutgoingMessage) -> Result<(), PublishRefused> {
-        if !self.link.connected.load(Ordering::Acquire) {
-            return Err(PublishRefused::NotConnected);
-        }
-        self.sender.try_send(message).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => PublishRefused::Backlog,
-            mpsc::error::TrySendError::Closed(_) => PublishRefused::NotConnected,
-        })
+        self.outbox.push(message, None)
+    }
+
+    fn publish_until(
+        &self,
+        message: OutgoingMessage,
+        deadline: Option<Instant>,
+    ) -> Result<(), PublishRefused> {
+        self.outbox.push(message, deadline)
+    }
+
+    fn for_function(&self, _function: &str) -> Option<Arc<dyn PublishSink>> {
+        Some(Arc::new(LocalPublisher::new(&self.outboxes)))
     }
 }
 
-/// Moves messages from the channel into the client until every sender is
-/// dropped and the channel is empty.
-pub async fn pump(mut receiver: mpsc::Receiver<OutgoingMessage>, client: AsyncClient) {
-    while let Some(message) = receiver.recv().await {
-        let qos = match message.qos {
-            Qos::AtMostOnce => QoS::AtMostOnce,
-            Qos::AtLeastOnce => QoS::AtLeastOnce,
-            Qos::ExactlyOnce => QoS::ExactlyOnce,
-        };
-        log::trace!(target: "ledge::publish", "{} ({} bytes)", message.topic, message.payload.len());
-        if let Err(e) = client
-            .publish_bytes(message.topic, qos, false, message.payload)
-            .await
-        {
-            log::warn!(target: "ledge::publish", "local publish dropped: {e}");
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::Qos;
+    use std::time::Duration;
+
+    fn message(n: usize) -> OutgoingMessage {
+        OutgoingMessage {
+            topic: format!("t/{n}"),
+            payload: bytes::Bytes::new(),
+            qos: Qos::AtMostOnce,
         }
+    }
+
+    fn connected() -> Arc<Outboxes> {
+        let link = Arc::new(LinkState::default());
+        link.connected.store(true, Ordering::Release);
+        Outboxes::new(link)
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn rounds_take_turns_between_outboxes() {
+        let outboxes = connected();
+        let storm = LocalPublisher::new(&outboxes);
+        let quiet = LocalPublisher::new(&outboxes);
+        for n in 0..(TURN * 3) {
+            storm.publish(message(n)).unwrap();
+        }
+        quiet.publish(message(9999)).unwrap();
+        let mut batch = Vec::new();
+        assert!(block_on(outboxes.next_round(&mut batch)));
+        assert_eq!(batch.len(), TURN + 1, "one turn each");
+        assert!(batch.iter().any(|m| m.topic == "t/9999"));
+    }
+
+    #[test]
+    fn a_full_outbox_waits_until_its_deadline_then_refuses() {
+        let outboxes = connected();
+        let publisher = LocalPublisher::new(&outboxes);
+        for n in 0..OUTBOX_CAPACITY {
+            publisher.publish(message(n)).unwrap();
+        }
+        assert_eq!(publisher.publish(message(0)), Err(PublishRefused::Backlog));
+        let started = Instant::now();
+        let deadline = Some(started + Duration::from_millis(50));
+        assert_eq!(
+            publisher.publish_until(message(0), deadline),
+            Err(PublishRefused::Backlog)
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_waiting_publisher_goes_on_once_the_drain_makes_room() {
+        let outboxes = connected();
+        let publisher = Arc::new(LocalPublisher::new(&outboxes));
+        for n in 0..OUTBOX_CAPACITY {
+            publisher.publish(message(n)).unwrap();
+        }
+        let waiter = {
+            let publisher = Arc::clone(&publisher);
+            std::thread::spawn(move || {
+                publisher.publish_until(message(1), Some(Instant::now() + Duration::from_secs(30)))
+            })
+        };
+        let mut batch = Vec::new();
+        block_on(outboxes.next_round(&mut batch));
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_disconnected_link_refuses_at_once() {
+        let outboxes = Outboxes::new(Arc::new(LinkState::default()));
+        let publisher = LocalPublisher::new(&outboxes);
+        assert_eq!(
+            publisher.publish(message(0)),
+            Err(PublishRefused::NotConnected)
+        );
+    }
+
+    #[test]
+    fn closing_drains_what_is_queued_then_ends() {
+        let outboxes = connected();
+        let publisher = LocalPublisher::new(&outboxes);
+        publisher.publish(message(1)).unwrap();
+        outboxes.close();
+        assert_eq!(
+            publisher.publish(message(2)),
+            Err(PublishRefused::NotConnected)
+        );
+        let mut batch = Vec::new();
+        assert!(block_on(outboxes.next_round(&mut batch)));
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        assert!(!block_on(outboxes.next_round(&mut batch)));
     }
 }

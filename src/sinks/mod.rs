@@ -45,14 +45,31 @@ pub struct OutgoingMessage {
 pub enum PublishRefused {
     #[error("the local broker is not connected")]
     NotConnected,
-    #[error("the outgoing queue to the local broker is full")]
+    #[error("the outgoing queue to the local broker stayed full until the deadline")]
     Backlog,
 }
 
-/// Accepts messages for the local broker without blocking the caller (wasm
-/// runs on worker threads that must never wait on the network).
+/// Accepts messages for the local broker. Never waits on the network: at
+/// most on room in a bounded queue, and only until a deadline.
 pub trait PublishSink: Send + Sync {
+    /// Queues a message, or refuses it at once.
     fn publish(&self, message: OutgoingMessage) -> Result<(), PublishRefused>;
+
+    /// Queues a message, waiting for room until `deadline` (an
+    /// invocation's) if the sink is backed up.
+    fn publish_until(
+        &self,
+        message: OutgoingMessage,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<(), PublishRefused> {
+        self.publish(message)
+    }
+
+    /// A sink of one function's own (its fair share of the link), if this
+    /// sink hands those out; `None`: share this one.
+    fn for_function(&self, _function: &str) -> Option<Arc<dyn PublishSink>> {
+        None
+    }
 }
 
 /// Why a forward was not accepted. Nothing was stored.

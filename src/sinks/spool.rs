@@ -57,14 +57,24 @@ impl SpoolSink {
         payload: &[u8],
         origin: &str,
     ) -> Result<u64, ForwardRefused> {
+        self.append_event(upstream_topic, payload, origin)
+            .map_err(|e| ForwardRefused::Spool(e.to_string()))
+    }
+
+    /// [`Self::append`], with the spool's own reason for a refusal (so a
+    /// caller can tell "full, try later" from "failed for good").
+    pub fn append_event(
+        &self,
+        upstream_topic: String,
+        payload: &[u8],
+        origin: &str,
+    ) -> Result<u64, crate::spool::AppendError> {
         let record = body::encode(&EventBody::V1 {
             topic: upstream_topic,
             payload: payload.to_vec(),
             origin: origin.to_owned(),
         });
-        self.spool
-            .append(Kind::Event, &record)
-            .map_err(|e| ForwardRefused::Spool(e.to_string()))
+        self.spool.append(Kind::Event, &record)
     }
 
     pub fn spool(&self) -> &Arc<Spool> {

@@ -227,7 +227,7 @@ fn deliver(
 ) {
     log::debug!(target: "ledge::sensor", "sensor {}: {payload}", spec.name);
     let event = Event::new(EventSource::Sensor, spec.name.clone(), payload.clone());
-    dispatcher.submit(event);
+    dispatcher.submit(event, crate::dispatch::Overflow::Spill);
     if let Some(topic) = &spec.publish_topic {
         let message = OutgoingMessage {
             topic: topic.clone(),
