@@ -330,19 +330,26 @@ impl FunctionSpec {
             .or_else(|| self.secret_env.get(key).map(Secret::expose))
     }
 
+    /// The secret env values as (key, value) pairs, for [`super::redact`].
+    pub fn secrets(&self) -> Vec<super::redact::Secret<'_>> {
+        self.secret_env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.expose()))
+            .collect()
+    }
+
     /// `text` with every secret env value replaced by `[secret KEY]`, for
     /// anything a function says that ledge writes down (log lines, errors,
     /// dead letters, replies). Values under 4 bytes are left alone: they
     /// would redact ordinary words.
     pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        let mut out = std::borrow::Cow::Borrowed(text);
-        for (key, value) in &self.secret_env {
-            let value = value.expose();
-            if value.len() >= 4 && out.contains(value) {
-                out = std::borrow::Cow::Owned(out.replace(value, &format!("[secret {key}]")));
-            }
-        }
-        out
+        super::redact::redact(text, &self.secrets())
+    }
+
+    /// Guest bytes as text of at most `max` bytes, secrets redacted before
+    /// the cut (see [`super::redact::redact_and_cut`]).
+    pub fn redact_and_cut(&self, bytes: &[u8], max: usize) -> String {
+        super::redact::redact_and_cut(bytes, max, &self.secrets())
     }
 }
 
@@ -652,6 +659,10 @@ impl Resolver<'_> {
         self.errors.push(self.map.error(span, message));
     }
 
+    pub(super) fn locate(&self, span: Range<usize>) -> Location {
+        self.map.locate(span)
+    }
+
     /// A problem that has no place in the file (a command-line flag).
     pub(super) fn fail_unlocated(&mut self, message: impl Into<String>) {
         self.errors.push(ConfigError {
@@ -891,7 +902,7 @@ impl Resolver<'_> {
                 self.fail(file.span(), "set password_file or password_env, not both");
                 None
             }
-            (Some(file), None) => match std::fs::read_to_string(self.path(file.get_ref())) {
+            (Some(file), None) => match read_secret_file(&self.path(file.get_ref())) {
                 Ok(text) => Some(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned())),
                 Err(e) => {
                     self.fail(file.span(), format!("cannot read password file: {e}"));
@@ -1001,13 +1012,10 @@ impl Resolver<'_> {
         inline: &BTreeMap<String, String>,
     ) -> BTreeMap<String, Secret> {
         let path = self.path(file.get_ref());
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_secret_file(&path) {
             Ok(text) => text,
             Err(e) => {
-                self.fail(
-                    file.span(),
-                    format!("cannot read env_file {}: {e}", path.display()),
-                );
+                self.fail(file.span(), format!("cannot read env_file: {e}"));
                 return BTreeMap::new();
             }
         };
@@ -1774,6 +1782,13 @@ impl Resolver<'_> {
 
 /// Removes `.` and `name/..` pairs without touching the file system, so
 /// paths print the way a user would write them.
+/// A secret file's text. Its content is never shown, not even in errors.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let bytes = super::files::read_capped(path, super::files::MAX_SECRET_FILE)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+}
+
 fn normalize(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
