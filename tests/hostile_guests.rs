@@ -71,6 +71,7 @@ fn slow_host_calls_cannot_outrun_the_timeout() {
     let (report, output) = invoke_json(&config, "flood", "");
     assert_eq!(report["error_kind"], "timeout", "{output}");
     let took = Duration::from_micros(report["duration_us"].as_u64().unwrap());
+    eprintln!("a 50ms timeout with slow host calls ended after {took:?}");
     // One host call is the most the deadline can be late by; each of these
     // is bounded work (a refusal of a cut topic), far under this slack.
     assert!(
@@ -100,6 +101,7 @@ fn one_hostile_invocation_cannot_flood_the_log() {
     ledge.terminate();
     let log = ledge.log.lock().unwrap().clone();
     let bytes: usize = log.iter().map(|l| l.len() + 1).sum::<usize>() - before;
+    eprintln!("one hostile invocation wrote {bytes} bytes of log");
     // One second of a guest doing nothing but provoking log lines: at most
     // a page of ledge's log, and what was left out is counted.
     assert!(

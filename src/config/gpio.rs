@@ -321,30 +321,32 @@ impl Resolver<'_> {
                 _ => None,
             })
             .collect();
-        let mut lines: Vec<(&str, &LineAddress)> = outputs
+        let mut lines: HashMap<(&str, u32), &str> = outputs
             .iter()
-            .map(|o| (o.name.as_str(), &o.address))
+            .map(|o| ((o.address.chip.as_str(), o.address.line), o.name.as_str()))
             .collect();
+        let output_names: std::collections::HashSet<&str> =
+            outputs.iter().map(|o| o.name.as_str()).collect();
         for (name, address) in &inputs {
             let span = sensor_spans.get(*name).cloned().unwrap_or(0..0);
-            if outputs.iter().any(|o| o.name == *name) {
+            if output_names.contains(name) {
                 self.fail(span.clone(), format!("`{name}` is both a gpio sensor and a gpio_output; GPIO names must be unique"));
             }
-            if let Some((other, _)) = lines
-                .iter()
-                .find(|(_, a)| a.chip == address.chip && a.line == address.line)
-            {
-                self.fail(span, format!("{address} is already used by `{other}`"));
+            match lines.get(&(address.chip.as_str(), address.line)) {
+                Some(other) => self.fail(span, format!("{address} is already used by `{other}`")),
+                None => {
+                    lines.insert((address.chip.as_str(), address.line), name);
+                }
             }
-            lines.push((name, address));
         }
         let known: Vec<&str> = outputs
             .iter()
             .map(|o| o.name.as_str())
             .chain(inputs.iter().map(|(n, _)| *n))
             .collect();
+        let known_set: std::collections::HashSet<&str> = known.iter().copied().collect();
         for grant in grants.iter().flatten() {
-            if !known.contains(&grant.get_ref().as_str()) {
+            if !known_set.contains(grant.get_ref().as_str()) {
                 self.fail(
                     grant.span(),
                     format!(

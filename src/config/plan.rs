@@ -1538,7 +1538,14 @@ impl Resolver<'_> {
         functions: &[FunctionSpec],
         sensors: &[SensorSpec],
     ) -> Vec<Route> {
-        let mut routes = Vec::with_capacity(raw.len());
+        let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+        let by_name: HashMap<&str, usize> = functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_str(), i))
+            .collect();
+        // The first durable route of each function: its batch is the stream's.
+        let mut durable_route: HashMap<usize, usize> = HashMap::new();
         for entry in raw {
             let location = self.map.locate(entry.span());
             let t = entry.into_inner();
@@ -1549,7 +1556,7 @@ impl Resolver<'_> {
                     (t.function.get_ref().as_str(), Qualifier::Default)
                 }
             };
-            let function = functions.iter().position(|f| f.name == name);
+            let function = by_name.get(name).copied();
             if function.is_none() {
                 self.fail(
                     t.function.span(),
@@ -1562,9 +1569,11 @@ impl Resolver<'_> {
             let source = self.trigger_source(&t, sensors);
             let batch = self.batch(&t);
             if let (Some(function), Some(source)) = (function, source) {
-                if let Some(other) = routes
-                    .iter()
-                    .find(|r: &&Route| r.function == function && r.durable && r.batch != batch)
+                let durable = t.durable.unwrap_or(false) || batch.is_some();
+                if let Some(other) = durable_route
+                    .get(&function)
+                    .map(|&i| &routes[i])
+                    .filter(|r| r.batch != batch)
                     .filter(|_| batch.is_some() || t.durable == Some(true))
                 {
                     self.fail(
@@ -1576,11 +1585,14 @@ impl Resolver<'_> {
                         ),
                     );
                 }
+                if durable {
+                    durable_route.entry(function).or_insert(routes.len());
+                }
                 routes.push(Route {
                     source,
                     function,
                     location,
-                    durable: t.durable.unwrap_or(false) || batch.is_some(),
+                    durable,
                     batch,
                     qualifier,
                     canary: None,
@@ -1809,12 +1821,20 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// The names an error lists as defined: the first few and how many more, so
+/// thousands of bad references to thousands of names stay linear.
 fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
-    let joined: Vec<&str> = list.collect();
-    if joined.is_empty() {
-        "none".to_owned()
+    const SHOWN: usize = 20;
+    let mut list = list.peekable();
+    if list.peek().is_none() {
+        return "none".to_owned();
+    }
+    let shown: Vec<&str> = list.by_ref().take(SHOWN).collect();
+    let more = list.count();
+    if more == 0 {
+        shown.join(", ")
     } else {
-        joined.join(", ")
+        format!("{}, and {more} more", shown.join(", "))
     }
 }
 

@@ -26,7 +26,7 @@ pub const MAX_LOG_LINES: u32 = 256;
 /// Bytes kept per invocation.
 pub const MAX_LOG_BYTES: usize = 32 << 10;
 /// Lines per function per second, over all its instances.
-pub const LINES_PER_SECOND: u32 = 200;
+pub const LINES_PER_SECOND: u32 = 500;
 /// Bytes per function per second, over all its instances.
 pub const BYTES_PER_SECOND: usize = 64 << 10;
 
