@@ -285,15 +285,17 @@ impl HostState {
             );
             return self.refuse(ERR_INVALID, &reason);
         };
-        let shown = self.echo(topic.as_bytes());
         if let Err(e) = validate_topic_name(topic) {
+            let shown = self.echo(topic.as_bytes());
             return self.refuse(ERR_INVALID, &format!("forward to `{shown}` refused: {e}"));
         }
         if !any_matches(&self.spec.allow_forward, topic) {
+            let shown = self.echo(topic.as_bytes());
             let reason = format!("forward to `{shown}` denied: not in allow_forward");
             return self.refuse(ERR_DENIED, &reason);
         }
         if payload.len() > self.max_payload {
+            let shown = self.echo(topic.as_bytes());
             let reason = format!(
                 "forward to `{shown}` refused: {} bytes is over max_payload ({})",
                 payload.len(),
@@ -309,6 +311,7 @@ impl HostState {
             );
         }
         let Some(sink) = self.sinks.forward.clone() else {
+            let shown = self.echo(topic.as_bytes());
             return self.refuse(
                 ERR_UNAVAILABLE,
                 &format!(
@@ -323,10 +326,13 @@ impl HostState {
                 self.call.forward_seq = seq.max(self.call.forward_seq);
                 OK
             }
-            Err(e) => self.refuse(
-                ERR_UNAVAILABLE,
-                &format!("forward to `{shown}` refused: {e}"),
-            ),
+            Err(e) => {
+                let shown = self.echo(topic.as_bytes());
+                self.refuse(
+                    ERR_UNAVAILABLE,
+                    &format!("forward to `{shown}` refused: {e}"),
+                )
+            }
         }
     }
 
@@ -400,8 +406,7 @@ impl HostState {
             let reason = format!("{call}({}) denied: not in allow_gpio", self.echo(name));
             return Err(self.refuse(ERR_DENIED, &reason));
         }
-        let name = text;
-        Ok(name.to_owned())
+        Ok(text.to_owned())
     }
 
     /// Logs why a host call was refused (within the log budget) and
