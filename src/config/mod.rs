@@ -137,6 +137,14 @@ pub fn load(path: &Path) -> Result<Plan, ConfigErrors> {
 /// Like [`load`], with a board profile from the command line (`--board`),
 /// which wins over `[device] board`.
 pub fn load_with(path: &Path, board: Option<&str>) -> Result<Plan, ConfigErrors> {
+    let text = read_text(path)?;
+    parse_with(path, &text, board)
+}
+
+/// The text of a config file: a regular file of at most
+/// [`files::MAX_CONFIG_FILE`], UTF-8 (a bad byte is located by line and
+/// column).
+pub fn read_text(path: &Path) -> Result<String, ConfigErrors> {
     let unlocated = |message: String| {
         ConfigErrors(vec![ConfigError {
             location: None,
@@ -146,7 +154,7 @@ pub fn load_with(path: &Path, board: Option<&str>) -> Result<Plan, ConfigErrors>
     };
     let bytes = files::read_capped(path, files::MAX_CONFIG_FILE)
         .map_err(|e| unlocated(format!("cannot read config: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         let bytes = e.as_bytes();
         let valid = e.utf8_error().valid_up_to();
         // The valid prefix locates the bad byte by line and column.
@@ -159,8 +167,7 @@ pub fn load_with(path: &Path, board: Option<&str>) -> Result<Plan, ConfigErrors>
                 bytes[valid]
             ),
         )])
-    })?;
-    parse_with(path, &text, board)
+    })
 }
 
 /// Top-level tables a running ledge takes on reload (SIGHUP). A change
