@@ -24,6 +24,12 @@ fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(anyhow!("{e}"))
 }
 
+/// A function or alias name from the command line, checked before it
+/// becomes part of a path in the store (`../x` must not reach outside it).
+fn check_name(name: &str, what: &'static str) -> Result<(), CliError> {
+    store::check_name(name, what).map_err(usage)
+}
+
 fn config_function<'a>(plan: &'a Plan, name: &str) -> Result<&'a FunctionSpec, CliError> {
     plan.functions
         .iter()
@@ -74,10 +80,13 @@ pub struct DeployRequest<'a> {
 
 /// `ledge deploy NAME FILE.wasm [--publish] [--alias A]`.
 pub fn deploy(request: &DeployRequest<'_>) -> Result<(), CliError> {
+    check_name(request.function, "function")?;
+    if let Some(alias) = request.alias {
+        check_name(alias, "alias")?;
+    }
     let plan = load_config(request.config)?;
     let spec = config_function(&plan, request.function)?;
-    let bytes = std::fs::read(request.module)
-        .map_err(|e| usage(format!("cannot read {}: {e}", request.module.display())))?;
+    let bytes = crate::runtime::read_module(request.module).map_err(usage)?;
     // The module must load and start under the function's settings before
     // it goes anywhere near the store.
     let runtime = crate::runtime::Runtime::new(plan.broker.max_payload).map_err(failed)?;
@@ -160,6 +169,8 @@ pub fn alias_set(
     weight: Option<&str>,
     watch: bool,
 ) -> Result<(), CliError> {
+    check_name(function, "function")?;
+    check_name(alias, "alias")?;
     let plan = load_config(config)?;
     config_function(&plan, function)?;
     let canary = match weight {
@@ -194,6 +205,8 @@ pub fn alias_set(
 
 /// `ledge rollback NAME ALIAS`.
 pub fn rollback(config: &Path, function: &str, alias: &str) -> Result<(), CliError> {
+    check_name(function, "function")?;
+    check_name(alias, "alias")?;
     let plan = load_config(config)?;
     let store = Store::under(&plan.device.data_dir);
     let lock = store.lock().map_err(failed)?;
@@ -205,6 +218,7 @@ pub fn rollback(config: &Path, function: &str, alias: &str) -> Result<(), CliErr
 
 /// `ledge versions NAME --delete N`.
 pub fn delete_version(config: &Path, function: &str, version: u32) -> Result<(), CliError> {
+    check_name(function, "function")?;
     let plan = load_config(config)?;
     let store = Store::under(&plan.device.data_dir);
     let lock = store.lock().map_err(failed)?;
@@ -218,6 +232,7 @@ pub fn delete_version(config: &Path, function: &str, version: u32) -> Result<(),
 
 /// `ledge versions NAME`.
 pub fn versions(config: &Path, function: &str, json: bool) -> Result<(), CliError> {
+    check_name(function, "function")?;
     let plan = load_config(config)?;
     let store = Store::under(&plan.device.data_dir);
     let state = store.state(function).map_err(failed)?;
@@ -410,12 +425,23 @@ pub struct SignRequest<'a> {
 /// `<prefix>/deploy`) and `OUT/chunks/<index>` (publish each on
 /// `<prefix>/deploy/chunk/<function>/<version>/<index>`).
 pub fn sign(request: &SignRequest<'_>) -> Result<(), CliError> {
-    let key_text = std::fs::read_to_string(request.key)
-        .map_err(|e| usage(format!("cannot read key {}: {e}", request.key.display())))?;
+    let key_text =
+        crate::config::files::read_capped(request.key, crate::config::files::MAX_SECRET_FILE)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| {
+                usage(format!(
+                    "cannot read key {}: not a readable regular UTF-8 file of at most 1 MiB",
+                    request.key.display()
+                ))
+            })?;
     let seed = signing::parse_secret_key(&key_text)
         .map_err(|e| usage(format!("{}: {e}", request.key.display())))?;
-    let bytes = std::fs::read(request.module)
-        .map_err(|e| usage(format!("cannot read {}: {e}", request.module.display())))?;
+    check_name(request.function, "function")?;
+    if let Some(alias) = request.alias {
+        check_name(alias, "alias")?;
+    }
+    let bytes = crate::runtime::read_module(request.module).map_err(usage)?;
     wasmi::Module::new(&wasmi::Engine::default(), &bytes[..]).map_err(|e| {
         usage(format!(
             "{} is not valid WebAssembly: {e}",

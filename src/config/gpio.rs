@@ -250,6 +250,9 @@ impl Resolver<'_> {
 
     pub(super) fn gpio_outputs(&mut self, raw: Vec<Spanned<RawGpioOutput>>) -> Vec<GpioOutputSpec> {
         let mut outputs: Vec<GpioOutputSpec> = Vec::with_capacity(raw.len());
+        let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
+        // Each line once: (chip, offset) -> the output that has it, and where.
+        let mut lines: HashMap<(String, u32), (String, super::Location)> = HashMap::new();
         for entry in raw {
             let o = entry.into_inner();
             let name = o.name.get_ref().clone();
@@ -259,7 +262,7 @@ impl Resolver<'_> {
                     "gpio_output name must be 1-64 letters, digits, `-` or `_`",
                 );
             }
-            if outputs.iter().any(|other| other.name == name) {
+            if !names.insert(name.clone()) {
                 self.fail(
                     o.name.span(),
                     format!("duplicate gpio_output name `{name}`"),
@@ -276,6 +279,21 @@ impl Resolver<'_> {
             let Some(address) = self.line_address(o.name.span(), &o.pin, &o.chip, &o.line) else {
                 continue;
             };
+            let span = o
+                .pin
+                .as_ref()
+                .map(Spanned::span)
+                .or(o.line.as_ref().map(Spanned::span))
+                .unwrap_or(o.name.span());
+            let key = (address.chip.clone(), address.line);
+            if let Some((other, place)) = lines.get(&key) {
+                let message = format!(
+                    "gpio_output `{name}`: {address} is already used by gpio_output `{other}` (at {place}); a line can drive one output"
+                );
+                self.fail(span, message);
+            } else {
+                lines.insert(key, (name.clone(), self.locate(span)));
+            }
             outputs.push(GpioOutputSpec {
                 name,
                 address,
@@ -303,30 +321,32 @@ impl Resolver<'_> {
                 _ => None,
             })
             .collect();
-        let mut lines: Vec<(&str, &LineAddress)> = outputs
+        let mut lines: HashMap<(&str, u32), &str> = outputs
             .iter()
-            .map(|o| (o.name.as_str(), &o.address))
+            .map(|o| ((o.address.chip.as_str(), o.address.line), o.name.as_str()))
             .collect();
+        let output_names: std::collections::HashSet<&str> =
+            outputs.iter().map(|o| o.name.as_str()).collect();
         for (name, address) in &inputs {
             let span = sensor_spans.get(*name).cloned().unwrap_or(0..0);
-            if outputs.iter().any(|o| o.name == *name) {
+            if output_names.contains(name) {
                 self.fail(span.clone(), format!("`{name}` is both a gpio sensor and a gpio_output; GPIO names must be unique"));
             }
-            if let Some((other, _)) = lines
-                .iter()
-                .find(|(_, a)| a.chip == address.chip && a.line == address.line)
-            {
-                self.fail(span, format!("{address} is already used by `{other}`"));
+            match lines.get(&(address.chip.as_str(), address.line)) {
+                Some(other) => self.fail(span, format!("{address} is already used by `{other}`")),
+                None => {
+                    lines.insert((address.chip.as_str(), address.line), name);
+                }
             }
-            lines.push((name, address));
         }
         let known: Vec<&str> = outputs
             .iter()
             .map(|o| o.name.as_str())
             .chain(inputs.iter().map(|(n, _)| *n))
             .collect();
+        let known_set: std::collections::HashSet<&str> = known.iter().copied().collect();
         for grant in grants.iter().flatten() {
-            if !known.contains(&grant.get_ref().as_str()) {
+            if !known_set.contains(grant.get_ref().as_str()) {
                 self.fail(
                     grant.span(),
                     format!(

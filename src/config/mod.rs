@@ -9,9 +9,11 @@
 //!
 //! Key-by-key documentation lives in docs/config.md.
 
+pub mod files;
 pub mod gpio;
 pub mod plan;
 pub mod raw;
+pub mod redact;
 pub mod units;
 
 use std::fmt;
@@ -77,22 +79,33 @@ impl std::error::Error for ConfigErrors {}
 
 /// Maps byte offsets in a config file to line and column (both 1-based,
 /// columns counted in characters).
+///
+/// Line starts are found once, so locating is a binary search: a config
+/// with 20,000 functions locates each of them without rescanning the file.
 pub struct SourceMap<'a> {
     file: &'a Path,
     text: &'a str,
+    /// Byte offset of the start of each line.
+    line_starts: Vec<usize>,
 }
 
 impl<'a> SourceMap<'a> {
     pub fn new(file: &'a Path, text: &'a str) -> Self {
-        Self { file, text }
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            file,
+            text,
+            line_starts,
+        }
     }
 
     pub fn locate(&self, span: Range<usize>) -> Location {
-        let offset = span.start.min(self.text.len());
-        let before = &self.text[..floor_char_boundary(self.text, offset)];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let offset = floor_char_boundary(self.text, span.start.min(self.text.len()));
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self.line_starts[line - 1];
+        let column = self.text[line_start..offset].chars().count() + 1;
         Location {
             file: self.file.to_path_buf(),
             line,
@@ -124,14 +137,37 @@ pub fn load(path: &Path) -> Result<Plan, ConfigErrors> {
 /// Like [`load`], with a board profile from the command line (`--board`),
 /// which wins over `[device] board`.
 pub fn load_with(path: &Path, board: Option<&str>) -> Result<Plan, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_text(path)?;
+    parse_with(path, &text, board)
+}
+
+/// The text of a config file: a regular file of at most
+/// [`files::MAX_CONFIG_FILE`], UTF-8 (a bad byte is located by line and
+/// column).
+pub fn read_text(path: &Path) -> Result<String, ConfigErrors> {
+    let unlocated = |message: String| {
         ConfigErrors(vec![ConfigError {
             location: None,
             file: path.to_path_buf(),
-            message: format!("cannot read config: {e}"),
+            message,
         }])
-    })?;
-    parse_with(path, &text, board)
+    };
+    let bytes = files::read_capped(path, files::MAX_CONFIG_FILE)
+        .map_err(|e| unlocated(format!("cannot read config: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let valid = e.utf8_error().valid_up_to();
+        // The valid prefix locates the bad byte by line and column.
+        let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+        let map = SourceMap::new(path, prefix);
+        ConfigErrors(vec![map.error(
+            valid..valid,
+            format!(
+                "not valid UTF-8 (byte 0x{:02x}); a config file must be UTF-8 text",
+                bytes[valid]
+            ),
+        )])
+    })
 }
 
 /// Top-level tables a running ledge takes on reload (SIGHUP). A change

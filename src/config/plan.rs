@@ -370,19 +370,26 @@ impl FunctionSpec {
             .or_else(|| self.secret_env.get(key).map(Secret::expose))
     }
 
+    /// The secret env values as (key, value) pairs, for [`super::redact`].
+    pub fn secrets(&self) -> Vec<super::redact::Secret<'_>> {
+        self.secret_env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.expose()))
+            .collect()
+    }
+
     /// `text` with every secret env value replaced by `[secret KEY]`, for
     /// anything a function says that ledge writes down (log lines, errors,
     /// dead letters, replies). Values under 4 bytes are left alone: they
     /// would redact ordinary words.
     pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        let mut out = std::borrow::Cow::Borrowed(text);
-        for (key, value) in &self.secret_env {
-            let value = value.expose();
-            if value.len() >= 4 && out.contains(value) {
-                out = std::borrow::Cow::Owned(out.replace(value, &format!("[secret {key}]")));
-            }
-        }
-        out
+        super::redact::redact(text, &self.secrets())
+    }
+
+    /// Guest bytes as text of at most `max` bytes, secrets redacted before
+    /// the cut (see [`super::redact::redact_and_cut`]).
+    pub fn redact_and_cut(&self, bytes: &[u8], max: usize) -> String {
+        super::redact::redact_and_cut(bytes, max, &self.secrets())
     }
 }
 
@@ -692,6 +699,10 @@ impl Resolver<'_> {
         self.errors.push(self.map.error(span, message));
     }
 
+    pub(super) fn locate(&self, span: Range<usize>) -> Location {
+        self.map.locate(span)
+    }
+
     /// A problem that has no place in the file (a command-line flag).
     pub(super) fn fail_unlocated(&mut self, message: impl Into<String>) {
         self.errors.push(ConfigError {
@@ -991,7 +1002,7 @@ impl Resolver<'_> {
                 self.fail(file.span(), "set password_file or password_env, not both");
                 None
             }
-            (Some(file), None) => match std::fs::read_to_string(self.path(file.get_ref())) {
+            (Some(file), None) => match read_secret_file(&self.path(file.get_ref())) {
                 Ok(text) => Some(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned())),
                 Err(e) => {
                     self.fail(file.span(), format!("cannot read password file: {e}"));
@@ -1101,13 +1112,10 @@ impl Resolver<'_> {
         inline: &BTreeMap<String, String>,
     ) -> BTreeMap<String, Secret> {
         let path = self.path(file.get_ref());
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_secret_file(&path) {
             Ok(text) => text,
             Err(e) => {
-                self.fail(
-                    file.span(),
-                    format!("cannot read env_file {}: {e}", path.display()),
-                );
+                self.fail(file.span(), format!("cannot read env_file: {e}"));
                 return BTreeMap::new();
             }
         };
@@ -1630,7 +1638,14 @@ impl Resolver<'_> {
         functions: &[FunctionSpec],
         sensors: &[SensorSpec],
     ) -> Vec<Route> {
-        let mut routes = Vec::with_capacity(raw.len());
+        let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+        let by_name: HashMap<&str, usize> = functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_str(), i))
+            .collect();
+        // The first durable route of each function: its batch is the stream's.
+        let mut durable_route: HashMap<usize, usize> = HashMap::new();
         for entry in raw {
             let location = self.map.locate(entry.span());
             let t = entry.into_inner();
@@ -1641,7 +1656,7 @@ impl Resolver<'_> {
                     (t.function.get_ref().as_str(), Qualifier::Default)
                 }
             };
-            let function = functions.iter().position(|f| f.name == name);
+            let function = by_name.get(name).copied();
             if function.is_none() {
                 self.fail(
                     t.function.span(),
@@ -1654,9 +1669,11 @@ impl Resolver<'_> {
             let source = self.trigger_source(&t, sensors);
             let batch = self.batch(&t);
             if let (Some(function), Some(source)) = (function, source) {
-                if let Some(other) = routes
-                    .iter()
-                    .find(|r: &&Route| r.function == function && r.durable && r.batch != batch)
+                let durable = t.durable.unwrap_or(false) || batch.is_some();
+                if let Some(other) = durable_route
+                    .get(&function)
+                    .map(|&i| &routes[i])
+                    .filter(|r| r.batch != batch)
                     .filter(|_| batch.is_some() || t.durable == Some(true))
                 {
                     self.fail(
@@ -1668,11 +1685,14 @@ impl Resolver<'_> {
                         ),
                     );
                 }
+                if durable {
+                    durable_route.entry(function).or_insert(routes.len());
+                }
                 routes.push(Route {
                     source,
                     function,
                     location,
-                    durable: t.durable.unwrap_or(false) || batch.is_some(),
+                    durable,
                     batch,
                     qualifier,
                     canary: None,
@@ -1874,6 +1894,13 @@ impl Resolver<'_> {
 
 /// Removes `.` and `name/..` pairs without touching the file system, so
 /// paths print the way a user would write them.
+/// A secret file's text. Its content is never shown, not even in errors.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let bytes = super::files::read_capped(path, super::files::MAX_SECRET_FILE)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+}
+
 fn normalize(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
@@ -1894,12 +1921,20 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// The names an error lists as defined: the first few and how many more, so
+/// thousands of bad references to thousands of names stay linear.
 fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
-    let joined: Vec<&str> = list.collect();
-    if joined.is_empty() {
-        "none".to_owned()
+    const SHOWN: usize = 20;
+    let mut list = list.peekable();
+    if list.peek().is_none() {
+        return "none".to_owned();
+    }
+    let shown: Vec<&str> = list.by_ref().take(SHOWN).collect();
+    let more = list.count();
+    if more == 0 {
+        shown.join(", ")
     } else {
-        joined.join(", ")
+        format!("{}, and {more} more", shown.join(", "))
     }
 }
 

@@ -29,6 +29,13 @@ use super::store::{check_name, Settings};
 pub const FORMAT: &str = "ledge-deploy-1";
 /// Chunks must fit common broker message limits with room to spare.
 pub const MAX_CHUNK_SIZE: u64 = 256 << 10;
+/// Chunks per module: the upload's bookkeeping (and its `receiving`
+/// report) grows with the count, which an unchecked document could set to
+/// millions with one-byte chunks. A 4 MiB module needs chunks of 1 KiB.
+pub const MAX_CHUNKS: u64 = 4096;
+/// Text taken from a document before its signature is checked (a key id)
+/// is echoed in logs and reports cut to this many bytes.
+pub const MAX_ECHO: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -91,12 +98,12 @@ pub fn verify(
     trusted: &[(String, [u8; 32])],
     max_module_size: u64,
 ) -> Result<Deployment, Rejected> {
-    let envelope: Envelope =
-        serde_json::from_slice(payload).map_err(|e| Rejected::Malformed(e.to_string()))?;
+    let envelope: Envelope = serde_json::from_slice(payload)
+        .map_err(|e| Rejected::Malformed(short(&e.to_string(), 4 * MAX_ECHO)))?;
     let Some((_, key)) = trusted.iter().find(|(id, _)| *id == envelope.key_id) else {
         let ids: Vec<&str> = trusted.iter().map(|(id, _)| id.as_str()).collect();
         return Err(Rejected::UnknownKey(
-            envelope.key_id,
+            short(&envelope.key_id, MAX_ECHO),
             if ids.is_empty() {
                 "none configured in [deploy] trusted_keys".to_owned()
             } else {
@@ -109,8 +116,12 @@ pub fn verify(
     if !signing::verify(key, envelope.deployment.as_bytes(), &signature) {
         return Err(Rejected::BadSignature(envelope.key_id));
     }
-    let deployment: Deployment = serde_json::from_str(&envelope.deployment)
-        .map_err(|e| Rejected::Malformed(format!("signed deployment: {e}")))?;
+    let deployment: Deployment = serde_json::from_str(&envelope.deployment).map_err(|e| {
+        Rejected::Malformed(format!(
+            "signed deployment: {}",
+            short(&e.to_string(), 4 * MAX_ECHO)
+        ))
+    })?;
     check(&deployment, max_module_size)?;
     Ok(deployment)
 }
@@ -145,7 +156,29 @@ fn check(d: &Deployment, max_module_size: u64) -> Result<(), Rejected> {
             d.chunk_size
         ));
     }
+    if d.chunks() > MAX_CHUNKS {
+        return invalid(format!(
+            "chunk_size {} splits {} bytes into {} chunks, more than {MAX_CHUNKS}: use chunk_size {} or more",
+            d.chunk_size,
+            d.size,
+            d.chunks(),
+            d.size.div_ceil(MAX_CHUNKS)
+        ));
+    }
     Ok(())
+}
+
+/// `text` cut to at most `max` bytes, with its full length when cut: how
+/// unverified input is shown.
+pub fn short(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &text[..end], text.len())
 }
 
 /// Signs a deployment into an envelope (what `ledge sign` writes).

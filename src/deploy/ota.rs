@@ -21,6 +21,12 @@ use crate::runtime::Runtime;
 use super::document::{self, Deployment};
 use super::store::{AliasTarget, Probation, Store, Version};
 
+/// Missing chunk indexes a `receiving` report lists (the first ones;
+/// `missing_count` has them all).
+const MAX_MISSING_LISTED: usize = 256;
+/// A rejection reason is cut here: it may quote what the document said.
+const MAX_REASON: usize = 512;
+
 /// A message from the upstream deploy topics.
 pub struct Incoming {
     pub topic: String,
@@ -112,6 +118,7 @@ impl Receiver {
     }
 
     fn reject(&self, deployment: Option<&Deployment>, reason: &str) {
+        let reason = document::short(reason, MAX_REASON);
         let mut report = serde_json::json!({ "event": "rejected", "reason": reason });
         if let (Some(d), Some(object)) = (deployment, report.as_object_mut()) {
             object.insert("function".to_owned(), d.function.clone().into());
@@ -202,13 +209,16 @@ impl Receiver {
         let d = &upload.deployment;
         let missing: Vec<u64> = (0..d.chunks())
             .filter(|i| !upload.have.contains(i))
+            .take(MAX_MISSING_LISTED)
             .collect();
+        let missing_count = d.chunks() - upload.have.len() as u64;
         (self.report)(serde_json::json!({
             "event": "receiving",
             "function": d.function,
             "version": d.version,
             "chunks": d.chunks(),
             "missing": missing,
+            "missing_count": missing_count,
         }));
     }
 

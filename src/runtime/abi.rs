@@ -10,7 +10,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use wasmi::{Caller, Linker, Memory, StoreLimits};
+use wasmi::{Caller, Linker, Memory};
+
+use super::limits::GuestLimits;
+use super::log_budget::{LogBudget, MAX_ECHO, MAX_LOG_BYTES};
+pub use super::log_budget::{MAX_LOG_LINE, MAX_LOG_LINES};
 
 use crate::config::FunctionSpec;
 use crate::event::{unix_ms, Event};
@@ -43,16 +47,30 @@ pub const FIELD_RECEIVED_AT_MS: i32 = 2;
 pub const FIELD_ATTEMPT: i32 = 3;
 pub const FIELD_DEADLINE_MS: i32 = 4;
 
-/// A log line longer than this is cut: one runaway `log` call must not fill
-/// the journal (or the spool, once logs ship upstream).
-pub const MAX_LOG_LINE: usize = 8 << 10;
-/// Log lines kept per invocation; the rest are counted and reported once.
-pub const MAX_LOG_LINES: u32 = 256;
 /// Publishes accepted per invocation.
 pub const MAX_PUBLISHES: u32 = 1000;
 /// GPIO writes accepted per invocation: a relay is not a PWM channel, and a
 /// function toggling a line in a loop is a bug.
 pub const MAX_GPIO_WRITES: u32 = 1000;
+
+/// Fuel every host call costs on top of its `call` instruction, and the
+/// bytes of host work one more unit of fuel pays for: a guest's fuel (and
+/// so its slices and its `max_fuel`) reflects the work it makes the host do.
+const HOST_CALL_FUEL: u64 = 100;
+const HOST_BYTES_PER_FUEL: u64 = 16;
+
+/// The host error that stops a guest whose deadline passed during a host
+/// call; the invocation loop turns it into a timeout.
+#[derive(Debug)]
+pub struct DeadlinePassed;
+
+impl std::fmt::Display for DeadlinePassed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the invocation's deadline passed during a host call")
+    }
+}
+
+impl wasmi::errors::HostError for DeadlinePassed {}
 
 /// One line a function logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +82,9 @@ pub struct LogLine {
 /// State of one wasm store: the function's settings and where its output
 /// goes, plus the invocation currently running (if any).
 pub struct HostState {
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: GuestLimits,
+    /// The function's share of the log, shared with its other instances.
+    pub(crate) log_budget: Arc<LogBudget>,
     pub(crate) spec: Arc<FunctionSpec>,
     /// `log` target for this function's lines (`fn::<name>`).
     pub(crate) log_target: String,
@@ -88,7 +108,12 @@ pub struct CallState {
     pub deadline_unix_ms: u64,
     pub response: Vec<u8>,
     pub log_lines: u32,
+    /// Bytes of log lines kept this invocation.
+    pub log_bytes: usize,
     pub logs_dropped: u32,
+    /// Fuel host calls charged beyond what was left in the slice; the
+    /// invocation loop adds it to what the guest spent.
+    pub fuel_debt: u64,
     pub publishes: u32,
     pub gpio_writes: u32,
     pub logs: Vec<LogLine>,
@@ -103,17 +128,11 @@ impl HostState {
         sinks: Sinks,
         max_payload: usize,
         capture_logs: bool,
+        log_budget: Arc<LogBudget>,
     ) -> Self {
-        let limits = wasmi::StoreLimitsBuilder::new()
-            .memory_size(spec.memory_limit)
-            .instances(1)
-            .memories(1)
-            .tables(4)
-            .table_elements(100_000)
-            .trap_on_grow_failure(true)
-            .build();
         Self {
-            limits,
+            limits: GuestLimits::new(spec.memory_limit),
+            log_budget,
             log_target: format!("fn::{}", spec.name),
             spec,
             sinks,
@@ -125,11 +144,6 @@ impl HostState {
     }
 
     fn log(&mut self, level: i32, bytes: &[u8]) {
-        self.call.log_lines += 1;
-        if self.call.log_lines > MAX_LOG_LINES {
-            self.call.logs_dropped += 1;
-            return;
-        }
         let level = match level {
             i32::MIN..=1 => log::Level::Error,
             2 => log::Level::Warn,
@@ -137,11 +151,10 @@ impl HostState {
             4 => log::Level::Debug,
             _ => log::Level::Trace,
         };
-        let message = truncated_text(bytes, MAX_LOG_LINE);
-        let message = match self.spec.redact(&message) {
-            std::borrow::Cow::Borrowed(_) => message,
-            std::borrow::Cow::Owned(redacted) => redacted,
-        };
+        if !self.admit(bytes.len().min(MAX_LOG_LINE)) {
+            return;
+        }
+        let message = self.spec.redact_and_cut(bytes, MAX_LOG_LINE);
         if self.capture_logs {
             self.call.logs.push(LogLine { level, message });
             return;
@@ -159,28 +172,61 @@ impl HostState {
         }
     }
 
+    /// True if a line of about `len` bytes fits this invocation's and this
+    /// function's log budget (docs in `log_budget`); a line that does not is
+    /// counted, not written.
+    fn admit(&mut self, len: usize) -> bool {
+        let call = &mut self.call;
+        call.log_lines += 1;
+        if call.log_lines > MAX_LOG_LINES || call.log_bytes.saturating_add(len) > MAX_LOG_BYTES {
+            call.logs_dropped += 1;
+            return false;
+        }
+        if !self.log_budget.admit(&self.spec.name, len) {
+            return false;
+        }
+        call.log_bytes += len;
+        true
+    }
+
+    /// A guest string for a refusal line: cut short and redacted.
+    fn echo(&self, bytes: &[u8]) -> String {
+        self.spec.redact_and_cut(bytes, MAX_ECHO)
+    }
+
     fn publish(&mut self, topic: &[u8], payload: &[u8], qos: i32) -> i32 {
         let Ok(topic) = std::str::from_utf8(topic) else {
-            return self.refuse(ERR_INVALID, "publish topic is not valid UTF-8");
+            let reason = format!(
+                "publish to `{}` refused: the topic is not valid UTF-8",
+                self.echo(topic)
+            );
+            return self.refuse(ERR_INVALID, &reason);
         };
         if let Err(e) = validate_topic_name(topic) {
-            let reason = format!("publish to `{topic}` refused: {e}");
+            let reason = format!("publish to `{}` refused: {e}", self.echo(topic.as_bytes()));
             return self.refuse(ERR_INVALID, &reason);
         }
         let Some(qos) = Qos::from_i32(qos) else {
             return self.refuse(ERR_INVALID, &format!("publish with unknown QoS {qos}"));
         };
         if !any_matches(&self.spec.allow_publish, topic) {
-            let reason = format!("publish to `{topic}` denied: not in allow_publish");
+            let reason = format!(
+                "publish to `{}` denied: not in allow_publish",
+                self.echo(topic.as_bytes())
+            );
             return self.refuse(ERR_DENIED, &reason);
         }
         if payload.len() > self.max_payload {
             let reason = format!(
-                "publish to `{topic}` refused: {} bytes is over max_payload ({})",
+                "publish to `{}` refused: {} bytes is over max_payload ({})",
+                self.echo(topic.as_bytes()),
                 payload.len(),
                 self.max_payload
             );
             return self.refuse(ERR_TOO_LARGE, &reason);
+        }
+        if let Err(code) = self.check_request(topic, payload) {
+            return code;
         }
         self.call.publishes += 1;
         if self.call.publishes > MAX_PUBLISHES {
@@ -197,27 +243,65 @@ impl HostState {
             .publish_until(message, self.call.deadline)
         {
             Ok(()) => OK,
-            Err(e @ (PublishRefused::NotConnected | PublishRefused::Backlog)) => self.refuse(
-                ERR_UNAVAILABLE,
-                &format!("publish to `{topic}` dropped: {e}"),
-            ),
+            Err(e @ (PublishRefused::NotConnected | PublishRefused::Backlog)) => {
+                let reason = format!("publish to `{}` dropped: {e}", self.echo(topic.as_bytes()));
+                self.refuse(ERR_UNAVAILABLE, &reason)
+            }
         }
+    }
+
+    /// A publish on `ledge/<device>/invoke/<function>` is a synchronous
+    /// request: ledge itself will publish the reply on the envelope's
+    /// `reply_to`. The function may only ask for a reply where it may
+    /// publish, or it could make ledge publish anywhere for it.
+    fn check_request(&mut self, topic: &str, payload: &[u8]) -> Result<(), i32> {
+        if !is_invoke_topic(topic) {
+            return Ok(());
+        }
+        let envelope = serde_json::from_slice::<serde_json::Value>(payload).ok();
+        let Some(reply_to) = envelope
+            .as_ref()
+            .and_then(|e| e.get("reply_to"))
+            .and_then(|r| r.as_str())
+        else {
+            let reason = format!(
+                "publish to `{topic}` refused: a request there must be a JSON envelope with `reply_to` (docs/abi.md)"
+            );
+            return Err(self.refuse(ERR_INVALID, &reason));
+        };
+        if validate_topic_name(reply_to).is_err()
+            || !any_matches(&self.spec.allow_publish, reply_to)
+        {
+            let reason = format!(
+                "publish to `{topic}` denied: its reply_to `{}` is not in allow_publish",
+                self.echo(reply_to.as_bytes())
+            );
+            return Err(self.refuse(ERR_DENIED, &reason));
+        }
+        Ok(())
     }
 
     fn forward(&mut self, topic: &[u8], payload: &[u8]) -> i32 {
         let Ok(topic) = std::str::from_utf8(topic) else {
-            return self.refuse(ERR_INVALID, "forward topic is not valid UTF-8");
+            let reason = format!(
+                "forward to `{}` refused: the topic is not valid UTF-8",
+                self.echo(topic)
+            );
+            return self.refuse(ERR_INVALID, &reason);
         };
         if let Err(e) = validate_topic_name(topic) {
-            return self.refuse(ERR_INVALID, &format!("forward to `{topic}` refused: {e}"));
+            let shown = self.echo(topic.as_bytes());
+            return self.refuse(ERR_INVALID, &format!("forward to `{shown}` refused: {e}"));
         }
         if !any_matches(&self.spec.allow_forward, topic) {
-            let reason = format!("forward to `{topic}` denied: not in allow_forward");
+            let shown = self.echo(topic.as_bytes());
+            let reason = format!("forward to `{shown}` denied: not in allow_forward");
             return self.refuse(ERR_DENIED, &reason);
         }
         if payload.len() > self.max_payload {
+            let shown = self.echo(topic.as_bytes());
             let reason = format!(
-                "forward to `{topic}` refused: {} bytes is over max_payload ({})",
+                "forward to `{shown}` refused: {} bytes is over max_payload ({})",
                 payload.len(),
                 self.max_payload
             );
@@ -231,10 +315,11 @@ impl HostState {
             );
         }
         let Some(sink) = self.sinks.forward.clone() else {
+            let shown = self.echo(topic.as_bytes());
             return self.refuse(
                 ERR_UNAVAILABLE,
                 &format!(
-                    "forward to `{topic}` dropped: {}",
+                    "forward to `{shown}` dropped: {}",
                     ForwardRefused::NoUpstream
                 ),
             );
@@ -245,10 +330,13 @@ impl HostState {
                 self.call.forward_seq = seq.max(self.call.forward_seq);
                 OK
             }
-            Err(e) => self.refuse(
-                ERR_UNAVAILABLE,
-                &format!("forward to `{topic}` refused: {e}"),
-            ),
+            Err(e) => {
+                let shown = self.echo(topic.as_bytes());
+                self.refuse(
+                    ERR_UNAVAILABLE,
+                    &format!("forward to `{shown}` refused: {e}"),
+                )
+            }
         }
     }
 
@@ -313,27 +401,30 @@ impl HostState {
     }
 
     /// The line name, if it is text and in the function's `allow_gpio`.
-    fn gpio_name(&self, name: &[u8], call: &str) -> Result<String, i32> {
-        let Ok(name) = std::str::from_utf8(name) else {
-            return Err(self.refuse(
-                ERR_INVALID,
-                &format!("{call}: line name is not valid UTF-8"),
-            ));
+    fn gpio_name(&mut self, name: &[u8], call: &str) -> Result<String, i32> {
+        let Ok(text) = std::str::from_utf8(name) else {
+            let reason = format!("{call}({}): line name is not valid UTF-8", self.echo(name));
+            return Err(self.refuse(ERR_INVALID, &reason));
         };
-        if !self.spec.allow_gpio.iter().any(|allowed| allowed == name) {
-            let reason = format!("{call}({name}) denied: not in allow_gpio");
+        if !self.spec.allow_gpio.iter().any(|allowed| allowed == text) {
+            let reason = format!("{call}({}) denied: not in allow_gpio", self.echo(name));
             return Err(self.refuse(ERR_DENIED, &reason));
         }
-        Ok(name.to_owned())
+        Ok(text.to_owned())
     }
 
-    /// Logs why a host call was refused and returns its code.
-    fn refuse(&self, code: i32, reason: &str) -> i32 {
-        log::warn!(
-            "function {} request {}: {reason}",
-            self.spec.name,
-            self.call.request_id
-        );
+    /// Logs why a host call was refused (within the log budget) and
+    /// returns its code. Guest strings in `reason` are already cut and
+    /// redacted ([`Self::echo`]).
+    fn refuse(&mut self, code: i32, reason: &str) -> i32 {
+        if self.admit(reason.len()) {
+            log::warn!(
+                target: "ledge::invoke",
+                "function {} request {}: {reason}",
+                self.spec.name,
+                self.call.request_id
+            );
+        }
         code
     }
 
@@ -370,14 +461,20 @@ impl HostState {
     }
 }
 
-/// Decodes guest bytes as lossy UTF-8, cut at `max` bytes with a marker.
-pub fn truncated_text(bytes: &[u8], max: usize) -> String {
-    if bytes.len() <= max {
-        return String::from_utf8_lossy(bytes).into_owned();
-    }
-    let mut text = String::from_utf8_lossy(&bytes[..max]).into_owned();
-    text.push_str(&format!("…[truncated {} bytes]", bytes.len() - max));
-    text
+/// True for `ledge/<device>/invoke/<function>`: a synchronous request
+/// (see `dispatch::sync`). Any device: one broker may serve several.
+fn is_invoke_topic(topic: &str) -> bool {
+    let mut levels = topic.split('/');
+    matches!(
+        (
+            levels.next(),
+            levels.next(),
+            levels.next(),
+            levels.next(),
+            levels.next()
+        ),
+        (Some("ledge"), Some(_), Some("invoke"), Some(_), None)
+    )
 }
 
 type HostResult<T> = Result<T, wasmi::Error>;
@@ -430,16 +527,46 @@ fn copy_out(buffer: &mut [u8], value: &[u8]) -> i32 {
     i32::try_from(value.len()).unwrap_or(i32::MAX)
 }
 
+/// Stops the guest if its deadline has passed: checked before a host call
+/// acts and after it worked, so no host call starts late and a slow one
+/// overruns the timeout by at most itself.
+fn check_deadline(state: &HostState) -> HostResult<()> {
+    match state.call.deadline {
+        Some(deadline) if Instant::now() >= deadline => Err(wasmi::Error::host(DeadlinePassed)),
+        _ => Ok(()),
+    }
+}
+
+/// Ends a host call that handled `bytes` bytes of guest data: charges the
+/// work to the guest's fuel (what the slice cannot pay becomes debt the
+/// invocation loop accounts) and checks the deadline.
+fn settle(caller: &mut Caller<'_, HostState>, bytes: usize) -> HostResult<()> {
+    let cost = HOST_CALL_FUEL + bytes as u64 / HOST_BYTES_PER_FUEL;
+    let left = caller.get_fuel()?;
+    if left < cost {
+        caller.data_mut().call.fuel_debt += cost - left;
+    }
+    caller.set_fuel(left.saturating_sub(cost))?;
+    check_deadline(caller.data())
+}
+
+/// Work of matching `topic` against a function's filters, in bytes.
+fn matching_work(topic_len: usize, filters: usize) -> usize {
+    topic_len.saturating_mul(filters.max(1))
+}
+
 /// Registers every `ledge_v1` import on `linker`.
 pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
     linker.func_wrap(
         IMPORT_MODULE,
         "log",
         |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> HostResult<()> {
+            check_deadline(caller.data())?;
             let memory = memory_of(&caller, "log")?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
-            state.log(level, guest_slice(data, ptr, len, "log")?);
-            Ok(())
+            let text = guest_slice(data, ptr, len, "log")?;
+            state.log(level, text);
+            settle(&mut caller, text_work(len, MAX_LOG_LINE))
         },
     )?;
     linker.func_wrap(
@@ -452,11 +579,15 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
          payload_len: i32,
          qos: i32|
          -> HostResult<i32> {
+            check_deadline(caller.data())?;
             let memory = memory_of(&caller, "publish")?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
             let topic = guest_slice(data, topic_ptr, topic_len, "publish")?;
             let payload = guest_slice(data, payload_ptr, payload_len, "publish")?;
-            Ok(state.publish(topic, payload, qos))
+            let work = matching_work(topic.len(), state.spec.allow_publish.len()) + payload.len();
+            let code = state.publish(topic, payload, qos);
+            settle(&mut caller, work)?;
+            Ok(code)
         },
     )?;
     linker.func_wrap(
@@ -468,11 +599,15 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
          payload_ptr: i32,
          payload_len: i32|
          -> HostResult<i32> {
+            check_deadline(caller.data())?;
             let memory = memory_of(&caller, "forward")?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
             let topic = guest_slice(data, topic_ptr, topic_len, "forward")?;
             let payload = guest_slice(data, payload_ptr, payload_len, "forward")?;
-            Ok(state.forward(topic, payload))
+            let work = matching_work(topic.len(), state.spec.allow_forward.len()) + payload.len();
+            let code = state.forward(topic, payload);
+            settle(&mut caller, work)?;
+            Ok(code)
         },
     )?;
     linker.func_wrap(
@@ -484,14 +619,20 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
          buf_ptr: i32,
          buf_len: i32|
          -> HostResult<i32> {
+            check_deadline(caller.data())?;
             let memory = memory_of(&caller, "env")?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
             let key = String::from_utf8_lossy(guest_slice(data, key_ptr, key_len, "env")?);
-            let Some(value) = state.spec.env_value(key.as_ref()) else {
-                return Ok(ERR_NOT_FOUND);
+            let work = key.len();
+            let code = match state.spec.env_value(key.as_ref()) {
+                None => ERR_NOT_FOUND,
+                Some(value) => {
+                    let buffer = guest_slice_mut(data, buf_ptr, buf_len, "env")?;
+                    copy_out(buffer, value.as_bytes())
+                }
             };
-            let buffer = guest_slice_mut(data, buf_ptr, buf_len, "env")?;
-            Ok(copy_out(buffer, value.as_bytes()))
+            settle(&mut caller, work)?;
+            Ok(code)
         },
     )?;
     linker.func_wrap(
@@ -502,20 +643,27 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
          buf_ptr: i32,
          buf_len: i32|
          -> HostResult<i32> {
+            check_deadline(caller.data())?;
             let memory = memory_of(&caller, "context")?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
-            let Some(value) = state.string_field(field) else {
-                return Ok(ERR_NOT_FOUND);
+            let code = match state.string_field(field) {
+                None => ERR_NOT_FOUND,
+                Some(value) => {
+                    let buffer = guest_slice_mut(data, buf_ptr, buf_len, "context")?;
+                    copy_out(buffer, value.as_bytes())
+                }
             };
-            let buffer = guest_slice_mut(data, buf_ptr, buf_len, "context")?;
-            Ok(copy_out(buffer, value.as_bytes()))
+            settle(&mut caller, 0)?;
+            Ok(code)
         },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         "context_int",
-        |caller: Caller<'_, HostState>, field: i32| -> HostResult<i64> {
-            Ok(caller.data().int_field(field))
+        |mut caller: Caller<'_, HostState>, field: i32| -> HostResult<i64> {
+            let value = caller.data().int_field(field);
+            settle(&mut caller, 0)?;
+            Ok(value)
         },
     )?;
     linker.func_wrap(
@@ -526,41 +674,65 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
          name_len: i32,
          value: i32|
          -> HostResult<i32> {
+            check_deadline(caller.data())?;
             let memory = memory_of(&caller, "gpio_write")?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
             let name = guest_slice(data, name_ptr, name_len, "gpio_write")?;
-            Ok(state.gpio_write(name, value))
+            let work = matching_work(name.len(), state.spec.allow_gpio.len());
+            let code = state.gpio_write(name, value);
+            settle(&mut caller, work)?;
+            Ok(code)
         },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         "gpio_read",
         |mut caller: Caller<'_, HostState>, name_ptr: i32, name_len: i32| -> HostResult<i32> {
+            check_deadline(caller.data())?;
             let memory = memory_of(&caller, "gpio_read")?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
             let name = guest_slice(data, name_ptr, name_len, "gpio_read")?;
-            Ok(state.gpio_read(name))
+            let work = matching_work(name.len(), state.spec.allow_gpio.len());
+            let code = state.gpio_read(name);
+            settle(&mut caller, work)?;
+            Ok(code)
         },
     )?;
-    linker.func_wrap(IMPORT_MODULE, "now_ms", || -> HostResult<i64> {
-        Ok(unix_ms() as i64)
-    })?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "now_ms",
+        |mut caller: Caller<'_, HostState>| -> HostResult<i64> {
+            settle(&mut caller, 0)?;
+            Ok(unix_ms() as i64)
+        },
+    )?;
     linker.func_wrap(
         IMPORT_MODULE,
         "respond",
         |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> HostResult<i32> {
+            check_deadline(caller.data())?;
             let memory = memory_of(&caller, "respond")?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
             let bytes = guest_slice(data, ptr, len, "respond")?;
-            if bytes.len() > state.max_payload {
-                return Ok(state.refuse(ERR_TOO_LARGE, "response is over max_payload"));
-            }
-            state.call.response.clear();
-            state.call.response.extend_from_slice(bytes);
-            Ok(OK)
+            let work = bytes.len();
+            let code = if bytes.len() > state.max_payload {
+                state.refuse(ERR_TOO_LARGE, "response is over max_payload")
+            } else {
+                state.call.response.clear();
+                state.call.response.extend_from_slice(bytes);
+                OK
+            };
+            settle(&mut caller, work)?;
+            Ok(code)
         },
     )?;
     Ok(())
+}
+
+/// The bytes of a text the host reads at most `max` of (plus a margin for
+/// redaction), of `len` the guest passed.
+fn text_work(len: i32, max: usize) -> usize {
+    (len as u32 as usize).min(max.saturating_mul(2))
 }
 
 #[cfg(test)]
@@ -591,10 +763,11 @@ mod tests {
     }
 
     #[test]
-    fn long_and_non_utf8_log_text_is_cut_and_replaced() {
-        assert_eq!(truncated_text(b"ok", 8), "ok");
-        assert_eq!(truncated_text(&[0x66, 0xff, 0x6f], 8), "f\u{fffd}o");
-        let cut = truncated_text(&[b'a'; 20], 8);
-        assert_eq!(cut, "aaaaaaaa…[truncated 12 bytes]");
+    fn requests_are_recognised_on_any_device_and_nowhere_else() {
+        assert!(is_invoke_topic("ledge/gw7/invoke/echo"));
+        assert!(is_invoke_topic("ledge/other/invoke/x"));
+        assert!(!is_invoke_topic("ledge/gw7/invoke"));
+        assert!(!is_invoke_topic("ledge/gw7/invoke/echo/more"));
+        assert!(!is_invoke_topic("ledgex/gw7/invoke/echo"));
     }
 }

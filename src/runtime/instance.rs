@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use wasmi::{Memory, Store, TrapCode, TypedFunc, TypedResumableCall, WasmParams, WasmResults};
 
-use super::abi::{HostState, LogLine};
+use super::abi::{DeadlinePassed, HostState, LogLine};
 use super::{InvokeError, LoadedFunction};
 use crate::event::{unix_ms, Event};
 use crate::sinks::Sinks;
@@ -27,8 +27,15 @@ const MAX_SLICE: u64 = 50_000_000;
 /// The slice duration the adaptation aims for.
 const TARGET_SLICE: Duration = Duration::from_millis(1);
 /// Fuel for instantiation (data segments, a start function): a module whose
-/// start function loops must fail to instantiate, not hang the worker.
-const INSTANTIATE_FUEL: u64 = 200_000_000;
+/// start function loops must fail to instantiate, not hang the worker or
+/// `ledge check`. wasmi cannot pause a start function, so this is its only
+/// bound: about 30 ms in a release build on x86, 0.2 s on a Pi 4, 1 s in a
+/// debug build; far more than copying data segments (64 bytes per fuel) or
+/// a constructor needs.
+const INSTANTIATE_FUEL: u64 = 10_000_000;
+/// A handler's error text is cut here (after redaction): it is logged,
+/// reported and kept in dead letters.
+const MAX_ERROR_TEXT: usize = 4 << 10;
 
 /// One request to run a function.
 pub struct Invocation {
@@ -76,20 +83,33 @@ impl Instance {
     ) -> Result<Self, InvokeError> {
         let spec = Arc::clone(&function.spec);
         let runtime = &function.runtime;
-        let state = HostState::new(spec, sinks.into(), runtime.max_payload, capture_logs);
+        let state = HostState::new(
+            spec,
+            sinks.into(),
+            runtime.max_payload,
+            capture_logs,
+            Arc::clone(&function.log_budget),
+        );
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limits);
         let instantiate = |e: wasmi::Error| InvokeError::Instantiate(e.to_string());
         store.set_fuel(INSTANTIATE_FUEL).map_err(instantiate)?;
-        let instance = runtime
+        let started = runtime
             .linker
-            .instantiate_and_start(&mut store, &function.module)
-            .map_err(|e| match e.as_trap_code() {
-                Some(TrapCode::OutOfFuel) => {
-                    InvokeError::Instantiate("start function ran out of fuel".to_owned())
-                }
+            .instantiate_and_start(&mut store, &function.module);
+        let instance = started.map_err(|e| {
+            let limits = &store.data().limits;
+            match (e.as_trap_code(), limits.memory_refused) {
+                (_, Some(wanted)) => InvokeError::Instantiate(format!(
+                    "the module needs {wanted} bytes of memory, over its limit of {} bytes (`memory`)",
+                    store.data().spec.memory_limit
+                )),
+                (Some(TrapCode::OutOfFuel), None) => InvokeError::Instantiate(format!(
+                    "start function did not finish within {INSTANTIATE_FUEL} fuel (does it loop?)"
+                )),
                 _ => instantiate(e),
-            })?;
+            }
+        })?;
         let memory = instance
             .get_memory(&store, "memory")
             .ok_or_else(|| InvokeError::Instantiate("no `memory` export".to_owned()))?;
@@ -114,11 +134,13 @@ impl Instance {
                 match this.run(init, ()) {
                     Ok(0) => {}
                     Ok(status) => {
-                        let response = &this.store.data().call.response;
+                        let state = this.store.data();
+                        let response = &state.call.response;
                         let reason = if response.is_empty() {
                             format!("ledge_init returned {status}")
                         } else {
-                            format!("ledge_init: {}", String::from_utf8_lossy(response))
+                            let text = state.spec.redact_and_cut(response, MAX_ERROR_TEXT);
+                            format!("ledge_init returned {status}: {text}")
                         };
                         return Err(InvokeError::Instantiate(reason));
                     }
@@ -144,11 +166,11 @@ impl Instance {
                 "handler returned status {status}"
             ))),
             Ok(_) => Err(InvokeError::Handler(
-                spec.redact(&String::from_utf8_lossy(&state.response))
-                    .into_owned(),
+                spec.redact_and_cut(&state.response, MAX_ERROR_TEXT),
             )),
             Err(e) => Err(e),
         };
+        host.log_budget.summarise(&spec.name);
         // A crash (not an error the handler returned) may leave an actuator
         // wherever the function had got to: put its lines back to safe.
         if let (Err(e), Some(gpio)) = (&result, &host.sinks.gpio) {
@@ -185,7 +207,9 @@ impl Instance {
         call.deadline_unix_ms = unix_ms() + timeout.as_millis() as u64;
         call.response.clear();
         call.log_lines = 0;
+        call.log_bytes = 0;
         call.logs_dropped = 0;
+        call.fuel_debt = 0;
         call.publishes = 0;
         call.gpio_writes = 0;
         call.forward_seq = None;
@@ -219,7 +243,7 @@ impl Instance {
         func: TypedFunc<P, R>,
         params: P,
     ) -> Result<R, InvokeError> {
-        let mut slice = self.next_slice()?;
+        let mut slice = self.next_slice(0)?;
         let mut slice_started = Instant::now();
         let mut call = func
             .call_resumable(&mut self.store, params)
@@ -232,7 +256,11 @@ impl Instance {
                 }
                 TypedResumableCall::HostTrap(trap) => {
                     self.account(slice);
-                    return Err(InvokeError::Trap(trap.host_error().to_string()));
+                    let error = trap.host_error();
+                    if error.downcast_ref::<DeadlinePassed>().is_some() {
+                        return Err(InvokeError::Timeout(self.store.data().spec.timeout));
+                    }
+                    return Err(InvokeError::Trap(error.to_string()));
                 }
                 TypedResumableCall::OutOfFuel(out_of_fuel) => {
                     self.account(slice);
@@ -240,7 +268,9 @@ impl Instance {
                     self.adapt_slice(now - slice_started, slice);
                     slice_started = now;
                     self.check_deadline(now)?;
-                    slice = self.next_slice()?;
+                    // A `memory.grow` is charged by the bytes it adds and
+                    // waits for a slice that can pay for it whole.
+                    slice = self.next_slice(out_of_fuel.required_fuel())?;
                     // Dropping `out_of_fuel` on an early return above
                     // abandons the call; the instance is then replaced.
                     call = out_of_fuel
@@ -251,15 +281,17 @@ impl Instance {
         }
     }
 
-    /// Sets the fuel for the next slice, bounded by the remaining budget.
-    fn next_slice(&mut self) -> Result<u64, InvokeError> {
+    /// Sets the fuel for the next slice: at least `required` (what the
+    /// paused instruction needs), bounded by the remaining budget.
+    fn next_slice(&mut self, required: u64) -> Result<u64, InvokeError> {
+        let slice = SLICE_FUEL.load(Ordering::Relaxed).max(required);
         let slice = match self.fuel_left {
-            Some(0) => {
+            Some(left) if left == 0 || left < required => {
                 let budget = self.store.data().spec.max_fuel.unwrap_or(0);
                 return Err(InvokeError::FuelExhausted(budget));
             }
-            Some(left) => left.min(SLICE_FUEL.load(Ordering::Relaxed)),
-            None => SLICE_FUEL.load(Ordering::Relaxed),
+            Some(left) => left.min(slice),
+            None => slice,
         };
         self.store
             .set_fuel(slice)
@@ -267,10 +299,12 @@ impl Instance {
         Ok(slice)
     }
 
-    /// Records the fuel the last slice used.
+    /// Records the fuel the last slice used, with what host calls charged
+    /// beyond it.
     fn account(&mut self, slice: u64) {
         let left = self.store.get_fuel().unwrap_or(0);
-        let used = slice.saturating_sub(left);
+        let debt = std::mem::take(&mut self.store.data_mut().call.fuel_debt);
+        let used = slice.saturating_sub(left) + debt;
         self.fuel_used += used;
         if let Some(left) = self.fuel_left.as_mut() {
             *left = left.saturating_sub(used);
@@ -301,7 +335,11 @@ impl Instance {
     fn classify(&self, error: wasmi::Error) -> InvokeError {
         let spec = &self.store.data().spec;
         match error.as_trap_code() {
-            Some(TrapCode::GrowthOperationLimited) => InvokeError::MemoryLimit(spec.memory_limit),
+            Some(TrapCode::GrowthOperationLimited)
+                if self.store.data().limits.memory_refused.is_some() =>
+            {
+                InvokeError::MemoryLimit(spec.memory_limit)
+            }
             Some(TrapCode::OutOfFuel) => InvokeError::FuelExhausted(spec.max_fuel.unwrap_or(0)),
             _ => InvokeError::Trap(error.to_string()),
         }

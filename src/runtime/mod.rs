@@ -17,6 +17,8 @@
 pub mod abi;
 mod error;
 mod instance;
+mod limits;
+pub mod log_budget;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ pub use abi::{HostState, LogLine};
 pub use error::{InvokeError, LoadError};
 pub use instance::{Instance, Invocation, Outcome};
 
-use crate::config::FunctionSpec;
+use crate::config::{files, FunctionSpec};
 use crate::sinks::capture::CaptureSink;
 
 /// The wasm engine and the host imports, shared by every function.
@@ -46,6 +48,8 @@ pub struct LoadedFunction {
     pub module: Module,
     /// Size of the module file in bytes.
     pub module_size: usize,
+    /// The function's share of the log, shared by all its instances.
+    pub log_budget: Arc<log_budget::LogBudget>,
     runtime: Runtime,
 }
 
@@ -68,13 +72,17 @@ impl Runtime {
     }
 
     /// Reads, validates and compiles a function's module, checks it against
-    /// the ABI, and instantiates it once to prove it can start.
+    /// the ABI, and instantiates it once to prove it can start: the start
+    /// function (bounded by fuel) and `ledge_init` (bounded by the
+    /// function's timeout) run, with publishes captured and discarded and
+    /// no GPIO. `ledge check` and start-up both come here, so a function
+    /// that cannot start is named by the one and disabled by the other.
     pub fn load(&self, spec: FunctionSpec) -> Result<LoadedFunction, LoadError> {
         let (name, location) = (spec.name.clone(), spec.module_location.clone());
         let fail = |reason: String| LoadError {
             function: name.clone(),
             location: location.clone(),
-            reason,
+            reason: one_line(&reason),
         };
         let bytes = read_module(&spec.module_path).map_err(fail)?;
         let module = Module::new(&self.engine, &bytes[..]).map_err(|e| {
@@ -89,9 +97,10 @@ impl Runtime {
             spec: Arc::new(spec),
             module,
             module_size: bytes.len(),
+            log_budget: Arc::default(),
             runtime: self.clone(),
         };
-        Instance::new(&function, Arc::new(CaptureSink::default()), true, false)
+        Instance::new(&function, Arc::new(CaptureSink::default()), true, true)
             .map_err(|e| fail(format!("{e}")))?;
         Ok(function)
     }
@@ -101,11 +110,15 @@ impl Runtime {
     }
 }
 
-fn read_module(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!("module {} does not exist", path.display()),
-        _ => format!("cannot read module {}: {e}", path.display()),
-    })
+/// `text` on one line: wasmi's messages may span several, which would
+/// split one log record.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A module file: a regular file of at most [`files::MAX_MODULE_FILE`].
+pub fn read_module(path: &Path) -> Result<Vec<u8>, String> {
+    files::read_capped(path, files::MAX_MODULE_FILE).map_err(|e| format!("module {e}"))
 }
 
 /// The exports the host calls, with the signatures it calls them with.
