@@ -229,7 +229,7 @@ impl Node {
         }
         // What a reload compares against; unreadable only if the file went
         // away since it was parsed, and then every later reload fails anyway.
-        let config_text = std::fs::read_to_string(&plan.source).unwrap_or_default();
+        let config_text = crate::config::read_text(&plan.source).unwrap_or_default();
         let runtime =
             Runtime::new(plan.broker.max_payload).map_err(|e| NodeError::Runtime(e.to_string()))?;
         let spool = open_uplink_spool(&plan)?;
@@ -483,15 +483,7 @@ impl Node {
     /// invalid or changes a section only a restart can apply.
     async fn reload(&mut self) -> Result<String, ReloadError> {
         let path = self.plan.source.clone();
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            ReloadError::Config(crate::config::ConfigErrors(vec![
-                crate::config::ConfigError {
-                    location: None,
-                    file: path.clone(),
-                    message: format!("cannot read config: {e}"),
-                },
-            ]))
-        })?;
+        let text = crate::config::read_text(&path).map_err(ReloadError::Config)?;
         let restart = crate::config::changes_needing_restart(&self.config_text, &text);
         if !restart.is_empty() {
             return Err(ReloadError::NeedsRestart(restart));

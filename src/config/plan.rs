@@ -52,25 +52,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A users file larger than this is refused (it is a few lines per client).
 const USERS_FILE_LIMIT: u64 = 1 << 20;
 
-/// Reads a small text file, refusing anything but a regular file and
-/// anything over `limit` bytes (a secret named `/dev/zero` must not fill
-/// memory).
-pub(crate) fn read_capped(path: &std::path::Path, limit: u64) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".to_owned());
-    }
-    let mut text = String::new();
-    file.take(limit + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
-    if text.len() as u64 > limit {
-        return Err(format!("larger than {limit} bytes"));
-    }
-    Ok(text)
-}
 
 /// Default bound on the sum of `max_concurrency`: 8 per CPU core (wasm is
 /// CPU-bound while it runs, but functions spend most of their time idle).
@@ -882,8 +863,9 @@ impl Resolver<'_> {
             }
         }
         let users = raw.users_file.as_ref().and_then(|file| {
-            match read_capped(&self.path(file.get_ref()), USERS_FILE_LIMIT) {
-                Ok(text) => match crate::users::Users::parse(&text) {
+            let path = self.path(file.get_ref());
+            match super::files::read_capped(&path, USERS_FILE_LIMIT) {
+                Ok(bytes) => match crate::users::Users::parse(&String::from_utf8_lossy(&bytes)) {
                     Ok(users) => Some(std::sync::Arc::new(users)),
                     Err(e) => {
                         self.fail(file.span(), format!("users file {}: {e}", file.get_ref()));

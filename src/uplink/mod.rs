@@ -291,7 +291,8 @@ fn tls_transport(files: &TlsFiles) -> Result<rumqttc::Transport, String> {
     // avoids rustls' runtime check panicking if that ever changes.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        crate::config::files::read_capped(path, crate::config::files::MAX_SECRET_FILE)
+            .map_err(|e| e.to_string())
     };
     let client_auth = match (&files.cert_file, &files.key_file) {
         (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
