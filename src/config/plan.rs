@@ -52,7 +52,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A users file larger than this is refused (it is a few lines per client).
 const USERS_FILE_LIMIT: u64 = 1 << 20;
 
-
 /// Default bound on the sum of `max_concurrency`: 8 per CPU core (wasm is
 /// CPU-bound while it runs, but functions spend most of their time idle).
 pub fn default_max_concurrency() -> usize {
