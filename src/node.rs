@@ -359,19 +359,13 @@ impl Node {
         let mut mqtt = MqttSource::new(plan.broker.max_payload);
         mqtt.forwards = plan.forwards.clone();
         mqtt.spool = spool_sink.clone();
-        // Synchronous invokes: on an external broker a dedicated MQTT 5 link
-        // serves both MQTT 5 requests and envelopes; the embedded broker
-        // speaks 3.1.1 only, so there the main link takes envelopes.
-        if sync_on_main_link(&plan) {
+        // Synchronous invokes: the link to an external broker (MQTT 5)
+        // serves both MQTT 5 requests and envelopes itself; the embedded
+        // broker speaks 3.1.1 only, so there ledge's local side takes
+        // envelopes and replies through the local publisher.
+        if matches!(plan.broker.mode, BrokerMode::Embedded { .. }) {
             mqtt.invoke_prefix = format!("ledge/{}/invoke/", plan.device.id);
             mqtt.replies = Some(Arc::downgrade(&publisher));
-        } else {
-            tokio::spawn(crate::sources::invoke::serve(
-                plan.broker.clone(),
-                plan.device.id.clone(),
-                routing.clone(),
-                links_stopped.clone(),
-            ));
         }
         let (filters, filters_wanted) = watch::channel(subscriptions(&pipeline.dispatcher, &plan));
         let link = Link::start(LinkParts {
@@ -1005,21 +999,12 @@ fn open_uplink_spool(plan: &Plan) -> Result<Option<Arc<Spool>>, NodeError> {
     Ok(Some(Arc::new(spool)))
 }
 
-/// True if synchronous requests come in on the main (MQTT 3.1.1) link: with
-/// the embedded broker. An external broker gets a dedicated MQTT 5 link.
-fn sync_on_main_link(plan: &Plan) -> bool {
-    matches!(plan.broker.mode, BrokerMode::Embedded { .. })
-}
-
 /// Every filter the local link subscribes to: triggers and forward rules.
 fn subscriptions(dispatcher: &Dispatcher, plan: &Plan) -> Vec<TopicFilter> {
     let mut filters = dispatcher.mqtt_filters();
     filters.extend(plan.forwards.iter().map(|f| f.filter.clone()));
     // Device ids are checked to be valid topic levels, so this always parses.
-    if let (true, Ok(invoke)) = (
-        sync_on_main_link(plan),
-        TopicFilter::new(&MqttSource::invoke_filter(&plan.device.id)),
-    ) {
+    if let Ok(invoke) = TopicFilter::new(&MqttSource::invoke_filter(&plan.device.id)) {
         filters.push(invoke);
     }
     filters.sort_by(|a, b| a.as_str().cmp(b.as_str()));

@@ -252,7 +252,7 @@ fn ledge_starts_without_its_broker_and_recovers_when_the_broker_comes_and_goes()
     let mosquitto = Mosquitto::start_on(dir.path(), port);
     ledge
         .0
-        .wait_for_line("subscribed to 1 trigger filters", WAIT);
+        .wait_for_line("subscribed to 2 trigger filters", WAIT); // its trigger and synchronous invokes
     let client = TestClient::connect(port, "e2e-client", &["echo/out"]);
     echo_round_trip(&client, "first");
     drop(client);
@@ -262,7 +262,7 @@ fn ledge_starts_without_its_broker_and_recovers_when_the_broker_comes_and_goes()
     let _mosquitto = Mosquitto::start_on(dir.path(), port);
     ledge
         .0
-        .wait_for_line("subscribed to 1 trigger filters", WAIT);
+        .wait_for_line("subscribed to 2 trigger filters", WAIT); // its trigger and synchronous invokes
     let client = TestClient::connect(port, "e2e-client-2", &["echo/out"]);
     echo_round_trip(&client, "second");
     assert_eq!(ledge.0.terminate().code(), Some(0));

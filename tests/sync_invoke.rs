@@ -102,7 +102,10 @@ fn requests_beyond_capacity_are_throttled_at_once() {
     let config = config(dir.path(), mosquitto.port, false);
     let mut ledge = Ledge::start(&config);
     // With an external broker, requests come in on the MQTT 5 invoke link.
-    ledge.wait_for_log("synchronous invokes (MQTT 5 and envelope)", WAIT);
+    ledge.wait_for_log(
+        "trigger filters (triggers, forwards and synchronous invokes)",
+        WAIT,
+    );
     let client = TestClient::connect(mosquitto.port, "throttle-client", &["replies/#"]);
     // `slow` runs one call at a time (300 ms) and queues one more: the first
     // request runs; of the five sent while it does, one waits and four are
@@ -185,7 +188,10 @@ fn an_mqtt5_request_is_answered_on_its_response_topic_with_its_correlation_data(
     let mosquitto = Mosquitto::start(dir.path());
     let config = config(dir.path(), mosquitto.port, false);
     let mut ledge = Ledge::start(&config);
-    ledge.wait_for_log("synchronous invokes (MQTT 5 and envelope)", WAIT);
+    ledge.wait_for_log(
+        "trigger filters (triggers, forwards and synchronous invokes)",
+        WAIT,
+    );
 
     let (client, mut connection) = Client::new(
         MqttOptions::new("v5-requester", "127.0.0.1", mosquitto.port),

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use rumqttc::{AsyncClient, Publish, QoS};
+use rumqttc::v5::mqttbytes::v5::Publish;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::AsyncClient;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -142,6 +144,8 @@ fn external(parts: LinkParts<'_>) -> Link {
     });
     let source = parts.source;
     let routing = parts.routing.clone();
+    let invoke_prefix = format!("ledge/{}/invoke/", parts.plan.device.id);
+    let replies = client.clone();
     let task = tokio::spawn(super::drive(
         client,
         eventloop,
@@ -149,20 +153,28 @@ fn external(parts: LinkParts<'_>) -> Link {
         Arc::clone(parts.state),
         parts.stop,
         move |publish: Publish| {
-            // A client of another broker cannot be held back from here:
-            // what does not fit a queue spills into the function's stream.
-            let taken =
-                source.incoming(&routing, &publish.topic, &publish.payload, Overflow::Spill);
-            match (&acks, publish.qos) {
+            let ack = |publish: Publish, waits: Vec<Wait>| match (&acks, publish.qos) {
                 (Some(acks), QoS::AtLeastOnce | QoS::ExactlyOnce) => {
-                    let _ = acks.send((publish, taken.waits));
+                    let _ = acks.send((publish, waits));
                 }
                 _ => {
-                    if taken.waits.iter().any(|w| matches!(w, Wait::Append { .. })) {
-                        tokio::spawn(settle(taken.waits));
+                    if waits.iter().any(|w| matches!(w, Wait::Append { .. })) {
+                        tokio::spawn(settle(waits));
                     }
                 }
+            };
+            // MQTT topics are UTF-8; anything else has nothing to route to.
+            let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+                return ack(publish, Vec::new());
+            };
+            if topic.starts_with(&invoke_prefix) {
+                crate::sources::invoke::request(&replies, &routing, &invoke_prefix, &publish);
+                return ack(publish, Vec::new());
             }
+            // A client of another broker cannot be held back from here:
+            // what does not fit a queue spills into the function's stream.
+            let taken = source.incoming(&routing, topic, &publish.payload, Overflow::Spill);
+            ack(publish, taken.waits);
         },
     ));
     Link {

@@ -2,13 +2,22 @@
 //!
 //! With the embedded broker there is no client: [`embedded`] plugs ledge
 //! into the broker in-process. With an external broker (mosquitto) this
-//! module is the client: one task owns the rumqttc event loop and every
-//! await on the socket. It reconnects by itself with capped exponential
-//! backoff and jitter (rumqttc has none: polling again after an error
-//! reconnects at once), resubscribes after every CONNACK, and reports state
-//! changes in the log. rumqttc keeps nothing on disk, so nothing that must
-//! survive is ever left only in its queues: publishes through this link are
-//! best effort by contract.
+//! module is the client, one MQTT 5 connection: one task owns the rumqttc
+//! event loop and every await on the socket. It reconnects by itself with
+//! capped exponential backoff and jitter (rumqttc has none: polling again
+//! after an error reconnects at once), resubscribes after every CONNACK,
+//! and reports state changes in the log. rumqttc keeps nothing on disk, so
+//! nothing that must survive is ever left only in its queues: publishes
+//! through this link are best effort by contract.
+//!
+//! MQTT 5 because of its Receive Maximum: a 3.1.1 client gets at most the
+//! broker's `max_inflight_messages` (mosquitto: 20) QoS 1 messages before
+//! it acknowledges, and ledge acknowledges a forwarded message only once
+//! its record is on flash, so 20 per fsync capped acknowledged ingestion
+//! and a burst overflowed mosquitto's queue (`max_queued_messages`, 1000).
+//! With a large receive maximum the broker keeps sending while ledge
+//! appends, and one group commit acknowledges hundreds. The same link
+//! serves synchronous invokes (MQTT 5 response topics and envelopes).
 
 #[cfg(feature = "local-broker")]
 pub mod embedded;
@@ -19,7 +28,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Filter, Packet, Publish, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::Outgoing;
 use tokio::sync::watch;
 
 use crate::config::BrokerPlan;
@@ -34,6 +46,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Capacity of rumqttc's request channel; our own queue sits in front.
 const REQUEST_CHANNEL: usize = 256;
+/// QoS 1 publishes ledge keeps in flight to the broker.
+const OUTGOING_INFLIGHT: u16 = 1024;
+/// Unacknowledged messages the broker may send ledge (Receive Maximum) are
+/// bounded by this many bytes of the largest message, between these counts.
+const RECEIVE_WINDOW_BYTES: usize = 64 << 20;
+const RECEIVE_MAXIMUM: (u16, u16) = (64, 4096);
 
 /// Options for the local broker connection. With `persistent`, the session
 /// survives a disconnect (or a kill -9) and messages are acknowledged by
@@ -42,7 +60,12 @@ pub fn options(broker: &BrokerPlan, persistent: bool) -> MqttOptions {
     let (host, port) = broker.mode.client_address();
     let mut options = MqttOptions::new(broker.client_id.clone(), host, port);
     options.set_keep_alive(broker.keep_alive);
-    options.set_clean_session(!persistent);
+    options.set_clean_start(!persistent);
+    if persistent {
+        // The broker keeps the session (and queues for it) however long
+        // ledge is away, as clean_session = false did in MQTT 3.1.1.
+        options.set_session_expiry_interval(Some(u32::MAX));
+    }
     options.set_manual_acks(persistent);
     // Accept messages larger than max_payload so ledge can reject them with a
     // clear log line; rumqttc would otherwise drop the whole connection.
@@ -50,7 +73,13 @@ pub fn options(broker: &BrokerPlan, persistent: bool) -> MqttOptions {
         .max_payload
         .saturating_mul(4)
         .saturating_add(64 << 10);
-    options.set_max_packet_size(incoming, broker.max_payload.saturating_add(64 << 10));
+    options.set_max_packet_size(Some(u32::try_from(incoming).unwrap_or(u32::MAX)));
+    let window = (RECEIVE_WINDOW_BYTES / broker.max_payload.max(1)).clamp(
+        usize::from(RECEIVE_MAXIMUM.0),
+        usize::from(RECEIVE_MAXIMUM.1),
+    );
+    options.set_receive_maximum(Some(window as u16));
+    options.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     options.set_request_channel_capacity(REQUEST_CHANNEL);
     if let (Some(user), Some(password)) = (&broker.username, &broker.password) {
         options.set_credentials(user.clone(), password.expose());
@@ -61,19 +90,14 @@ pub fn options(broker: &BrokerPlan, persistent: bool) -> MqttOptions {
 }
 
 /// Creates the client and its event loop.
-pub fn connect(broker: &BrokerPlan, persistent: bool) -> (AsyncClient, rumqttc::EventLoop) {
-    let (client, mut eventloop) = AsyncClient::new(options(broker, persistent), REQUEST_CHANNEL);
-    no_delay(&mut eventloop);
-    (client, eventloop)
-}
-
-/// Turns off Nagle's algorithm on the connection: an alert is one small
-/// packet, and with Nagle it waits for the ACK of the previous one (up to a
-/// delayed-ACK timeout, 40 ms on Linux) before it leaves.
-pub fn no_delay(eventloop: &mut rumqttc::EventLoop) {
+pub fn connect(broker: &BrokerPlan, persistent: bool) -> (AsyncClient, EventLoop) {
+    let mut options = options(broker, persistent);
+    // Nagle's algorithm would hold every alert (one small packet) for the
+    // ACK of the previous one, up to 40 ms on Linux.
     let mut network = rumqttc::NetworkOptions::new();
     network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
+    options.set_network_options(network);
+    AsyncClient::new(options, REQUEST_CHANNEL)
 }
 
 /// Drives the connection until `shutdown` turns true and the DISCONNECT is
@@ -83,7 +107,7 @@ pub fn no_delay(eventloop: &mut rumqttc::EventLoop) {
 /// what was removed. `on_publish` gets every incoming message.
 pub async fn drive(
     client: AsyncClient,
-    mut eventloop: rumqttc::EventLoop,
+    mut eventloop: EventLoop,
     mut filters: watch::Receiver<Vec<TopicFilter>>,
     state: Arc<LinkState>,
     mut shutdown: watch::Receiver<bool>,
@@ -91,8 +115,8 @@ pub async fn drive(
 ) {
     let address = format!(
         "{}:{}",
-        eventloop.mqtt_options.broker_address().0,
-        eventloop.mqtt_options.broker_address().1
+        eventloop.options.broker_address().0,
+        eventloop.options.broker_address().1
     );
     let mut backoff = Backoff::default();
     let mut shutting_down = false;
@@ -142,7 +166,7 @@ pub async fn drive(
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 let batch = pending.pop_front().unwrap_or_default();
                 for (filter, code) in batch.iter().zip(&ack.return_codes) {
-                    if matches!(code, rumqttc::SubscribeReasonCode::Failure) {
+                    if !matches!(code, SubscribeReasonCode::Success(_)) {
                         log::error!(target: "ledge::mqtt", "local broker refused subscription to `{filter}`");
                     }
                 }
@@ -227,7 +251,7 @@ fn resubscribe(
     if !added.is_empty() {
         let subscriptions = added
             .iter()
-            .map(|f| rumqttc::SubscribeFilter::new(f.as_str().to_owned(), QoS::AtLeastOnce));
+            .map(|f| Filter::new(f.as_str(), QoS::AtLeastOnce));
         match client.try_subscribe_many(subscriptions) {
             Ok(()) => pending.push_back(added),
             Err(e) => log::error!(target: "ledge::mqtt", "cannot queue subscriptions: {e}"),

@@ -37,6 +37,8 @@ use message::Stamp;
 pub const CURSOR: &str = "uplink";
 /// Records read from the spool per round.
 const READ_BATCH: usize = 500;
+/// QoS 1 publishes the uplink keeps in flight at most.
+const OUTGOING_INFLIGHT: u16 = 1024;
 
 /// What `ledge status` shows about the uplink.
 #[derive(Debug, Default)]
@@ -120,6 +122,10 @@ impl Uplink {
         options.set_keep_alive(self.plan.keep_alive);
         options.set_clean_start(true);
         options.set_max_packet_size(Some(16 << 20));
+        // rumqttc's MQTT 5 client sizes its in-flight table by the broker's
+        // receive maximum, 65,535 slots (~13.5 MiB) unless capped; the
+        // uplink never has more than a few read batches in flight.
+        options.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
         options.set_connection_timeout(10);
         if let Some(user) = &self.plan.username {
             let password = self
