@@ -59,16 +59,28 @@
 //! After a crash a reader resumes at its persisted cursor, so records may be
 //! delivered twice but never skipped.
 //!
-//! # Recovery
+//! # Recovery and damage
 //!
-//! Opening a spool scans only the active segment (sealed ones were synced
-//! when they rolled): a torn or corrupt tail is truncated at the last whole
-//! record and logged with its offset; damage between good records is
-//! reported and skipped. Nothing needs a human: the worst case is counted
-//! loss, never a crash loop.
+//! Opening a spool checks that every segment is a regular file with a whole
+//! header and scans only the active segment (sealed ones were synced when
+//! they rolled): a torn tail is truncated at the last whole record and
+//! logged at WARN with its offset (records not yet acknowledged, the
+//! normal trace of a power cut). Everything else is damage, found at open
+//! or by a reader in a sealed segment, and handled alike
+//! (`damage.rs`): skipped by resynchronising on the next frame whose CRC
+//! matches (so it costs only the records it hit), logged once at ERROR
+//! with the segment, the offset and the seqs lost, and counted once in
+//! `Counters::damaged_segments` / `damaged_records`. A segment that is not
+//! a file, cannot be read or is missing costs its own records and no
+//! others; a damaged header costs nothing (each record has its own CRC);
+//! a newest segment with no header lost what it held and starts over.
+//! Seqs are never numbered again: the next seq is past the last record
+//! found and past every cursor. Nothing needs a human: the worst case is
+//! counted loss, never a crash loop or a stalled reader.
 
 pub mod body;
 mod cursor;
+mod damage;
 pub mod frame;
 mod reader;
 mod recovery;

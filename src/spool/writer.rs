@@ -4,7 +4,7 @@
 //! guarantees.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::cursor;
+use super::damage::{Ledger, Report};
 use super::frame::{self, Kind};
 use super::recovery::{self, Recovered};
 use super::segment;
@@ -61,6 +62,10 @@ pub struct Counters {
     pub rejected: AtomicU64,
     /// Times a write hit ENOSPC.
     pub disk_full_events: AtomicU64,
+    /// Segments found damaged (at open or while reading), each counted once.
+    pub damaged_segments: AtomicU64,
+    /// Records lost to damage (by seq, each counted once).
+    pub damaged_records: AtomicU64,
 }
 
 /// A segment on disk as the writer tracks it.
@@ -79,6 +84,10 @@ pub(crate) struct State {
     pending_ends: Vec<(u64, usize)>,
     /// Highest seq known durable.
     pub synced_through: u64,
+    /// Length of the active segment known durable: readers treat bytes
+    /// before it as whole records (anything else there is damage) and do
+    /// not look past it.
+    pub active_synced: u64,
     /// Segments in seq order; the last is the active one.
     pub segments: Vec<SegmentInfo>,
     pub closing: bool,
@@ -118,11 +127,23 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// The flock on LOCK, held until `close` (readers may outlive the spool).
     lock_file: Mutex<Option<File>>,
+    /// Damage reported so far, so each piece is logged and counted once.
+    damage: Mutex<Ledger>,
 }
 
 impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Logs and counts damage found in a segment (once per place and lost
+    /// seq, however often it is found).
+    pub fn report_damage(&self, report: &Report) {
+        self.damage.lock().unwrap_or_else(|p| p.into_inner()).note(
+            &self.dir,
+            report,
+            &self.counters,
+        );
     }
 }
 
@@ -142,6 +163,7 @@ impl Spool {
             next_seq,
             cursors,
             active,
+            damage,
         } = recovery::open(dir, &options)?;
         let synced_through = next_seq - 1;
         let state = State {
@@ -149,6 +171,7 @@ impl Spool {
             pending: Vec::new(),
             pending_ends: Vec::new(),
             synced_through,
+            active_synced: active.synced_len,
             segments,
             closing: false,
             failed: None,
@@ -167,7 +190,11 @@ impl Spool {
             watermark: watch::Sender::new(synced_through),
             counters: Counters::default(),
             lock_file: Mutex::new(Some(lock)),
+            damage: Mutex::new(Ledger::default()),
         });
+        for report in &damage {
+            shared.report_damage(report);
+        }
         let syncer = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -187,7 +214,7 @@ impl Spool {
     /// Buffers one record and returns its seq. Durable once
     /// `synced_through() >= seq`.
     pub fn append(&self, kind: Kind, body: &[u8]) -> Result<u64, AppendError> {
-        self.append_at(kind, crate::event::unix_ms(), body)
+        self.append_at(kind, unix_ms(), body)
     }
 
     pub fn append_at(&self, kind: Kind, ts_ms: u64, body: &[u8]) -> Result<u64, AppendError> {
@@ -683,6 +710,7 @@ impl Syncer {
     fn publish(&self, seq: u64) {
         let mut state = self.shared.lock();
         state.synced_through = state.synced_through.max(seq);
+        state.active_synced = self.active.synced_len;
         drop(state);
         self.shared.watermark.send_replace(seq);
         self.shared.durable.notify_all();
@@ -690,31 +718,25 @@ impl Syncer {
 
     /// Seals the active segment and starts `next_base`.
     fn roll(&mut self, next_base: u64) -> std::io::Result<()> {
-        let path = self.shared.dir.join(segment::file_name(next_base));
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
-        let header = segment::header(next_base);
-        let written = file.write_all(&header).and_then(|()| file.sync_all());
-        if let Err(e) = written.and_then(|()| sync_dir(&self.shared.dir)) {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
+        let file = segment::create(&self.shared.dir, next_base)?;
+        let header = segment::HEADER_LEN as u64;
         self.shared
             .counters
             .written_bytes
-            .fetch_add(header.len() as u64, Ordering::Relaxed);
+            .fetch_add(header, Ordering::Relaxed);
         self.active = ActiveFile {
             file,
-            len: header.len() as u64,
-            synced_len: header.len() as u64,
+            len: header,
+            synced_len: header,
         };
-        self.shared.lock().segments.push(SegmentInfo {
+        let mut state = self.shared.lock();
+        state.segments.push(SegmentInfo {
             base: next_base,
-            bytes: header.len() as u64,
+            bytes: header,
             created: Instant::now(),
         });
+        state.active_synced = header;
+        drop(state);
         log::debug!(target: "ledge::spool", "{}: rolled to segment {next_base}", self.shared.dir.display());
         Ok(())
     }
@@ -809,6 +831,13 @@ impl Syncer {
             }
         }
     }
+}
+
+/// Now as UNIX milliseconds (0 if the clock is before 1970).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// fsync a directory so creations, renames and deletions in it are durable.
