@@ -84,6 +84,9 @@ pub(crate) struct State {
     pending_ends: Vec<(u64, usize)>,
     /// Highest seq known durable.
     pub synced_through: u64,
+    /// Highest seq a producer is waiting to see durable: while it is above
+    /// `synced_through` the syncer commits at once (group commit on demand).
+    wanted: u64,
     /// Length of the active segment known durable: readers treat bytes
     /// before it as whole records (anything else there is damage) and do
     /// not look past it.
@@ -171,6 +174,7 @@ impl Spool {
             pending: Vec::new(),
             pending_ends: Vec::new(),
             synced_through,
+            wanted: synced_through,
             active_synced: active.synced_len,
             segments,
             closing: false,
@@ -282,9 +286,12 @@ impl Spool {
     }
 
     /// Blocks until `seq` is durable, the spool fails, or `timeout` passes.
+    /// The syncer commits as soon as it can rather than at the policy's
+    /// next interval.
     pub fn wait_durable(&self, seq: u64, timeout: Duration) -> Result<bool, SpoolError> {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
+        self.want(&mut state, seq);
         loop {
             if state.synced_through >= seq {
                 return Ok(true);
@@ -305,9 +312,11 @@ impl Spool {
         }
     }
 
-    /// Waits (async) until `seq` is durable or the spool fails.
+    /// Waits (async) until `seq` is durable or the spool fails. The syncer
+    /// commits as soon as it can rather than at the policy's next interval.
     pub async fn durable(&self, seq: u64) -> Result<(), SpoolError> {
         let mut watermark = self.shared.watermark.subscribe();
+        self.want(&mut self.shared.lock(), seq);
         loop {
             if *watermark.borrow_and_update() >= seq {
                 return Ok(());
@@ -318,6 +327,15 @@ impl Spool {
             if watermark.changed().await.is_err() {
                 return Err(SpoolError::Failed("spool closed".to_owned()));
             }
+        }
+    }
+
+    /// Tells the syncer a producer waits for `seq` (if it is not durable yet).
+    fn want(&self, state: &mut State, seq: u64) {
+        let seq = seq.min(state.next_seq - 1);
+        if seq > state.synced_through && seq > state.wanted {
+            state.wanted = seq;
+            self.shared.wake.notify_one();
         }
     }
 
@@ -515,19 +533,15 @@ impl Syncer {
         }
     }
 
-    /// How long to wait before syncing pending records under the policy.
+    /// How long to wait before syncing pending records.
     fn wait_before_sync(&self, state: &State, now: Instant) -> Duration {
-        if let Some(since) = state.disk_full_since {
-            // Out of space: retry once a second, not in a tight loop.
-            let retry = since.max(state.last_sync) + Duration::from_secs(1);
-            return retry.saturating_duration_since(now);
-        }
-        match self.shared.options.fsync {
-            FsyncPolicy::Interval(period) => {
-                (state.last_sync + period).saturating_duration_since(now)
-            }
-            FsyncPolicy::Always | FsyncPolicy::Batch => Duration::ZERO,
-        }
+        sync_delay(
+            self.shared.options.fsync,
+            state.wanted > state.synced_through,
+            state.last_sync,
+            state.disk_full_since,
+            now,
+        )
     }
 
     fn sleep<'a>(&self, state: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
@@ -833,6 +847,33 @@ impl Syncer {
     }
 }
 
+/// How long the syncer waits before writing and syncing what is buffered
+/// (`ZERO`: now). `someone_waits`: a producer waits for a buffered record.
+///
+/// Under `interval` a waiting producer is served at once (group commit:
+/// everything buffered goes in that one write and fdatasync), so
+/// acknowledgements are pipelined instead of paced at one batch per
+/// interval; records nobody waits for (logs, metrics, a durable trigger's
+/// events once acknowledged) keep the interval's pacing. Out of space,
+/// writes are retried once a second whoever waits.
+pub(crate) fn sync_delay(
+    policy: FsyncPolicy,
+    someone_waits: bool,
+    last_sync: Instant,
+    disk_full_since: Option<Instant>,
+    now: Instant,
+) -> Duration {
+    if let Some(since) = disk_full_since {
+        let retry = since.max(last_sync) + Duration::from_secs(1);
+        return retry.saturating_duration_since(now);
+    }
+    match policy {
+        FsyncPolicy::Interval(_) if someone_waits => Duration::ZERO,
+        FsyncPolicy::Interval(period) => (last_sync + period).saturating_duration_since(now),
+        FsyncPolicy::Always | FsyncPolicy::Batch => Duration::ZERO,
+    }
+}
+
 /// Now as UNIX milliseconds (0 if the clock is before 1970).
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -843,4 +884,50 @@ fn unix_ms() -> u64 {
 /// fsync a directory so creations, renames and deletions in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: FsyncPolicy = FsyncPolicy::Interval(Duration::from_millis(50));
+
+    #[test]
+    fn a_waiting_producer_makes_the_syncer_commit_now() {
+        let now = Instant::now();
+        let just_synced = now - Duration::from_millis(10);
+        assert_eq!(
+            sync_delay(INTERVAL, true, just_synced, None, now),
+            Duration::ZERO
+        );
+        // Nobody waits: the interval's pacing.
+        assert_eq!(
+            sync_delay(INTERVAL, false, just_synced, None, now),
+            Duration::from_millis(40)
+        );
+        assert_eq!(
+            sync_delay(INTERVAL, false, now - Duration::from_secs(1), None, now),
+            Duration::ZERO
+        );
+        for policy in [FsyncPolicy::Always, FsyncPolicy::Batch] {
+            for waits in [false, true] {
+                assert_eq!(
+                    sync_delay(policy, waits, just_synced, None, now),
+                    Duration::ZERO
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_space_retries_once_a_second_even_for_a_waiter() {
+        let now = Instant::now();
+        let full_since = Some(now - Duration::from_millis(300));
+        for policy in [FsyncPolicy::Batch, INTERVAL] {
+            assert_eq!(
+                sync_delay(policy, true, now - Duration::from_secs(5), full_since, now),
+                Duration::from_millis(700)
+            );
+        }
+    }
 }
