@@ -339,6 +339,7 @@ fn drain(root: &Path) {
         plan,
         device: "bench".into(),
         spool: Arc::clone(&spool),
+        telemetry: None,
         status: Arc::new(UplinkStatus::default()),
         deploy: None,
     };
