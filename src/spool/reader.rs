@@ -296,12 +296,11 @@ impl Reader {
             return Ok(Opened::Nothing);
         };
         if self.next < first {
-            self.skip_to(
-                first,
-                first,
-                0,
-                "no longer in the spool: confirmed before a restart, or dropped when full",
-            );
+            // Not damage: confirmed before a restart, or deleted by
+            // drop_oldest (counted as dropped there).
+            self.skipped += first - self.next;
+            log::warn!(target: "ledge::spool", "{}: reader {}: records {}..={} are no longer in the spool (confirmed before a restart, or dropped when full)", self.shared.dir.display(), self.name, self.next, first - 1);
+            self.next = first;
         }
         let Some(&base) = view.bases.iter().rev().find(|&&b| b <= self.next) else {
             return Ok(Opened::Nothing);
@@ -358,7 +357,7 @@ impl Reader {
         true
     }
 
-    /// Moves past seqs `next..seq` that cannot be delivered. A gap inside
+    /// Moves past seqs `next..seq` that cannot be delivered: a gap inside
     /// or between segments is damage and goes to the ledger (which already
     /// knows it if it was reported where it was found).
     fn skip_to(&mut self, seq: u64, segment: u64, offset: u64, why: &str) {
@@ -366,12 +365,8 @@ impl Reader {
             return;
         }
         self.skipped += seq - self.next;
-        if why.starts_with("no longer") {
-            log::warn!(target: "ledge::spool", "{}: reader {}: records {}..={} cannot be delivered ({why})", self.shared.dir.display(), self.name, self.next, seq - 1);
-        } else {
-            let lost = Lost::Range(self.next, seq - 1);
-            self.report(segment, offset, why.to_owned(), lost);
-        }
+        let lost = Lost::Range(self.next, seq - 1);
+        self.report(segment, offset, why.to_owned(), lost);
         self.next = seq;
     }
 
