@@ -196,7 +196,7 @@ impl Reader {
                         }
                         continue;
                     }
-                    if !self.skip_damage(view, "length runs past the end of the records")? {
+                    if !self.skip_damage(view, "length runs past the end of the records") {
                         return Ok(None);
                     }
                 }
@@ -214,7 +214,7 @@ impl Reader {
                         self.unreadable(view, e)?;
                         continue;
                     }
-                    if !self.skip_damage(view, &why.to_string())? {
+                    if !self.skip_damage(view, &why.to_string()) {
                         return Ok(None);
                     }
                 }
@@ -225,9 +225,9 @@ impl Reader {
     /// The unread bytes of the open segment start with damage: skips to the
     /// next valid record, or past the end of a sealed segment, reporting
     /// what it cost. False if there is nothing to skip to yet.
-    fn skip_damage(&mut self, view: &View, reason: &str) -> std::io::Result<bool> {
+    fn skip_damage(&mut self, view: &View, reason: &str) -> bool {
         let Some(open) = self.open.as_mut() else {
-            return Ok(true);
+            return true;
         };
         let (base, offset) = (open.base, open.buf_offset);
         let rest = open.unread_before(view.end_of(base));
@@ -245,7 +245,7 @@ impl Reader {
                     format!("{skip} damaged bytes ({reason})"),
                     lost,
                 );
-                Ok(true)
+                true
             }
             None => {
                 open.consume(len);
@@ -254,7 +254,7 @@ impl Reader {
                     Some(next_base) => {
                         let lost = lost_before(self.next, next_base);
                         self.report(base, offset, what, lost);
-                        Ok(true)
+                        true
                     }
                     // The damage runs to the end of what the active segment
                     // has synced: every durable record after `next` is in it.
@@ -262,7 +262,7 @@ impl Reader {
                         let lost = lost_before(self.next, view.limit + 1);
                         self.report(base, offset, what, lost);
                         self.skip_to(view.limit + 1, base, offset, "damaged");
-                        Ok(false)
+                        false
                     }
                 }
             }
