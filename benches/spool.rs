@@ -9,7 +9,11 @@
 //! 4. drain throughput to a loopback mosquitto, vs a plain rumqttc QoS 1
 //!    publisher with the same in-flight window.
 //!
+//! 5. producers waiting for durability (the acknowledged-ingestion
+//!    pattern) under `batch` and the default `interval:50ms`.
+//!
 //!   cargo bench --bench spool            # writes under target/bench-spool
+//!   cargo bench --bench spool -- waiting # only the sections named so
 //!
 //! Every loop is bounded in count; the run takes about a minute.
 
@@ -33,17 +37,46 @@ fn main() {
         "# spool benchmark, {} (records of {RECORD} bytes)",
         root.display()
     );
-    baseline_write(&root);
-    for (policy, n) in [
-        (FsyncPolicy::Always, 2_000u64),
-        (FsyncPolicy::Batch, 300_000),
-        (FsyncPolicy::Interval(Duration::from_millis(50)), 300_000),
-    ] {
-        append_throughput(&root, policy, n);
+    // Section names given on the command line (cargo passes `--bench`).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |section: &str| only.is_empty() || only.iter().any(|o| section.contains(o.as_str()));
+    if run("append") {
+        baseline_write(&root);
+        for (policy, n) in [
+            (FsyncPolicy::Always, 2_000u64),
+            (FsyncPolicy::Batch, 300_000),
+            (FsyncPolicy::Interval(Duration::from_millis(50)), 300_000),
+        ] {
+            append_throughput(&root, policy, n);
+        }
     }
-    waiting_producers(&root, 8, 2_000);
-    recovery(&root);
-    drain(&root);
+    if run("waiting") {
+        waiting_producers(&root, FsyncPolicy::Batch, 8, 2_000);
+        // A broker's in-flight window of 20 acknowledged [[forward]]
+        // messages: before group commit on demand each waited for the
+        // next 50 ms tick (~400 msg/s).
+        waiting_producers(
+            &root,
+            FsyncPolicy::Interval(Duration::from_millis(50)),
+            20,
+            250,
+        );
+        waiting_producers(
+            &root,
+            FsyncPolicy::Interval(Duration::from_millis(50)),
+            1,
+            200,
+        );
+    }
+    if run("recovery") {
+        recovery(&root);
+    }
+    if run("drain") {
+        drain(&root);
+    }
 }
 
 fn write_bytes() -> u64 {
@@ -131,9 +164,12 @@ fn append_throughput(root: &Path, policy: FsyncPolicy, n: u64) {
 
 /// Producers that each wait for their record to be durable before the next
 /// (the `forward` pattern): group commit shares one fdatasync among them.
-fn waiting_producers(root: &Path, producers: usize, each: u64) {
-    let spool =
-        Arc::new(Spool::open(&root.join("waiting"), options(FsyncPolicy::Batch)).expect("open"));
+fn waiting_producers(root: &Path, policy: FsyncPolicy, producers: usize, each: u64) {
+    let dir = root.join(format!(
+        "waiting-{}-{producers}",
+        policy.to_string().replace(':', "-")
+    ));
+    let spool = Arc::new(Spool::open(&dir, options(policy)).expect("open"));
     let start = Instant::now();
     let threads: Vec<_> = (0..producers)
         .map(|_| {
@@ -159,8 +195,9 @@ fn waiting_producers(root: &Path, producers: usize, each: u64) {
         .fsyncs
         .load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "append    fsync=batch, {producers} producers each waiting for durability: {:.0} appends/s, {:.1} records per fdatasync",
+        "waiting   fsync={policy:<14} {producers:>2} producers each waiting for durability: {:>6.0} appends/s, {:.2} ms per wait, {:.1} records per fdatasync",
         total as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e3 / each as f64,
         total as f64 / fsyncs.max(1) as f64
     );
 }
@@ -302,6 +339,7 @@ fn drain(root: &Path) {
         plan,
         device: "bench".into(),
         spool: Arc::clone(&spool),
+        telemetry: None,
         status: Arc::new(UplinkStatus::default()),
         deploy: None,
     };

@@ -198,6 +198,8 @@ struct Node {
     room: Arc<tokio::sync::Notify>,
     uplink: Option<tokio::task::JoinHandle<()>>,
     spool: Option<Arc<Spool>>,
+    /// Logs and metrics for upstream, beside `spool`.
+    telemetry: Option<Arc<Spool>>,
     /// Versions, aliases, and deployment reports.
     store: Store,
     watches: Vec<Watch>,
@@ -232,10 +234,11 @@ impl Node {
         let config_text = crate::config::read_text(&plan.source).unwrap_or_default();
         let runtime =
             Runtime::new(plan.broker.max_payload).map_err(|e| NodeError::Runtime(e.to_string()))?;
-        let spool = open_uplink_spool(&plan)?;
-        let spool_sink = match (&spool, &plan.upstream) {
-            (Some(spool), Some(upstream)) => Some(Arc::new(SpoolSink::new(
+        let (spool, telemetry) = open_uplink_spools(&plan)?.unzip();
+        let spool_sink = match (&spool, &telemetry, &plan.upstream) {
+            (Some(spool), Some(telemetry), Some(upstream)) => Some(Arc::new(SpoolSink::new(
                 Arc::clone(spool),
+                Arc::clone(telemetry),
                 &upstream.topic_prefix,
                 upstream.ship_logs,
             ))),
@@ -349,6 +352,7 @@ impl Node {
                     plan: upstream.clone(),
                     device: plan.device.id.clone(),
                     spool: Arc::clone(spool),
+                    telemetry: telemetry.clone(),
                     status: Arc::clone(status),
                     deploy,
                 };
@@ -386,12 +390,13 @@ impl Node {
             routing: routing.clone(),
             link: Arc::clone(&link_state),
             spool: spool.clone(),
+            telemetry: telemetry.clone(),
             uplink: uplink_status,
         });
-        if let Some(spool) = &spool {
+        if let Some(telemetry) = &telemetry {
             services.spawn(crate::telemetry::ship_metrics(
                 Arc::clone(&status),
-                Arc::clone(spool),
+                Arc::clone(telemetry),
                 plan.metrics_interval,
                 services_stopped.clone(),
             ));
@@ -460,6 +465,7 @@ impl Node {
             room,
             uplink,
             spool,
+            telemetry,
             store,
             watches: Vec::new(),
             reports,
@@ -741,8 +747,8 @@ impl Node {
         if let Some(uplink) = self.uplink {
             let _ = tokio::time::timeout(DISCONNECT_DEADLINE, uplink).await;
         }
-        if let Some(spool) = &self.spool {
-            // Writes and syncs what is buffered and saves the cursor.
+        // Writes and syncs what is buffered and saves the cursors.
+        for spool in self.spool.iter().chain(&self.telemetry) {
             spool.close();
         }
         log_summary(&dispatcher, &self.link_state);
@@ -981,22 +987,33 @@ pub fn report_deploy(
     }
 }
 
-fn open_uplink_spool(plan: &Plan) -> Result<Option<Arc<Spool>>, NodeError> {
+/// The uplink's event stream and its telemetry stream (logs, metrics).
+type UplinkSpools = (Arc<Spool>, Arc<Spool>);
+
+fn open_uplink_spools(plan: &Plan) -> Result<Option<UplinkSpools>, NodeError> {
     if plan.upstream.is_none() {
         return Ok(None);
     }
-    let dir = crate::spool::stream_dir(&plan.device.data_dir, "uplink");
-    let spool = Spool::open(&dir, plan.spool.clone())?;
-    log::info!(
-        target: "ledge::spool",
-        "spool {} open: {} segments, {} bytes, next seq {}, fsync {}",
-        dir.display(),
-        spool.segment_count(),
-        spool.disk_bytes(),
-        spool.seq_range().1,
-        plan.spool.fsync
-    );
-    Ok(Some(Arc::new(spool)))
+    let (events, telemetry) = plan.spool.split_for_telemetry();
+    let open = |stream: &str, options: crate::spool::SpoolOptions| {
+        let dir = crate::spool::stream_dir(&plan.device.data_dir, stream);
+        let spool = Spool::open(&dir, options.clone())?;
+        log::info!(
+            target: "ledge::spool",
+            "spool {} open: {} segments, {} bytes of {}, next seq {}, fsync {}",
+            dir.display(),
+            spool.segment_count(),
+            spool.disk_bytes(),
+            options.max_bytes,
+            spool.seq_range().1,
+            options.fsync
+        );
+        Ok::<_, NodeError>(Arc::new(spool))
+    };
+    Ok(Some((
+        open("uplink", events)?,
+        open(crate::spool::TELEMETRY_STREAM, telemetry)?,
+    )))
 }
 
 /// Every filter the local link subscribes to: triggers and forward rules.

@@ -25,6 +25,8 @@ pub struct StatusSources {
     pub routing: Routing,
     pub link: Arc<LinkState>,
     pub spool: Option<Arc<Spool>>,
+    /// The telemetry stream beside the uplink spool (logs, metrics).
+    pub telemetry: Option<Arc<Spool>>,
     pub uplink: Option<Arc<UplinkStatus>>,
 }
 
@@ -41,6 +43,9 @@ impl StatusSources {
         });
         if let Some(spool) = &self.spool {
             doc["spool"] = spool_status(spool);
+        }
+        if let Some(telemetry) = &self.telemetry {
+            doc["telemetry_spool"] = spool_status(telemetry);
         }
         if let (Some(uplink), Some(spool)) = (&self.uplink, &self.spool) {
             let confirmed = spool.cursor(CURSOR).unwrap_or(0);
@@ -248,12 +253,15 @@ fn spool_status(spool: &Spool) -> Value {
         "dropped": get(&counters.dropped),
         "rejected": get(&counters.rejected),
         "fsyncs": get(&counters.fsyncs),
+        "damaged_segments": get(&counters.damaged_segments),
+        "damaged_records": get(&counters.damaged_records),
         "disk_full": spool.disk_full(),
         "failed": spool.failure(),
     })
 }
 
-/// Spools a status snapshot every `interval` until `shutdown` changes.
+/// Spools a status snapshot every `interval` (into the telemetry stream)
+/// until `shutdown` changes.
 pub async fn ship_metrics(
     sources: Arc<StatusSources>,
     spool: Arc<Spool>,

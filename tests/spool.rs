@@ -483,3 +483,51 @@ proptest! {
         prop_assert_eq!(delivered, expected);
     }
 }
+
+/// Group commit on demand: under `interval`, a producer waiting for its
+/// record (an MQTT acknowledgement, a function's forward) makes the syncer
+/// commit at once instead of at the next tick, and that one commit carries
+/// every record buffered before it, waited for or not.
+#[test]
+fn a_waiting_producer_is_not_paced_by_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(
+        dir.path(),
+        SpoolOptions {
+            // Far longer than the waits below: only a commit on demand
+            // can make them succeed.
+            fsync: FsyncPolicy::Interval(Duration::from_secs(600)),
+            // Housekeeping writes what is buffered too: keep it away.
+            cursor_interval: Duration::from_secs(600),
+            ..options()
+        },
+    )
+    .unwrap();
+    let fsyncs = || {
+        spool
+            .counters()
+            .fsyncs
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let unwaited = spool.append(Kind::Log, b"nobody waits for me").unwrap();
+    let waited = spool.append(Kind::Event, b"a forward").unwrap();
+    assert!(
+        spool.wait_durable(waited, Duration::from_secs(30)).unwrap(),
+        "the waiter was left for the interval"
+    );
+    assert_eq!(spool.synced_through(), waited);
+    assert!(unwaited < waited);
+    assert_eq!(fsyncs(), 1, "one commit for both records");
+
+    // The async waiter (MQTT acknowledgements) too.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let seq = spool.append(Kind::Event, b"acknowledged").unwrap();
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), spool.durable(seq)).await })
+        .expect("the async waiter was left for the interval")
+        .unwrap();
+    assert_eq!(fsyncs(), 2);
+}

@@ -1,5 +1,7 @@
 //! Durable delivery upstream: `forward` calls and `[[forward]]` rules become
-//! event records in the uplink spool.
+//! event records in the uplink spool; log lines go to the telemetry stream
+//! beside it, so no rate of logging can displace an event (see "Record
+//! classes" in the spool docs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,10 @@ use crate::spool::body::{self, DeadLetterBody, EventBody, LogBody};
 use crate::spool::{Kind, Spool};
 
 pub struct SpoolSink {
+    /// The event stream: forwards, dead letters, reports.
     spool: Arc<Spool>,
+    /// The telemetry stream: log lines (and metrics, see `telemetry.rs`).
+    telemetry: Arc<Spool>,
     /// `<prefix>/events/` for relative topics.
     events_prefix: String,
     /// Lowest level of log lines shipped; `None` ships none.
@@ -17,16 +22,23 @@ pub struct SpoolSink {
 }
 
 impl SpoolSink {
-    pub fn new(spool: Arc<Spool>, topic_prefix: &str, ship_logs: Option<log::Level>) -> Self {
+    pub fn new(
+        spool: Arc<Spool>,
+        telemetry: Arc<Spool>,
+        topic_prefix: &str,
+        ship_logs: Option<log::Level>,
+    ) -> Self {
         Self {
             spool,
+            telemetry,
             events_prefix: format!("{topic_prefix}/events/"),
             ship_logs,
         }
     }
 
-    /// Appends a log line record. Never logs about its own failure (the
-    /// spool counts refusals), so shipping can not feed on itself.
+    /// Appends a log line record to the telemetry stream. Never logs about
+    /// its own failure (the spool counts refusals), so shipping can not
+    /// feed on itself.
     pub fn log_line(
         &self,
         level: log::Level,
@@ -42,7 +54,7 @@ impl SpoolSink {
             request_id: request_id.to_owned(),
             message: message.to_owned(),
         });
-        let _ = self.spool.append(Kind::Log, &record);
+        let _ = self.telemetry.append(Kind::Log, &record);
     }
 
     /// The upstream topic for a local one: `<prefix>/events/<topic>`.

@@ -22,13 +22,23 @@
 //! segment in large `write`s and makes them durable with `fdatasync`. A
 //! producer learns its record is durable by waiting for `synced_through >=
 //! seq` ([`Spool::wait_durable`], [`Spool::durable`]); nothing is
-//! acknowledged to a producer before that. `spool.fsync` chooses how:
+//! acknowledged to a producer before that. Waiting also tells the syncer
+//! that someone waits, which under `interval` makes it commit at once
+//! (group commit on demand, see `sync_delay` in `writer.rs`). `spool.fsync`
+//! chooses how:
 //!
-//! | policy | what the syncer does | on power loss |
-//! |---|---|---|
-//! | `always` | one `write` + `fdatasync` per record | every acknowledged record survives |
-//! | `batch` | group commit: all records waiting when it wakes, one `write`, one `fdatasync` | every acknowledged record survives |
-//! | `interval:50ms` | at most one `fdatasync` per interval, covering everything since the last | every acknowledged record survives; producers wait up to the interval |
+//! | policy | what the syncer does | acknowledged ingestion costs | on power loss |
+//! |---|---|---|---|
+//! | `always` | one `write` + `fdatasync` per record | one fdatasync per record (~1,000/s on a desktop SSD, far less on SD) | every acknowledged record survives |
+//! | `batch` | group commit: everything buffered when it wakes, one `write`, one `fdatasync`, waited for or not | one fdatasync per group; waiters share it | every acknowledged record survives |
+//! | `interval:50ms` | records nobody waits for (logs, metrics): at most one `fdatasync` per interval. As soon as a producer waits: group commit at once, as `batch` | as `batch` for waited records; unwaited ones cost one fdatasync per interval at most | every acknowledged record survives |
+//!
+//! So under the default `interval:50ms` an acknowledgement waits about one
+//! fdatasync, not up to the interval: with a broker's window of 20
+//! unacknowledged `[[forward]]` messages, ingestion was capped at 20 per
+//! 50 ms (~400/s) before group commit on demand, and is bound by fdatasync
+//! latency after (benches/spool.rs `waiting`). The interval still paces
+//! what nobody waits for, which is where it saves flash wear.
 //!
 //! Records appended but not yet acknowledged may be lost on power loss under
 //! every policy (they survive a process crash if the `write` happened). The
@@ -49,6 +59,25 @@
 //! (its unconfirmed records are counted as dropped and logged) and
 //! `on_full = "reject"` refuses the append (counted and logged).
 //!
+//! # Record classes: events and telemetry never share a budget
+//!
+//! Forwards, dead letters and deployment reports are data someone accepted
+//! (an MQTT acknowledgement, a function's `forward` returning OK); logs and
+//! metric snapshots are telemetry, and a guest can produce them at any rate
+//! (every refused host call logs a line). A spool drops whole segments, so
+//! if both classes shared one, a log flood would evict acknowledged events
+//! with the segments they share. So the uplink has two streams: `uplink`
+//! for events, and `telemetry` ([`TELEMETRY_STREAM`]) for logs and metrics,
+//! each a spool of its own with its own share of `max_bytes`
+//! ([`SpoolOptions::split_for_telemetry`]: telemetry 1/8, always
+//! `drop_oldest`). Whatever the rate of logs, they only ever displace
+//! older logs and metrics; events, forwards and dead letters are dropped
+//! only by the event stream's own `on_full`, for lack of room for other
+//! events. The uplink drains the event stream first and telemetry when it
+//! has caught up. (Per-class accounting inside one spool was the
+//! alternative; it would need segments rewritten or kept per class to
+//! free telemetry alone, i.e. two streams anyway, with one seq space.)
+//!
 //! # Readers and reclaiming space
 //!
 //! A [`Reader`] delivers durable records in seq order from its cursor. The
@@ -59,16 +88,28 @@
 //! After a crash a reader resumes at its persisted cursor, so records may be
 //! delivered twice but never skipped.
 //!
-//! # Recovery
+//! # Recovery and damage
 //!
-//! Opening a spool scans only the active segment (sealed ones were synced
-//! when they rolled): a torn or corrupt tail is truncated at the last whole
-//! record and logged with its offset; damage between good records is
-//! reported and skipped. Nothing needs a human: the worst case is counted
-//! loss, never a crash loop.
+//! Opening a spool checks that every segment is a regular file with a whole
+//! header and scans only the active segment (sealed ones were synced when
+//! they rolled): a torn tail is truncated at the last whole record and
+//! logged at WARN with its offset (records not yet acknowledged, the
+//! normal trace of a power cut). Everything else is damage, found at open
+//! or by a reader in a sealed segment, and handled alike
+//! (`damage.rs`): skipped by resynchronising on the next frame whose CRC
+//! matches (so it costs only the records it hit), logged once at ERROR
+//! with the segment, the offset and the seqs lost, and counted once in
+//! `Counters::damaged_segments` / `damaged_records`. A segment that is not
+//! a file, cannot be read or is missing costs its own records and no
+//! others; a damaged header costs nothing (each record has its own CRC);
+//! a newest segment with no header lost what it held and starts over.
+//! Seqs are never numbered again: the next seq is past the last record
+//! found and past every cursor. Nothing needs a human: the worst case is
+//! counted loss, never a crash loop or a stalled reader.
 
 pub mod body;
 mod cursor;
+mod damage;
 pub mod frame;
 mod reader;
 mod recovery;
@@ -181,7 +222,78 @@ impl Default for SpoolOptions {
     }
 }
 
+/// The stream beside `uplink` that holds logs and metric snapshots for
+/// upstream (see "Record classes" above).
+pub const TELEMETRY_STREAM: &str = "telemetry";
+
+/// The telemetry stream gets `max_bytes / TELEMETRY_SHARE`; the event
+/// stream the rest.
+pub const TELEMETRY_SHARE: u64 = 8;
+
+impl SpoolOptions {
+    /// The options of the uplink's two streams, events and telemetry, out of
+    /// the configured ones: together they stay within `max_bytes`. The
+    /// telemetry stream always drops its oldest when full (logs and metrics
+    /// are worth less than the newest ones, and are never worth refusing
+    /// for), rolls in smaller segments so dropping frees little at a time,
+    /// and syncs at the configured interval (50 ms under `always` and
+    /// `batch`): nobody waits for a log line.
+    pub fn split_for_telemetry(&self) -> (SpoolOptions, SpoolOptions) {
+        let telemetry_bytes = self.max_bytes / TELEMETRY_SHARE;
+        let events = SpoolOptions {
+            max_bytes: self.max_bytes - telemetry_bytes,
+            ..self.clone()
+        };
+        let telemetry = SpoolOptions {
+            max_bytes: telemetry_bytes,
+            // At least 4 segments, so dropping one frees a quarter at most.
+            segment_size: self.segment_size.min(telemetry_bytes / 4).max(4096),
+            on_full: OnFull::DropOldest,
+            fsync: match self.fsync {
+                FsyncPolicy::Interval(period) => FsyncPolicy::Interval(period),
+                FsyncPolicy::Always | FsyncPolicy::Batch => {
+                    FsyncPolicy::Interval(Duration::from_millis(50))
+                }
+            },
+            max_pending: self.max_pending.min(telemetry_bytes as usize),
+            ..self.clone()
+        };
+        (events, telemetry)
+    }
+}
+
 /// The folder of one spool stream under a data dir.
 pub fn stream_dir(data_dir: &Path, stream: &str) -> PathBuf {
     data_dir.join("spool").join(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telemetry_gets_its_own_share_and_always_drops_its_oldest() {
+        for options in [
+            SpoolOptions::default(),
+            SpoolOptions {
+                max_bytes: 256 << 10,
+                segment_size: 64 << 10,
+                on_full: OnFull::Reject,
+                fsync: FsyncPolicy::Always,
+                ..SpoolOptions::default()
+            },
+        ] {
+            let (events, telemetry) = options.split_for_telemetry();
+            assert_eq!(events.max_bytes + telemetry.max_bytes, options.max_bytes);
+            assert_eq!(telemetry.max_bytes, options.max_bytes / TELEMETRY_SHARE);
+            assert_eq!(
+                (events.on_full, events.fsync, events.segment_size),
+                (options.on_full, options.fsync, options.segment_size)
+            );
+            assert_eq!(telemetry.on_full, OnFull::DropOldest);
+            assert!(matches!(telemetry.fsync, FsyncPolicy::Interval(_)));
+            assert!(telemetry.segment_size * 4 <= telemetry.max_bytes);
+            assert!(telemetry.max_pending as u64 <= telemetry.max_bytes);
+        }
+    }
 }

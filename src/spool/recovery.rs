@@ -2,10 +2,18 @@
 //! Also the read-only inspection behind `ledge spool stat` and `verify`.
 //!
 //! Only the active (newest) segment is scanned at open: sealed segments were
-//! synced when they rolled. A torn or damaged tail is cut at the last whole
-//! record; damage between good records is reported and left for readers to
-//! skip. Every outcome is a running spool plus log lines, never a refusal to
-//! start.
+//! synced when they rolled, and readers check their records one by one. At
+//! open every segment must be a regular file with a whole header, and the
+//! active one is scanned: a torn tail is cut at the last whole record
+//! (WARN: records not yet acknowledged, the normal trace of a power cut);
+//! damage anywhere else is reported at ERROR with what it cost (see
+//! `damage.rs`) and skipped. Every outcome is a running spool plus log
+//! lines, never a refusal to start.
+//!
+//! Seqs are never reused for different records: the next seq is past the
+//! last record found and past every cursor, so records upstream confirmed
+//! and the storage then lost (a card that lied about `fdatasync`) cannot
+//! come back under the same seq and be dropped upstream as duplicates.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -14,6 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::cursor::{self, CursorState};
+use super::damage::{Lost, Report};
 use super::segment;
 use super::writer::{sync_dir, ActiveFile, SegmentInfo, SpoolError};
 use super::SpoolOptions;
@@ -28,6 +37,8 @@ pub(crate) struct Recovered {
     pub next_seq: u64,
     pub cursors: BTreeMap<String, CursorState>,
     pub active: ActiveFile,
+    /// Damage found, for the spool to log and count.
+    pub damage: Vec<Report>,
 }
 
 fn io(dir: &Path, what: &str) -> impl Fn(std::io::Error) -> SpoolError {
@@ -43,42 +54,45 @@ pub(crate) fn open(dir: &Path, _options: &SpoolOptions) -> Result<Recovered, Spo
     let lock = take_lock(dir)?;
     remove_temporaries(dir).map_err(io(dir, "cannot clean temporary files"))?;
     let epoch = epoch(dir).map_err(io(dir, "cannot read or write META"))?;
-    let mut bases = list_segments(dir).map_err(io(dir, "cannot list segments"))?;
+    let names = list_segments(dir).map_err(io(dir, "cannot list segments"))?;
     let stored_cursors = cursor::load_all(dir).map_err(io(dir, "cannot read cursors"))?;
+    // The highest seq any reader confirmed: never numbered again.
+    let confirmed = stored_cursors.values().max().copied().unwrap_or(0);
+    let mut damage = Vec::new();
 
-    let mut next_seq = None;
-    while let Some(&base) = bases.last() {
-        match recover_active(dir, base) {
-            Ok(next) => {
-                next_seq = Some(next);
-                break;
-            }
-            Err(reason) => {
-                // Only a segment created by a roll that a crash interrupted
-                // (no complete header) gets here: it holds no records.
-                log::warn!(target: "ledge::spool", "{}: removing unusable newest segment {}: {reason}", dir.display(), segment::file_name(base));
-                std::fs::remove_file(dir.join(segment::file_name(base)))
-                    .map_err(io(dir, "cannot remove a broken segment"))?;
-                bases.pop();
-            }
+    let mut segments = usable_segments(dir, &names, &mut damage);
+    let newest_name = names.last().copied();
+    let recovered = match segments.last() {
+        Some(active) if Some(active.base) == newest_name => {
+            let base = active.base;
+            recover_active(dir, base, confirmed, &mut damage)
+                .map_err(io(dir, "cannot recover the active segment"))?
         }
-    }
-    let next_seq = match next_seq {
-        Some(next) => next,
-        None => {
-            // A fresh spool, or one whose segments were all removed: never
-            // reuse a seq a cursor has already confirmed.
-            let base = stored_cursors.values().max().map_or(1, |c| c + 1);
-            create_segment(dir, base).map_err(io(dir, "cannot create the first segment"))?;
-            bases.push(base);
-            base
+        // No segment, or the newest is unusable (reported): a new active
+        // segment after everything, past the unusable one's name.
+        _ => {
+            let base = newest_name
+                .map_or(1, |n| n + 1)
+                .max(segments.last().map_or(1, |s| s.base + 1))
+                .max(confirmed + 1);
+            let file =
+                segment::create(dir, base).map_err(io(dir, "cannot create the active segment"))?;
+            segments.push(SegmentInfo {
+                base,
+                bytes: segment::HEADER_LEN as u64,
+                created: Instant::now(),
+            });
+            (base, file)
         }
     };
-    let segments = bases
-        .iter()
-        .map(|&base| segment_info(dir, base))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io(dir, "cannot stat segments"))?;
+    let (next_seq, file) = recovered;
+    if let Some(active) = segments.last_mut() {
+        // Recovery may have cut or rewritten it.
+        active.bytes = file
+            .metadata()
+            .map_err(io(dir, "cannot stat the active segment"))?
+            .len();
+    }
     let oldest = segments.first().map_or(next_seq, |s| s.base);
     let cursors = stored_cursors
         .into_iter()
@@ -90,16 +104,9 @@ pub(crate) fn open(dir: &Path, _options: &SpoolOptions) -> Result<Recovered, Spo
             (name, CursorState::new(clamped))
         })
         .collect();
-    let active_base = *bases.last().unwrap_or(&next_seq);
-    let path = dir.join(segment::file_name(active_base));
-    let file = OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(io(dir, "cannot open the active segment"))?;
-    let len = file
-        .metadata()
-        .map_err(io(dir, "cannot stat the active segment"))?
-        .len();
+    let len = segments
+        .last()
+        .map_or(segment::HEADER_LEN as u64, |s| s.bytes);
     Ok(Recovered {
         lock,
         epoch,
@@ -111,7 +118,72 @@ pub(crate) fn open(dir: &Path, _options: &SpoolOptions) -> Result<Recovered, Spo
             len,
             synced_len: len,
         },
+        damage,
     })
+}
+
+/// The segments that are regular files, with their sizes. Anything else
+/// under a segment name (a directory, something that cannot be stat'ed) is
+/// reported with the seqs it should hold and left alone. Sealed segments'
+/// headers are checked too (16 bytes each); a damaged one is reported, and
+/// its records are still delivered: each carries its own checksum.
+fn usable_segments(dir: &Path, names: &[u64], damage: &mut Vec<Report>) -> Vec<SegmentInfo> {
+    let mut usable = Vec::with_capacity(names.len());
+    for (i, &base) in names.iter().enumerate() {
+        let lost = names
+            .get(i + 1)
+            .map_or(Lost::From(base), |&next| Lost::Range(base, next - 1));
+        let path = dir.join(segment::file_name(base));
+        let info = std::fs::symlink_metadata(&path).and_then(|metadata| {
+            if metadata.is_file() {
+                Ok(segment_info(base, &metadata))
+            } else {
+                Err(std::io::Error::other(format!(
+                    "is a {}, not a file",
+                    kind_of(&metadata)
+                )))
+            }
+        });
+        match info {
+            Ok(info) => usable.push(info),
+            Err(e) => damage.push(Report {
+                segment: base,
+                offset: 0,
+                what: format!("unusable ({e})"),
+                lost,
+            }),
+        }
+    }
+    let sealed = usable.len().saturating_sub(1);
+    for info in &usable[..sealed] {
+        let mut header = [0u8; segment::HEADER_LEN];
+        let read = File::open(dir.join(segment::file_name(info.base)))
+            .and_then(|mut f| f.read(&mut header));
+        let problem = match read {
+            Ok(n) => segment::check_header(&header[..n], info.base).err(),
+            Err(e) => Some(format!("cannot be read: {e}")),
+        };
+        if let Some(reason) = problem {
+            damage.push(Report {
+                segment: info.base,
+                offset: 0,
+                what: format!("damaged header ({reason})"),
+                lost: Lost::Nothing,
+            });
+        }
+    }
+    usable
+}
+
+fn kind_of(metadata: &std::fs::Metadata) -> &'static str {
+    let kind = metadata.file_type();
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_symlink() {
+        "symbolic link"
+    } else {
+        "special file"
+    }
 }
 
 fn take_lock(dir: &Path) -> Result<File, SpoolError> {
@@ -186,39 +258,72 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(bases)
 }
 
-fn create_segment(dir: &Path, base: u64) -> std::io::Result<()> {
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(dir.join(segment::file_name(base)))?;
-    file.write_all(&segment::header(base))?;
-    file.sync_all()?;
-    sync_dir(dir)
-}
-
-fn segment_info(dir: &Path, base: u64) -> std::io::Result<SegmentInfo> {
-    let metadata = std::fs::metadata(dir.join(segment::file_name(base)))?;
+fn segment_info(base: u64, metadata: &std::fs::Metadata) -> SegmentInfo {
     let age = metadata
         .created()
         .or_else(|_| metadata.modified())
         .ok()
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .unwrap_or(Duration::ZERO);
-    Ok(SegmentInfo {
+    SegmentInfo {
         base,
         bytes: metadata.len(),
         created: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
-    })
+    }
 }
 
-/// Scans the active segment, cuts a torn tail, and returns the next seq.
-fn recover_active(dir: &Path, base: u64) -> Result<u64, String> {
+/// Scans the active segment, cuts a torn tail, reports damage, and returns
+/// the next seq with the segment opened for appending.
+fn recover_active(
+    dir: &Path,
+    base: u64,
+    confirmed: u64,
+    damage: &mut Vec<Report>,
+) -> std::io::Result<(u64, File)> {
     let path = dir.join(segment::file_name(base));
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read: {e}"))?;
-    segment::check_header(&bytes, base)?;
+    let bytes = std::fs::read(&path)?;
+    if bytes.len() < segment::HEADER_LEN {
+        // A segment gets its name only with its header synced, so whatever
+        // it held is gone. It starts over empty under the same name.
+        damage.push(Report {
+            segment: base,
+            offset: 0,
+            what: format!("no header ({} bytes)", bytes.len()),
+            lost: Lost::From(base),
+        });
+        let mut file = OpenOptions::new().write(true).truncate(true).open(&path)?;
+        file.write_all(&segment::header(base))?;
+        file.sync_all()?;
+        return Ok((base.max(confirmed + 1), reopen(&path)?));
+    }
     let scan = segment::scan(&bytes, base);
-    for damage in &scan.damage {
-        log::warn!(target: "ledge::spool", "{}: skipped {} damaged bytes at offset {} ({})", path.display(), damage.len, damage.offset, damage.reason);
+    if let Err(reason) = segment::check_header(&bytes, base) {
+        // Records after a damaged header are still whole (each has its own
+        // checksum); with none left, whatever it held is gone.
+        let lost = match scan.records.first() {
+            Some(_) => Lost::Nothing,
+            None => Lost::From(base),
+        };
+        damage.push(Report {
+            segment: base,
+            offset: 0,
+            what: format!("damaged header ({reason})"),
+            lost,
+        });
+    }
+    for found in &scan.damage {
+        damage.push(Report {
+            segment: base,
+            offset: found.offset as u64,
+            what: if found.len == 0 {
+                found.reason.clone()
+            } else {
+                format!("{} damaged bytes ({})", found.len, found.reason)
+            },
+            lost: found
+                .lost
+                .map_or(Lost::Nothing, |(first, last)| Lost::Range(first, last)),
+        });
     }
     if scan.valid_end < bytes.len() {
         let cut = bytes.len() - scan.valid_end;
@@ -228,15 +333,27 @@ fn recover_active(dir: &Path, base: u64) -> Result<u64, String> {
             "zero-filled tail"
         };
         log::warn!(target: "ledge::spool", "{}: truncating {what} of {cut} bytes at offset {}", path.display(), scan.valid_end);
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open to truncate: {e}"))?;
-        file.set_len(scan.valid_end as u64)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| format!("cannot truncate: {e}"))?;
+        let file = OpenOptions::new().write(true).open(&path)?;
+        file.set_len(scan.valid_end as u64)?;
+        file.sync_all()?;
     }
-    Ok(scan.records.last().map_or(base, |r| r.frame.seq + 1))
+    let mut next = scan.records.last().map_or(base, |r| r.frame.seq + 1);
+    if confirmed >= next {
+        // A reader confirmed records the file no longer has: the storage
+        // lost them after fdatasync returned.
+        damage.push(Report {
+            segment: base,
+            offset: scan.valid_end as u64,
+            what: "records confirmed before the stop are missing from the end".to_owned(),
+            lost: Lost::Range(next, confirmed),
+        });
+        next = confirmed + 1;
+    }
+    Ok((next, reopen(&path)?))
+}
+
+fn reopen(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().append(true).open(path)
 }
 
 /// What `ledge spool stat` shows.
@@ -256,17 +373,21 @@ pub fn inspect(dir: &Path) -> std::io::Result<Inspection> {
     let bases = list_segments(dir)?;
     let mut bytes = 0;
     for base in &bases {
-        bytes += std::fs::metadata(dir.join(segment::file_name(*base)))?.len();
+        bytes += std::fs::symlink_metadata(dir.join(segment::file_name(*base)))
+            .ok()
+            .filter(|m| m.is_file())
+            .map_or(0, |m| m.len());
     }
     let newest_seq = match bases.last() {
-        Some(&base) => {
-            let data = std::fs::read(dir.join(segment::file_name(base)))?;
-            segment::scan(&data, base)
-                .records
-                .last()
-                .map(|r| r.frame.seq)
-                .or_else(|| base.checked_sub(1).filter(|s| *s > 0))
-        }
+        Some(&base) => std::fs::read(dir.join(segment::file_name(base)))
+            .ok()
+            .and_then(|data| {
+                segment::scan(&data, base)
+                    .records
+                    .last()
+                    .map(|r| r.frame.seq)
+            })
+            .or_else(|| base.checked_sub(1).filter(|s| *s > 0)),
         None => None,
     };
     let epoch = std::fs::read(dir.join(META))
@@ -303,10 +424,15 @@ pub fn verify(dir: &Path) -> std::io::Result<VerifyReport> {
     let mut expected: Option<u64> = None;
     for (i, &base) in bases.iter().enumerate() {
         let name = segment::file_name(base);
-        let bytes = std::fs::read(dir.join(&name))?;
+        let bytes = match std::fs::read(dir.join(&name)) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                report.problems.push(format!("{name}: cannot be read: {e}"));
+                continue;
+            }
+        };
         if let Err(reason) = segment::check_header(&bytes, base) {
             report.problems.push(format!("{name}: {reason}"));
-            continue;
         }
         if let Some(want) = expected {
             if base != want {
@@ -328,7 +454,7 @@ pub fn verify(dir: &Path) -> std::io::Result<VerifyReport> {
             }
             next = found.frame.seq + 1;
         }
-        for damage in &scan.damage {
+        for damage in scan.damage.iter().filter(|d| d.len > 0) {
             report.problems.push(format!(
                 "{name}: {} damaged bytes at offset {} ({})",
                 damage.len, damage.offset, damage.reason

@@ -1,5 +1,6 @@
-//! Segment files: naming, the 16-byte header, and scanning a segment's
-//! records (used by recovery, `spool verify` and readers).
+//! Segment files: naming, the 16-byte header, creating a segment, and
+//! scanning a segment's records (used by recovery, `spool verify` and
+//! readers).
 //!
 //! ```text
 //! <base_seq:020>.seg     base_seq = seq of the first record the segment holds
@@ -11,8 +12,12 @@
 //!
 //! Naming segments by their first seq means a directory listing alone gives
 //! their order and how many records each holds (the next one's base minus
-//! its own).
+//! its own). A segment appears under its name only with its header written
+//! and synced (see [`create`]), so a segment without a whole header is
+//! damage, never a roll a crash interrupted.
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::Path;
 
 use super::frame::{self, DecodeError, Frame};
@@ -75,12 +80,15 @@ pub struct Found {
     pub offset: usize,
 }
 
-/// A stretch of bytes that held no valid record, skipped by the scan.
+/// A stretch of bytes that held no valid record, skipped by the scan, or
+/// (`len` 0) a place where records are missing between two good ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
     pub offset: usize,
     pub len: usize,
     pub reason: String,
+    /// The seqs (inclusive) that should have been here and are not.
+    pub lost: Option<(u64, u64)>,
 }
 
 /// What a scan of a whole segment found.
@@ -98,9 +106,11 @@ pub struct Scan {
 }
 
 /// Scans `bytes` (a whole segment, header included) for records. Seqs must
-/// rise by one from `base`; a record with any other seq is treated as
-/// damage (stale bytes from an earlier life of the file), except a jump
-/// forward, which is accepted and shows up as a gap in `records`.
+/// rise from `base`; a record with a lower seq than expected is treated as
+/// damage (stale bytes from an earlier life of the file). Damage is skipped
+/// by resynchronising on the next valid frame, so it costs only the records
+/// it hit; bytes after the last good record that hold no valid frame are
+/// the tail (`valid_end`, `torn_tail`).
 pub fn scan(bytes: &[u8], base: u64) -> Scan {
     let mut scan = Scan {
         valid_end: HEADER_LEN.min(bytes.len()),
@@ -109,8 +119,11 @@ pub fn scan(bytes: &[u8], base: u64) -> Scan {
     let mut offset = HEADER_LEN;
     let mut expected = base;
     while offset < bytes.len() {
-        match frame::decode(&bytes[offset..]) {
+        let reason = match frame::decode(&bytes[offset..]) {
             Ok(found) if found.seq >= expected => {
+                if found.seq > expected {
+                    note_gap(&mut scan, offset, expected, found.seq - 1);
+                }
                 scan.records.push(Found {
                     frame: found,
                     offset,
@@ -118,18 +131,28 @@ pub fn scan(bytes: &[u8], base: u64) -> Scan {
                 expected = found.seq + 1;
                 offset += found.size();
                 scan.valid_end = offset;
+                continue;
             }
-            Ok(found) => {
-                let reason = format!(
-                    "record seq {} where {expected} or later was expected",
-                    found.seq
-                );
-                offset = skip(bytes, offset, reason, &mut scan);
+            Ok(found) => format!(
+                "record seq {} where {expected} or later was expected",
+                found.seq
+            ),
+            // Not enough bytes for the record's length: a torn tail, unless
+            // a valid record follows (then the length itself is damaged).
+            Err(DecodeError::Incomplete) => "length runs past the next record".to_owned(),
+            Err(DecodeError::Corrupt(why)) => why.to_string(),
+        };
+        match frame::resync(&bytes[offset..]) {
+            Some(next) => {
+                scan.damage.push(Damage {
+                    offset,
+                    len: next,
+                    reason,
+                    lost: None,
+                });
+                offset += next;
             }
-            Err(DecodeError::Incomplete) => break,
-            Err(DecodeError::Corrupt(why)) => {
-                offset = skip(bytes, offset, why.to_string(), &mut scan);
-            }
+            None => break,
         }
     }
     let tail = &bytes[scan.valid_end.min(bytes.len())..];
@@ -141,25 +164,44 @@ pub fn scan(bytes: &[u8], base: u64) -> Scan {
     scan
 }
 
-/// Records damage from `offset` to the next valid record and returns where
-/// scanning resumes (the end of the input if no record follows).
-fn skip(bytes: &[u8], offset: usize, reason: String, scan: &mut Scan) -> usize {
-    match frame::resync(&bytes[offset..]) {
-        Some(next) => {
-            scan.damage.push(Damage {
-                offset,
-                len: next,
-                reason,
-            });
-            offset + next
+/// Records `first..=last` are missing before `offset`: charged to the damage
+/// just before them, or noted as a gap of their own.
+fn note_gap(scan: &mut Scan, offset: usize, first: u64, last: u64) {
+    match scan.damage.last_mut() {
+        Some(damage) if damage.offset >= scan.valid_end && damage.lost.is_none() => {
+            damage.lost = Some((first, last));
         }
-        None => bytes.len(),
+        _ => scan.damage.push(Damage {
+            offset,
+            len: 0,
+            reason: "records missing".to_owned(),
+            lost: Some((first, last)),
+        }),
     }
 }
 
-/// Reads a whole segment file.
-pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
-    std::fs::read(path)
+/// Creates segment `base` in `dir` with its header written and synced, then
+/// gives it its name (rename, directory fsync): a crash leaves either no
+/// segment or a whole header, never a headerless file under a segment name.
+/// Returns the file opened for appending.
+pub fn create(dir: &Path, base: u64) -> std::io::Result<File> {
+    let path = dir.join(file_name(base));
+    let tmp = dir.join(format!("{}.tmp", file_name(base)));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&tmp)?;
+    let written = file
+        .write_all(&header(base))
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| File::open(dir)?.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    OpenOptions::new().append(true).open(&path)
 }
 
 #[cfg(test)]
@@ -226,7 +268,33 @@ mod tests {
         assert_eq!(seqs, vec![1, 3]);
         assert_eq!(scan.damage.len(), 1);
         assert_eq!(scan.damage[0].offset, second);
+        assert_eq!(scan.damage[0].lost, Some((2, 2)));
         assert_eq!(scan.valid_end, bytes.len());
+    }
+
+    #[test]
+    fn a_length_running_past_the_next_record_is_damage_not_a_tail() {
+        let mut bytes = segment(1, &[b"one", b"two", b"three"]);
+        let second = HEADER_LEN + crate::spool::frame::HEADER_LEN + 3;
+        bytes[second + 3] ^= 0x40; // length + 16 KiB: past the end of the file
+        let scan = scan(&bytes, 1);
+        let seqs: Vec<u64> = scan.records.iter().map(|r| r.frame.seq).collect();
+        assert_eq!(seqs, vec![1, 3]);
+        assert_eq!(scan.damage[0].offset, second);
+        assert_eq!(scan.damage[0].lost, Some((2, 2)));
+        assert_eq!((scan.valid_end, scan.torn_tail), (bytes.len(), 0));
+    }
+
+    #[test]
+    fn a_segment_is_named_only_once_its_header_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = create(dir.path(), 7).unwrap();
+        file.write_all(b"appended").unwrap();
+        let bytes = std::fs::read(dir.path().join(file_name(7))).unwrap();
+        assert!(check_header(&bytes, 7).is_ok());
+        assert_eq!(&bytes[HEADER_LEN..], b"appended");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
     }
 
     #[test]

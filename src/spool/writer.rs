@@ -4,7 +4,7 @@
 //! guarantees.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::cursor;
+use super::damage::{Ledger, Report};
 use super::frame::{self, Kind};
 use super::recovery::{self, Recovered};
 use super::segment;
@@ -61,6 +62,10 @@ pub struct Counters {
     pub rejected: AtomicU64,
     /// Times a write hit ENOSPC.
     pub disk_full_events: AtomicU64,
+    /// Segments found damaged (at open or while reading), each counted once.
+    pub damaged_segments: AtomicU64,
+    /// Records lost to damage (by seq, each counted once).
+    pub damaged_records: AtomicU64,
 }
 
 /// A segment on disk as the writer tracks it.
@@ -79,6 +84,13 @@ pub(crate) struct State {
     pending_ends: Vec<(u64, usize)>,
     /// Highest seq known durable.
     pub synced_through: u64,
+    /// Highest seq a producer is waiting to see durable: while it is above
+    /// `synced_through` the syncer commits at once (group commit on demand).
+    wanted: u64,
+    /// Length of the active segment known durable: readers treat bytes
+    /// before it as whole records (anything else there is damage) and do
+    /// not look past it.
+    pub active_synced: u64,
     /// Segments in seq order; the last is the active one.
     pub segments: Vec<SegmentInfo>,
     pub closing: bool,
@@ -118,11 +130,23 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// The flock on LOCK, held until `close` (readers may outlive the spool).
     lock_file: Mutex<Option<File>>,
+    /// Damage reported so far, so each piece is logged and counted once.
+    damage: Mutex<Ledger>,
 }
 
 impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Logs and counts damage found in a segment (once per place and lost
+    /// seq, however often it is found).
+    pub fn report_damage(&self, report: &Report) {
+        self.damage.lock().unwrap_or_else(|p| p.into_inner()).note(
+            &self.dir,
+            report,
+            &self.counters,
+        );
     }
 }
 
@@ -142,6 +166,7 @@ impl Spool {
             next_seq,
             cursors,
             active,
+            damage,
         } = recovery::open(dir, &options)?;
         let synced_through = next_seq - 1;
         let state = State {
@@ -149,6 +174,8 @@ impl Spool {
             pending: Vec::new(),
             pending_ends: Vec::new(),
             synced_through,
+            wanted: synced_through,
+            active_synced: active.synced_len,
             segments,
             closing: false,
             failed: None,
@@ -167,7 +194,11 @@ impl Spool {
             watermark: watch::Sender::new(synced_through),
             counters: Counters::default(),
             lock_file: Mutex::new(Some(lock)),
+            damage: Mutex::new(Ledger::default()),
         });
+        for report in &damage {
+            shared.report_damage(report);
+        }
         let syncer = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -187,7 +218,7 @@ impl Spool {
     /// Buffers one record and returns its seq. Durable once
     /// `synced_through() >= seq`.
     pub fn append(&self, kind: Kind, body: &[u8]) -> Result<u64, AppendError> {
-        self.append_at(kind, crate::event::unix_ms(), body)
+        self.append_at(kind, unix_ms(), body)
     }
 
     pub fn append_at(&self, kind: Kind, ts_ms: u64, body: &[u8]) -> Result<u64, AppendError> {
@@ -255,9 +286,12 @@ impl Spool {
     }
 
     /// Blocks until `seq` is durable, the spool fails, or `timeout` passes.
+    /// The syncer commits as soon as it can rather than at the policy's
+    /// next interval.
     pub fn wait_durable(&self, seq: u64, timeout: Duration) -> Result<bool, SpoolError> {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
+        self.want(&mut state, seq);
         loop {
             if state.synced_through >= seq {
                 return Ok(true);
@@ -278,9 +312,11 @@ impl Spool {
         }
     }
 
-    /// Waits (async) until `seq` is durable or the spool fails.
+    /// Waits (async) until `seq` is durable or the spool fails. The syncer
+    /// commits as soon as it can rather than at the policy's next interval.
     pub async fn durable(&self, seq: u64) -> Result<(), SpoolError> {
         let mut watermark = self.shared.watermark.subscribe();
+        self.want(&mut self.shared.lock(), seq);
         loop {
             if *watermark.borrow_and_update() >= seq {
                 return Ok(());
@@ -291,6 +327,15 @@ impl Spool {
             if watermark.changed().await.is_err() {
                 return Err(SpoolError::Failed("spool closed".to_owned()));
             }
+        }
+    }
+
+    /// Tells the syncer a producer waits for `seq` (if it is not durable yet).
+    fn want(&self, state: &mut State, seq: u64) {
+        let seq = seq.min(state.next_seq - 1);
+        if seq > state.synced_through && seq > state.wanted {
+            state.wanted = seq;
+            self.shared.wake.notify_one();
         }
     }
 
@@ -488,19 +533,15 @@ impl Syncer {
         }
     }
 
-    /// How long to wait before syncing pending records under the policy.
+    /// How long to wait before syncing pending records.
     fn wait_before_sync(&self, state: &State, now: Instant) -> Duration {
-        if let Some(since) = state.disk_full_since {
-            // Out of space: retry once a second, not in a tight loop.
-            let retry = since.max(state.last_sync) + Duration::from_secs(1);
-            return retry.saturating_duration_since(now);
-        }
-        match self.shared.options.fsync {
-            FsyncPolicy::Interval(period) => {
-                (state.last_sync + period).saturating_duration_since(now)
-            }
-            FsyncPolicy::Always | FsyncPolicy::Batch => Duration::ZERO,
-        }
+        sync_delay(
+            self.shared.options.fsync,
+            state.wanted > state.synced_through,
+            state.last_sync,
+            state.disk_full_since,
+            now,
+        )
     }
 
     fn sleep<'a>(&self, state: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
@@ -683,6 +724,7 @@ impl Syncer {
     fn publish(&self, seq: u64) {
         let mut state = self.shared.lock();
         state.synced_through = state.synced_through.max(seq);
+        state.active_synced = self.active.synced_len;
         drop(state);
         self.shared.watermark.send_replace(seq);
         self.shared.durable.notify_all();
@@ -690,31 +732,25 @@ impl Syncer {
 
     /// Seals the active segment and starts `next_base`.
     fn roll(&mut self, next_base: u64) -> std::io::Result<()> {
-        let path = self.shared.dir.join(segment::file_name(next_base));
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
-        let header = segment::header(next_base);
-        let written = file.write_all(&header).and_then(|()| file.sync_all());
-        if let Err(e) = written.and_then(|()| sync_dir(&self.shared.dir)) {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
+        let file = segment::create(&self.shared.dir, next_base)?;
+        let header = segment::HEADER_LEN as u64;
         self.shared
             .counters
             .written_bytes
-            .fetch_add(header.len() as u64, Ordering::Relaxed);
+            .fetch_add(header, Ordering::Relaxed);
         self.active = ActiveFile {
             file,
-            len: header.len() as u64,
-            synced_len: header.len() as u64,
+            len: header,
+            synced_len: header,
         };
-        self.shared.lock().segments.push(SegmentInfo {
+        let mut state = self.shared.lock();
+        state.segments.push(SegmentInfo {
             base: next_base,
-            bytes: header.len() as u64,
+            bytes: header,
             created: Instant::now(),
         });
+        state.active_synced = header;
+        drop(state);
         log::debug!(target: "ledge::spool", "{}: rolled to segment {next_base}", self.shared.dir.display());
         Ok(())
     }
@@ -811,7 +847,87 @@ impl Syncer {
     }
 }
 
+/// How long the syncer waits before writing and syncing what is buffered
+/// (`ZERO`: now). `someone_waits`: a producer waits for a buffered record.
+///
+/// Under `interval` a waiting producer is served at once (group commit:
+/// everything buffered goes in that one write and fdatasync), so
+/// acknowledgements are pipelined instead of paced at one batch per
+/// interval; records nobody waits for (logs, metrics, a durable trigger's
+/// events once acknowledged) keep the interval's pacing. Out of space,
+/// writes are retried once a second whoever waits.
+pub(crate) fn sync_delay(
+    policy: FsyncPolicy,
+    someone_waits: bool,
+    last_sync: Instant,
+    disk_full_since: Option<Instant>,
+    now: Instant,
+) -> Duration {
+    if let Some(since) = disk_full_since {
+        let retry = since.max(last_sync) + Duration::from_secs(1);
+        return retry.saturating_duration_since(now);
+    }
+    match policy {
+        FsyncPolicy::Interval(_) if someone_waits => Duration::ZERO,
+        FsyncPolicy::Interval(period) => (last_sync + period).saturating_duration_since(now),
+        FsyncPolicy::Always | FsyncPolicy::Batch => Duration::ZERO,
+    }
+}
+
+/// Now as UNIX milliseconds (0 if the clock is before 1970).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// fsync a directory so creations, renames and deletions in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: FsyncPolicy = FsyncPolicy::Interval(Duration::from_millis(50));
+
+    #[test]
+    fn a_waiting_producer_makes_the_syncer_commit_now() {
+        let now = Instant::now();
+        let just_synced = now - Duration::from_millis(10);
+        assert_eq!(
+            sync_delay(INTERVAL, true, just_synced, None, now),
+            Duration::ZERO
+        );
+        // Nobody waits: the interval's pacing.
+        assert_eq!(
+            sync_delay(INTERVAL, false, just_synced, None, now),
+            Duration::from_millis(40)
+        );
+        assert_eq!(
+            sync_delay(INTERVAL, false, now - Duration::from_secs(1), None, now),
+            Duration::ZERO
+        );
+        for policy in [FsyncPolicy::Always, FsyncPolicy::Batch] {
+            for waits in [false, true] {
+                assert_eq!(
+                    sync_delay(policy, waits, just_synced, None, now),
+                    Duration::ZERO
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_space_retries_once_a_second_even_for_a_waiter() {
+        let now = Instant::now();
+        let full_since = Some(now - Duration::from_millis(300));
+        for policy in [FsyncPolicy::Batch, INTERVAL] {
+            assert_eq!(
+                sync_delay(policy, true, now - Duration::from_secs(5), full_since, now),
+                Duration::from_millis(700)
+            );
+        }
+    }
 }

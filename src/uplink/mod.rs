@@ -14,6 +14,12 @@
 //! confirmation: the connection is restarted and the records re-sent, with
 //! the reason in the log, so a misconfigured broker never makes ledge skip
 //! data.
+//!
+//! Two streams share the connection (see "Record classes" in the spool
+//! docs): the event stream (forwards, dead letters, reports) and the
+//! telemetry stream (logs, metrics). Each is a lane with its own reader,
+//! cursor and epoch; events go first, telemetry only while the event lane
+//! has nothing to send, so a backlog of logs never delays an event.
 
 mod acks;
 pub mod message;
@@ -55,7 +61,10 @@ pub struct UplinkStatus {
 pub struct Uplink {
     pub plan: UpstreamPlan,
     pub device: String,
+    /// The event stream.
     pub spool: Arc<Spool>,
+    /// The telemetry stream (logs, metrics), drained after the events.
+    pub telemetry: Option<Arc<Spool>>,
     pub status: Arc<UplinkStatus>,
     /// Deployments: when set, the link subscribes to `<prefix>/deploy` and
     /// its chunks and hands what arrives to the deployment receiver.
@@ -68,10 +77,51 @@ enum End {
     Failed(String),
 }
 
+/// One spool stream being delivered.
+struct Lane {
+    spool: Arc<Spool>,
+    /// Taken while a read runs on the blocking pool.
+    reader: Option<Reader>,
+    /// True when the last read found nothing new.
+    caught_up: bool,
+    durable: watch::Receiver<u64>,
+}
+
+impl Lane {
+    fn new(spool: &Arc<Spool>) -> Self {
+        Self {
+            spool: Arc::clone(spool),
+            reader: Some(spool.reader(CURSOR)),
+            caught_up: false,
+            durable: spool.subscribe(),
+        }
+    }
+
+    /// Back to the confirmed cursor, to re-send what was not confirmed.
+    fn rewind(&mut self) {
+        let confirmed = self.spool.cursor(CURSOR).unwrap_or(0);
+        if let Some(reader) = self.reader.as_mut() {
+            reader.rewind_to(confirmed);
+        }
+        self.caught_up = false;
+    }
+}
+
+/// Resolves when `lane` has new durable records (never without a lane).
+async fn more_durable(lane: Option<&mut Lane>) -> Result<(), watch::error::RecvError> {
+    match lane {
+        Some(lane) => lane.durable.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Uplink {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut reader = Some(self.spool.reader(CURSOR));
+        let mut lanes: Vec<Lane> = std::iter::once(&self.spool)
+            .chain(self.telemetry.as_ref())
+            .map(Lane::new)
+            .collect();
         let mut backoff = Backoff::default();
         let address = format!("{}:{}", self.plan.host, self.plan.port);
         loop {
@@ -79,7 +129,7 @@ impl Uplink {
                 Ok(options) => {
                     let capacity = self.plan.max_inflight * 2 + READ_BATCH + 8;
                     let (client, eventloop) = AsyncClient::new(options, capacity);
-                    self.session(&client, eventloop, &mut reader, &mut backoff, &mut shutdown)
+                    self.session(&client, eventloop, &mut lanes, &mut backoff, &mut shutdown)
                         .await
                 }
                 Err(reason) => End::Failed(reason),
@@ -100,9 +150,8 @@ impl Uplink {
                         .last_error
                         .lock()
                         .unwrap_or_else(|p| p.into_inner()) = Some(reason);
-                    let confirmed = self.spool.cursor(CURSOR).unwrap_or(0);
-                    if let Some(reader) = reader.as_mut() {
-                        reader.rewind_to(confirmed);
+                    for lane in &mut lanes {
+                        lane.rewind();
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -150,7 +199,7 @@ impl Uplink {
         &self,
         client: &AsyncClient,
         mut eventloop: EventLoop,
-        reader: &mut Option<Reader>,
+        lanes: &mut [Lane],
         backoff: &mut Backoff,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
@@ -186,22 +235,27 @@ impl Uplink {
         }
         self.status.connected.store(true, Ordering::Release);
         log::info!(target: "ledge::uplink", "connected to upstream {}:{}", self.plan.host, self.plan.port);
-        let stamp = Stamp {
-            device: &self.device,
-            epoch: self.spool.epoch(),
-            prefix: &self.plan.topic_prefix,
-        };
         let mut inflight = InFlight::default();
-        let mut durable = self.spool.subscribe();
-        let mut caught_up = false;
+        for lane in lanes.iter_mut() {
+            lane.caught_up = false;
+        }
         loop {
-            if !caught_up && inflight.len() < self.plan.max_inflight {
-                match self.send_more(client, reader, &stamp, &mut inflight).await {
-                    Ok(sent) => caught_up = sent == 0,
+            // Events first: telemetry only while the event lane is idle.
+            let ready = lanes.iter().position(|lane| !lane.caught_up);
+            if let (Some(i), true) = (ready, inflight.len() < self.plan.max_inflight) {
+                match self
+                    .send_more(client, &mut lanes[i], i, &mut inflight)
+                    .await
+                {
+                    Ok(sent) => lanes[i].caught_up = sent == 0,
                     Err(reason) => return End::Failed(reason),
                 }
                 continue;
             }
+            let (events, rest) = lanes.split_at_mut(1);
+            let (events, mut telemetry) = (&mut events[0], rest.first_mut());
+            let events_idle = events.caught_up;
+            let telemetry_idle = telemetry.as_ref().is_some_and(|t| t.caught_up);
             tokio::select! {
                 event = eventloop.poll() => match event {
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.written(pkid),
@@ -225,20 +279,32 @@ impl Uplink {
                         if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
                             return End::Failed(format!("upstream refused a message: {:?}", ack.reason));
                         }
-                        if let Some(seq) = inflight.acked(ack.pkid) {
-                            self.spool.ack(CURSOR, seq);
-                            self.status.confirmed_seq.store(seq, Ordering::Relaxed);
-                            caught_up = false;
+                        if let Some((index, seq)) = inflight.acked(ack.pkid) {
+                            if index == 0 {
+                                self.status.confirmed_seq.store(seq, Ordering::Relaxed);
+                            }
+                            if let Some(lane) = if index == 0 { Some(events) } else { telemetry } {
+                                lane.spool.ack(CURSOR, seq);
+                                lane.caught_up = false;
+                            }
                         }
                     }
                     Ok(_) => {}
                     Err(e) => return End::Failed(e.to_string()),
                 },
-                changed = durable.changed(), if caught_up => {
+                changed = events.durable.changed(), if events_idle => {
                     if changed.is_err() {
                         return End::Shutdown;
                     }
-                    caught_up = false;
+                    events.caught_up = false;
+                }
+                changed = more_durable(telemetry.as_deref_mut()), if telemetry_idle => {
+                    if changed.is_err() {
+                        return End::Shutdown;
+                    }
+                    if let Some(t) = telemetry {
+                        t.caught_up = false;
+                    }
                 }
                 _ = shutdown.changed() => {
                     let _ = client.try_disconnect();
@@ -248,15 +314,21 @@ impl Uplink {
         }
     }
 
-    /// Reads the next durable records and hands their messages to the
-    /// client; returns how many records were read.
+    /// Reads the lane's next durable records and hands their messages to
+    /// the client; returns how many records were read.
     async fn send_more(
         &self,
         client: &AsyncClient,
-        reader: &mut Option<Reader>,
-        stamp: &Stamp<'_>,
+        lane: &mut Lane,
+        index: usize,
         inflight: &mut InFlight,
     ) -> Result<usize, String> {
+        let stamp = Stamp {
+            device: &self.device,
+            epoch: lane.spool.epoch(),
+            prefix: &self.plan.topic_prefix,
+        };
+        let reader = &mut lane.reader;
         let Some(mut taken) = reader.take() else {
             return Err("spool reader lost".to_owned());
         };
@@ -268,7 +340,7 @@ impl Uplink {
         .map_err(|e| format!("spool read panicked: {e}"))?;
         *reader = Some(returned);
         let records = read.map_err(|e| format!("cannot read the spool: {e}"))?;
-        for message in message::build(&records, stamp) {
+        for message in message::build(&records, &stamp) {
             let properties = PublishProperties {
                 user_properties: message.properties,
                 ..PublishProperties::default()
@@ -282,7 +354,7 @@ impl Uplink {
                     properties,
                 )
                 .map_err(|e| format!("cannot queue a publish: {e}"))?;
-            inflight.queued(message.last_seq);
+            inflight.queued(index, message.last_seq);
             self.status.messages_sent.fetch_add(1, Ordering::Relaxed);
         }
         Ok(records.len())
