@@ -85,9 +85,10 @@ fn a_log_flood_never_evicts_acknowledged_forwards() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // Two invocations of 100,000 refused publishes each: ~200,000 log
-    // records, some 60 times the whole spool.
-    for round in 1..=2 {
+    // Eight invocations of 100,000 refused publishes each. The per-function
+    // log caps let a few hundred lines a second through, over the seconds
+    // this takes still a few times the telemetry stream's 64 KiB share.
+    for round in 1..=8 {
         producer.publish("flood/go", "");
         assert!(
             producer.next(WAIT).is_some_and(|m| m.topic == "flood/done"),
@@ -136,12 +137,17 @@ fn a_log_flood_never_evicts_acknowledged_forwards() {
         "no log batch after the events"
     );
 
-    // The flood really overflowed the telemetry stream, and cost only logs.
+    // The flood really overflowed the telemetry stream (even after the
+    // per-function log caps cut 200,000 refusals down to a few hundred
+    // lines), and cost only logs.
     let doc = status(&config);
     let telemetry = &doc["telemetry_spool"];
     let lost =
         telemetry["dropped"].as_u64().unwrap_or(0) + telemetry["rejected"].as_u64().unwrap_or(0);
-    assert!(lost > 100_000, "telemetry lost only {lost}: {telemetry}");
+    assert!(
+        lost > 0,
+        "the telemetry stream never overflowed: {telemetry}"
+    );
     assert_eq!(doc["spool"]["dropped"], 0, "{}", doc["spool"]);
     assert_eq!(doc["spool"]["rejected"], 0, "{}", doc["spool"]);
 }

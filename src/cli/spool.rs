@@ -128,9 +128,12 @@ fn describe(kind: Kind, bytes: &[u8]) -> serde_json::Value {
         Kind::Log => body::decode::<LogBody>(bytes).map(|LogBody::V1 { level, source, version, request_id, message }| {
             serde_json::json!({"level": level, "source": source, "version": version, "request_id": request_id, "message": message})
         }),
-        Kind::Metric | Kind::DeadLetter => body::decode::<MetricBody>(bytes).map(|MetricBody::V1 { json }| {
+        Kind::Metric => body::decode::<MetricBody>(bytes).map(|MetricBody::V1 { json }| {
             serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json))
         }),
+        // Dead letters have their own body; decoding them as metrics showed
+        // garbage in `ledge spool dump`.
+        Kind::DeadLetter => body::decode::<crate::spool::body::DeadLetterBody>(bytes).map(|letter| letter.to_json(None)),
     };
     decoded.unwrap_or_else(
         |e| serde_json::json!({"undecodable": e.to_string(), "hex": crate::hex::encode(bytes)}),
