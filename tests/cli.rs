@@ -199,3 +199,42 @@ fn invoke_reports_a_timeout_as_a_failure() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stdout).contains("error     timed out after 50ms"));
 }
+
+#[test]
+fn check_refuses_a_cron_expression_that_can_never_fire_at_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = common::example("echo");
+    for (expr, why) in [
+        ("0 0 31 2 *", "no month in it has that day"),
+        ("0 0 30 2 *", "no month in it has that day"),
+        ("0 0 31 4,6,9,11 */7", "no month in it has that day"),
+    ] {
+        let config = common::write_config(
+            dir.path(),
+            &format!(
+                "{}[[trigger]]\nsource = \"schedule\"\ncron = \"{expr}\"\nfunction = \"f\"\n",
+                common::function_toml("f", &module, "")
+            ),
+        );
+        let output = ledge(&["check", "--config", config.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(2), "{expr}");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{}:7:8: bad cron expression: `{expr}` never fires: {why}",
+                config.display()
+            )),
+            "{expr}: {stderr}"
+        );
+    }
+    // Rare is not never: 29 February on a Sunday comes every 28 or 40 years.
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "{}[[trigger]]\nsource = \"schedule\"\ncron = \"0 0 29 2 */7\"\nfunction = \"f\"\n",
+            common::function_toml("f", &module, "")
+        ),
+    );
+    let output = ledge(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+}
