@@ -1007,3 +1007,71 @@ fn a_durable_trigger_splits_its_stream_between_an_alias_and_its_canary() {
     );
     assert_eq!(ledge.terminate().code(), Some(0));
 }
+
+#[test]
+fn each_rollback_goes_one_step_further_back_and_refuses_at_the_first_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), common::free_port(), "tag:live", "");
+    for tag in ["v1", "v2", "v3"] {
+        let module = tagged(dir.path(), tag, false);
+        cli(
+            &config,
+            &[
+                "deploy",
+                "tag",
+                module.to_str().unwrap(),
+                "--publish",
+                "--alias",
+                "live",
+                "--no-watch",
+            ],
+        );
+    }
+    assert_eq!(alias_target(&config, "live")["version"], 3);
+    let out = cli(&config, &["rollback", "tag", "live"]);
+    assert!(out.contains("tag:live -> 2 (rolled back from 3)"), "{out}");
+    assert_eq!(alias_target(&config, "live")["version"], 2);
+    // Again: further back, not forward to 3.
+    let out = cli(&config, &["rollback", "tag", "live"]);
+    assert!(out.contains("tag:live -> 1 (rolled back from 2)"), "{out}");
+    assert_eq!(alias_target(&config, "live")["version"], 1);
+    let err = cli_fails(&config, &["rollback", "tag", "live"]);
+    assert!(
+        err.contains("alias `live` of `tag` has no earlier target to roll back to"),
+        "{err}"
+    );
+    assert_eq!(alias_target(&config, "live")["version"], 1);
+    // Pointing it forward starts a new history: back goes to 1.
+    cli(&config, &["alias", "set", "tag", "live", "3", "--no-watch"]);
+    let out = cli(&config, &["rollback", "tag", "live"]);
+    assert!(out.contains("tag:live -> 1 (rolled back from 3)"), "{out}");
+    let help = ledge(&["rollback", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("one step back"), "{help}");
+}
+
+#[test]
+fn a_store_written_before_alias_history_loads_and_rolls_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), common::free_port(), "tag:live", "");
+    for tag in ["v1", "v2"] {
+        let module = tagged(dir.path(), tag, false);
+        cli(
+            &config,
+            &["deploy", "tag", module.to_str().unwrap(), "--publish"],
+        );
+    }
+    // The state file as ledge wrote it before aliases kept a history: one
+    // `previous` target.
+    let path = dir.path().join("data/functions/tag.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    state["aliases"] = serde_json::json!({
+        "live": {"target": {"version": 2}, "previous": {"version": 1}, "updated_at_ms": 1}
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    let out = cli(&config, &["rollback", "tag", "live"]);
+    assert!(out.contains("tag:live -> 1 (rolled back from 2)"), "{out}");
+    let err = cli_fails(&config, &["rollback", "tag", "live"]);
+    assert!(err.contains("no earlier target"), "{err}");
+}
