@@ -152,7 +152,7 @@ fn invoke_json_output_is_one_machine_readable_object() {
 }
 
 #[test]
-fn invoke_exits_1_when_the_function_fails_and_names_the_request() {
+fn invoke_exits_1_when_the_function_fails_and_names_the_version_and_request() {
     let output = ledge(&[
         "invoke",
         "threshold-alert",
@@ -169,7 +169,7 @@ fn invoke_exits_1_when_the_function_fails_and_names_the_request() {
     );
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("function threshold-alert request ")
+        stderr.contains("function threshold-alert version $LATEST request ")
             && stderr.contains("failed (handler_error)"),
         "{stderr}"
     );

@@ -1075,3 +1075,127 @@ fn a_store_written_before_alias_history_loads_and_rolls_back_once() {
     let err = cli_fails(&config, &["rollback", "tag", "live"]);
     assert!(err.contains("no earlier target"), "{err}");
 }
+
+/// `ledge invoke --json` of `name`: its exit code and report.
+fn invoke_json(config: &Path, name: &str) -> (Option<i32>, serde_json::Value) {
+    let output = ledge(&[
+        "invoke",
+        name,
+        "--json",
+        "--event",
+        "e1",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "ledge invoke {name}: not one JSON object ({e}):\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+fn published_topics(report: &serde_json::Value) -> Vec<String> {
+    report["publishes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["topic"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn invoking_latest_runs_the_draft_even_with_a_default_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let v0 = tagged(dir.path(), "v0", false);
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "[device]\nid = \"gw\"\ndata_dir = \"data\"\n\
+             [[function]]\nname = \"tag\"\nmodule = \"{}\"\nallow_publish = [\"out/#\"]\n\
+             default_alias = \"live\"\n",
+            v0.display()
+        ),
+    );
+    let good = tagged(dir.path(), "v1", false);
+    cli(
+        &config,
+        &[
+            "deploy",
+            "tag",
+            good.to_str().unwrap(),
+            "--publish",
+            "--alias",
+            "live",
+            "--no-watch",
+        ],
+    );
+    // A broken draft: deployed as $LATEST, not published.
+    let broken = tagged(dir.path(), "draft", true);
+    cli(&config, &["deploy", "tag", broken.to_str().unwrap()]);
+
+    let (code, report) = invoke_json(&config, "tag:$LATEST");
+    assert_eq!(code, Some(1), "the broken draft must fail: {report}");
+    assert_eq!(report["version"], "$LATEST", "{report}");
+    assert_eq!(report["status"], "error", "{report}");
+    assert_eq!(published_topics(&report), ["out/draft"], "{report}");
+    // The bare name follows default_alias, and says where it went.
+    let (code, report) = invoke_json(&config, "tag");
+    assert_eq!(
+        (code, &report["version"]),
+        (Some(0), &"1".into()),
+        "{report}"
+    );
+    assert_eq!(published_topics(&report), ["out/v1"], "{report}");
+    let (code, report) = invoke_json(&config, "tag:live");
+    assert_eq!(
+        (code, &report["version"]),
+        (Some(0), &"1".into()),
+        "{report}"
+    );
+    // The text output names the version too, and so does the failure.
+    let output = ledge(&[
+        "invoke",
+        "tag:$LATEST",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("function  tag ($LATEST)"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("function tag version $LATEST request "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_published_version_is_invocable_not_only_those_an_alias_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), common::free_port(), "tag:live", "");
+    for tag in ["v1", "v2", "v3"] {
+        let module = tagged(dir.path(), tag, false);
+        cli(
+            &config,
+            &["deploy", "tag", module.to_str().unwrap(), "--publish"],
+        );
+    }
+    cli(&config, &["alias", "set", "tag", "live", "3", "--no-watch"]);
+    for version in ["1", "2", "3"] {
+        let (code, report) = invoke_json(&config, &format!("tag:{version}"));
+        assert_eq!(code, Some(0), "tag:{version}: {report}");
+        assert_eq!(report["version"], version, "{report}");
+        assert_eq!(
+            published_topics(&report),
+            [format!("out/v{version}")],
+            "{report}"
+        );
+    }
+    let err = cli_fails(&config, &["invoke", "tag:9"]);
+    assert!(
+        err.contains("function `tag` has no published version 9"),
+        "{err}"
+    );
+}
