@@ -28,7 +28,7 @@ fn check_prints_the_resolved_functions_and_routing_table() {
     );
     assert!(
         stdout.contains("threshold-alert")
-            && stdout.contains("functions/dist/threshold-alert.wasm"),
+            && stdout.contains("quickstart/functions/threshold-alert.wasm"),
         "{stdout}"
     );
     assert!(
@@ -152,7 +152,7 @@ fn invoke_json_output_is_one_machine_readable_object() {
 }
 
 #[test]
-fn invoke_exits_1_when_the_function_fails_and_names_the_request() {
+fn invoke_exits_1_when_the_function_fails_and_names_the_version_and_request() {
     let output = ledge(&[
         "invoke",
         "threshold-alert",
@@ -169,7 +169,7 @@ fn invoke_exits_1_when_the_function_fails_and_names_the_request() {
     );
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("function threshold-alert request ")
+        stderr.contains("function threshold-alert version $LATEST request ")
             && stderr.contains("failed (handler_error)"),
         "{stderr}"
     );
@@ -198,4 +198,154 @@ fn invoke_reports_a_timeout_as_a_failure() {
     let output = ledge(&["invoke", "spin", "--config", config.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stdout).contains("error     timed out after 50ms"));
+}
+
+#[test]
+fn check_refuses_a_cron_expression_that_can_never_fire_at_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = common::example("echo");
+    for (expr, why) in [
+        ("0 0 31 2 *", "no month in it has that day"),
+        ("0 0 30 2 *", "no month in it has that day"),
+        ("0 0 31 4,6,9,11 */7", "no month in it has that day"),
+    ] {
+        let config = common::write_config(
+            dir.path(),
+            &format!(
+                "{}[[trigger]]\nsource = \"schedule\"\ncron = \"{expr}\"\nfunction = \"f\"\n",
+                common::function_toml("f", &module, "")
+            ),
+        );
+        let output = ledge(&["check", "--config", config.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(2), "{expr}");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{}:7:8: bad cron expression: `{expr}` never fires: {why}",
+                config.display()
+            )),
+            "{expr}: {stderr}"
+        );
+    }
+    // Rare is not never: 29 February on a Sunday comes every 28 or 40 years.
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "{}[[trigger]]\nsource = \"schedule\"\ncron = \"0 0 29 2 */7\"\nfunction = \"f\"\n",
+            common::function_toml("f", &module, "")
+        ),
+    );
+    let output = ledge(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+}
+
+#[test]
+fn the_quickstart_copied_elsewhere_with_its_modules_checks_and_runs_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("demo");
+    // As the README says: `cp -rL` copies the folder and, through its
+    // `functions` link, the modules themselves.
+    let status = std::process::Command::new("cp")
+        .arg("-rL")
+        .arg(common::repo().join("examples/quickstart"))
+        .arg(&copy)
+        .status()
+        .expect("run cp");
+    assert!(status.success());
+    assert!(
+        !copy.join("functions").is_symlink(),
+        "the copy should hold the modules, not a link"
+    );
+    let config = copy.join("ledge.toml");
+    let config = config.to_str().unwrap();
+    // From an unrelated working directory: paths are relative to the config.
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::process::ledge_bin())
+            .args(args)
+            .current_dir("/")
+            .env_remove("LEDGE_LOG")
+            .output()
+            .expect("run ledge")
+    };
+    let output = run(&["check", "--config", config]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{}/functions/threshold-alert.wasm",
+            copy.display()
+        )) && stdout.contains("config ok"),
+        "{stdout}"
+    );
+    let output = run(&["invoke", "echo", "--event", "hello", "--config", config]);
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("publish   echo/out qos0 hello"),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn the_readme_echo_commands_print_the_reply() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("mosquitto_rr ") && l.contains("-t echo/in"))
+        .expect("the README shows the echo request with mosquitto_rr");
+    // The sub/pub variant must subscribe before it publishes (its pause
+    // is for the reader; this test does not time it).
+    let pair = readme
+        .lines()
+        .find(|l| l.contains("mosquitto_pub -t echo/in"))
+        .expect("the README shows the echo commands with sub and pub");
+    assert!(
+        pair.find("mosquitto_sub -t echo/out") < pair.find("mosquitto_pub")
+            && pair.contains("mosquitto_sub -t echo/out -C 1 &"),
+        "subscribe (in the background) before publishing: `{pair}`"
+    );
+    // The quickstart on a free port, so the test does not need 1883.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("demo");
+    let status = std::process::Command::new("cp")
+        .arg("-rL")
+        .arg(common::repo().join("examples/quickstart"))
+        .arg(&copy)
+        .status()
+        .expect("run cp");
+    assert!(status.success());
+    let port = common::free_port();
+    let config = copy.join("ledge.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    assert!(toml.contains("127.0.0.1:1883"), "{toml}");
+    std::fs::write(
+        &config,
+        toml.replace("127.0.0.1:1883", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let mut running = common::process::Ledge::start(&config);
+    let line = line.replace("mosquitto_rr ", &format!("mosquitto_rr -p {port} "));
+    // Bounded: a request whose reply is missed waits for ever.
+    let output = std::process::Command::new("timeout")
+        .args(["20", "sh", "-c", &line])
+        .output()
+        .expect("run the README's commands");
+    assert!(
+        output.status.success() && text(&output.stdout).trim() == "hello",
+        "`{line}` should print hello and exit: {}\n{}{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert_eq!(
+        running.terminate().code(),
+        Some(0),
+        "{}",
+        running.log_text()
+    );
 }

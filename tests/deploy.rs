@@ -1007,3 +1007,195 @@ fn a_durable_trigger_splits_its_stream_between_an_alias_and_its_canary() {
     );
     assert_eq!(ledge.terminate().code(), Some(0));
 }
+
+#[test]
+fn each_rollback_goes_one_step_further_back_and_refuses_at_the_first_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), common::free_port(), "tag:live", "");
+    for tag in ["v1", "v2", "v3"] {
+        let module = tagged(dir.path(), tag, false);
+        cli(
+            &config,
+            &[
+                "deploy",
+                "tag",
+                module.to_str().unwrap(),
+                "--publish",
+                "--alias",
+                "live",
+                "--no-watch",
+            ],
+        );
+    }
+    assert_eq!(alias_target(&config, "live")["version"], 3);
+    let out = cli(&config, &["rollback", "tag", "live"]);
+    assert!(out.contains("tag:live -> 2 (rolled back from 3)"), "{out}");
+    assert_eq!(alias_target(&config, "live")["version"], 2);
+    // Again: further back, not forward to 3.
+    let out = cli(&config, &["rollback", "tag", "live"]);
+    assert!(out.contains("tag:live -> 1 (rolled back from 2)"), "{out}");
+    assert_eq!(alias_target(&config, "live")["version"], 1);
+    let err = cli_fails(&config, &["rollback", "tag", "live"]);
+    assert!(
+        err.contains("alias `live` of `tag` has no earlier target to roll back to"),
+        "{err}"
+    );
+    assert_eq!(alias_target(&config, "live")["version"], 1);
+    // Pointing it forward starts a new history: back goes to 1.
+    cli(&config, &["alias", "set", "tag", "live", "3", "--no-watch"]);
+    let out = cli(&config, &["rollback", "tag", "live"]);
+    assert!(out.contains("tag:live -> 1 (rolled back from 3)"), "{out}");
+    let help = ledge(&["rollback", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("one step back"), "{help}");
+}
+
+#[test]
+fn a_store_written_before_alias_history_loads_and_rolls_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), common::free_port(), "tag:live", "");
+    for tag in ["v1", "v2"] {
+        let module = tagged(dir.path(), tag, false);
+        cli(
+            &config,
+            &["deploy", "tag", module.to_str().unwrap(), "--publish"],
+        );
+    }
+    // The state file as ledge wrote it before aliases kept a history: one
+    // `previous` target.
+    let path = dir.path().join("data/functions/tag.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    state["aliases"] = serde_json::json!({
+        "live": {"target": {"version": 2}, "previous": {"version": 1}, "updated_at_ms": 1}
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    let out = cli(&config, &["rollback", "tag", "live"]);
+    assert!(out.contains("tag:live -> 1 (rolled back from 2)"), "{out}");
+    let err = cli_fails(&config, &["rollback", "tag", "live"]);
+    assert!(err.contains("no earlier target"), "{err}");
+}
+
+/// `ledge invoke --json` of `name`: its exit code and report.
+fn invoke_json(config: &Path, name: &str) -> (Option<i32>, serde_json::Value) {
+    let output = ledge(&[
+        "invoke",
+        name,
+        "--json",
+        "--event",
+        "e1",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "ledge invoke {name}: not one JSON object ({e}):\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+fn published_topics(report: &serde_json::Value) -> Vec<String> {
+    report["publishes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["topic"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn invoking_latest_runs_the_draft_even_with_a_default_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let v0 = tagged(dir.path(), "v0", false);
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "[device]\nid = \"gw\"\ndata_dir = \"data\"\n\
+             [[function]]\nname = \"tag\"\nmodule = \"{}\"\nallow_publish = [\"out/#\"]\n\
+             default_alias = \"live\"\n",
+            v0.display()
+        ),
+    );
+    let good = tagged(dir.path(), "v1", false);
+    cli(
+        &config,
+        &[
+            "deploy",
+            "tag",
+            good.to_str().unwrap(),
+            "--publish",
+            "--alias",
+            "live",
+            "--no-watch",
+        ],
+    );
+    // A broken draft: deployed as $LATEST, not published.
+    let broken = tagged(dir.path(), "draft", true);
+    cli(&config, &["deploy", "tag", broken.to_str().unwrap()]);
+
+    let (code, report) = invoke_json(&config, "tag:$LATEST");
+    assert_eq!(code, Some(1), "the broken draft must fail: {report}");
+    assert_eq!(report["version"], "$LATEST", "{report}");
+    assert_eq!(report["status"], "error", "{report}");
+    assert_eq!(published_topics(&report), ["out/draft"], "{report}");
+    // The bare name follows default_alias, and says where it went.
+    let (code, report) = invoke_json(&config, "tag");
+    assert_eq!(
+        (code, &report["version"]),
+        (Some(0), &"1".into()),
+        "{report}"
+    );
+    assert_eq!(published_topics(&report), ["out/v1"], "{report}");
+    let (code, report) = invoke_json(&config, "tag:live");
+    assert_eq!(
+        (code, &report["version"]),
+        (Some(0), &"1".into()),
+        "{report}"
+    );
+    // The text output names the version too, and so does the failure.
+    let output = ledge(&[
+        "invoke",
+        "tag:$LATEST",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("function  tag ($LATEST)"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("function tag version $LATEST request "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_published_version_is_invocable_not_only_those_an_alias_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), common::free_port(), "tag:live", "");
+    for tag in ["v1", "v2", "v3"] {
+        let module = tagged(dir.path(), tag, false);
+        cli(
+            &config,
+            &["deploy", "tag", module.to_str().unwrap(), "--publish"],
+        );
+    }
+    cli(&config, &["alias", "set", "tag", "live", "3", "--no-watch"]);
+    for version in ["1", "2", "3"] {
+        let (code, report) = invoke_json(&config, &format!("tag:{version}"));
+        assert_eq!(code, Some(0), "tag:{version}: {report}");
+        assert_eq!(report["version"], version, "{report}");
+        assert_eq!(
+            published_topics(&report),
+            [format!("out/v{version}")],
+            "{report}"
+        );
+    }
+    let err = cli_fails(&config, &["invoke", "tag:9"]);
+    assert!(
+        err.contains("function `tag` has no published version 9"),
+        "{err}"
+    );
+}

@@ -212,6 +212,11 @@ pub fn rollback(config: &Path, function: &str, alias: &str) -> Result<(), CliErr
     let lock = store.lock().map_err(failed)?;
     let (from, to) = store.rollback(&lock, function, alias).map_err(usage)?;
     println!("{function}:{alias} -> {to} (rolled back from {from})");
+    let state = store.state(function).map_err(failed)?;
+    match state.aliases.get(alias).and_then(|a| a.previous) {
+        Some(next) => println!("another rollback would go to {next}"),
+        None => println!("no earlier target: this is as far back as it goes"),
+    }
     drop(lock);
     apply(&plan)
 }

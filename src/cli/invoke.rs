@@ -1,7 +1,10 @@
 //! `ledge invoke`: run one function once, with no broker.
 //!
 //! Publishes are captured and printed instead of sent, so a function can be
-//! tried on a laptop exactly as it would run on the gateway.
+//! tried on a laptop exactly as it would run on the gateway. It runs exactly
+//! the version named (`f:$LATEST` is the draft, `f:7` version 7, loaded
+//! from the function store if nothing routes to it), and every result names
+//! the version that ran.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +12,9 @@ use std::sync::Arc;
 use anyhow::anyhow;
 
 use super::{load_config, CliError};
+use crate::config::{FunctionSpec, Plan, Qualifier};
+use crate::deploy::effective;
+use crate::deploy::store::Store;
 use crate::event::{Event, EventSource};
 use crate::runtime::{Instance, Invocation, Outcome, Runtime};
 use crate::sinks::capture::CaptureSink;
@@ -33,29 +39,12 @@ pub fn invoke(request: &Request) -> Result<(), CliError> {
         return super::remote::invoke(&plan, &request.function, &payload, request.json);
     }
     // The store's drafts, versions and aliases, as the running ledge sees
-    // them: `NAME`, `NAME:7`, `NAME:live`.
+    // them: `NAME`, `NAME:$LATEST`, `NAME:7`, `NAME:live`.
     let mut plan = plan;
     let store = crate::deploy::store::Store::under(&plan.device.data_dir);
     crate::deploy::effective::apply(&mut plan, &store)
         .map_err(|e| CliError::Failed(anyhow!("{e}")))?;
-    let wanted = request
-        .function
-        .strip_suffix(":$LATEST")
-        .unwrap_or(&request.function);
-    let spec = match plan.aliases.get(wanted) {
-        Some(target) => plan.functions.get(target.function),
-        None => plan.functions.iter().find(|f| f.qualified_name() == wanted),
-    };
-    let spec = spec.ok_or_else(|| {
-        let mut known: Vec<String> = plan.functions.iter().map(|f| f.qualified_name()).collect();
-        known.extend(plan.aliases.keys().cloned());
-        CliError::Usage(anyhow!(
-            "no function `{}` in {} (defined: {})",
-            request.function,
-            plan.source.display(),
-            known.join(", ")
-        ))
-    })?;
+    let spec = resolve(&plan, &store, &request.function)?;
     let payload = read_payload(request)?;
     let runtime = Runtime::new(plan.broker.max_payload)
         .map_err(|e| CliError::Failed(anyhow!("cannot start the wasm runtime: {e}")))?;
@@ -86,7 +75,14 @@ pub fn invoke(request: &Request) -> Result<(), CliError> {
     let published = sink.take();
     let forwarded = sink.take_forwards();
     if request.json {
-        print_json(&spec.name, &invocation, &outcome, &published, &forwarded);
+        print_json(
+            &spec.name,
+            &spec.version,
+            &invocation,
+            &outcome,
+            &published,
+            &forwarded,
+        );
     } else {
         print_text(
             &spec.name,
@@ -100,12 +96,59 @@ pub fn invoke(request: &Request) -> Result<(), CliError> {
     match &outcome.result {
         Ok(_) => Ok(()),
         Err(e) => Err(CliError::Failed(anyhow!(
-            "function {} request {} failed ({}): {e}",
+            "function {} version {} request {} failed ({}): {e}",
             spec.name,
+            spec.version,
             invocation.request_id,
             e.kind()
         ))),
     }
+}
+
+/// The plan function `wanted` names, exactly: `NAME:$LATEST` is the draft
+/// even when the function has a `default_alias`; `NAME:7` is version 7,
+/// read from the store if nothing routes to it; `NAME:alias` and a bare
+/// `NAME` go where the running ledge would send them.
+fn resolve(plan: &Plan, store: &Store, wanted: &str) -> Result<FunctionSpec, CliError> {
+    let (name, qualifier) = Qualifier::split(wanted).map_err(|e| CliError::Usage(anyhow!(e)))?;
+    let routed = |target: Option<&crate::config::Target>| {
+        target.and_then(|t| plan.functions.get(t.function)).cloned()
+    };
+    let spec = match &qualifier {
+        Qualifier::Default => {
+            routed(plan.aliases.get(name)).or_else(|| find(plan, name, "$LATEST"))
+        }
+        Qualifier::Latest => find(plan, name, "$LATEST"),
+        Qualifier::Alias(_) => routed(plan.aliases.get(wanted)),
+        Qualifier::Version(number) => match find(plan, name, &number.to_string()) {
+            Some(spec) => Some(spec),
+            None if find(plan, name, "$LATEST").is_some() => {
+                let (spec, warnings) = effective::published_version(plan, store, name, *number)
+                    .map_err(|e| CliError::Usage(anyhow!("{e}")))?;
+                for warning in warnings {
+                    log::warn!(target: "ledge::deploy", "{warning}");
+                }
+                Some(spec)
+            }
+            None => None,
+        },
+    };
+    spec.ok_or_else(|| {
+        let mut known: Vec<String> = plan.functions.iter().map(|f| f.qualified_name()).collect();
+        known.extend(plan.aliases.keys().cloned());
+        CliError::Usage(anyhow!(
+            "no function `{wanted}` in {} (defined: {})",
+            plan.source.display(),
+            known.join(", ")
+        ))
+    })
+}
+
+fn find(plan: &Plan, name: &str, version: &str) -> Option<FunctionSpec> {
+    plan.functions
+        .iter()
+        .find(|f| f.name == name && f.version == version)
+        .cloned()
 }
 
 fn read_payload(request: &Request) -> Result<Vec<u8>, CliError> {
@@ -163,6 +206,7 @@ fn print_text(
 
 fn print_json(
     name: &str,
+    version: &str,
     invocation: &Invocation,
     outcome: &Outcome,
     published: &[OutgoingMessage],
@@ -198,6 +242,7 @@ fn print_json(
     };
     let report = serde_json::json!({
         "function": name,
+        "version": version,
         "request_id": invocation.request_id,
         "status": status,
         "response": response,

@@ -164,7 +164,10 @@ pub enum Command {
         #[command(subcommand)]
         action: AliasAction,
     },
-    /// Move an alias back to the target it had before its last change.
+    /// Move an alias one step back in its history: after v1, v2, v3 were
+    /// deployed through it, rollback goes to v2, again to v1, then refuses
+    /// (no earlier target). A rollback is not undone by another: point the
+    /// alias forward with `ledge alias set`.
     Rollback {
         function: String,
         alias: String,

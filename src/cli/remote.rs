@@ -109,7 +109,10 @@ fn print(reply: &Value, json: bool) {
         return;
     }
     let field = |key: &str| reply[key].as_str().unwrap_or("-").to_owned();
-    println!("function  {}", field("function"));
+    match reply["version"].as_str() {
+        Some(version) => println!("function  {} ({version})", field("function")),
+        None => println!("function  {}", field("function")),
+    }
     println!("request   {}", field("request_id"));
     if let Some(ms) = reply["duration_ms"].as_f64() {
         println!("duration  {ms:.3} ms");

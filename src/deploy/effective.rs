@@ -134,6 +134,32 @@ pub fn apply(plan: &mut Plan, store: &Store) -> Result<Vec<String>, StoreError> 
     Ok(warnings)
 }
 
+/// Published version `number` of function `name` as a plan function, read
+/// from the store on demand: every published version is invocable, not
+/// only those an alias or trigger routes to (which [`apply`] adds). The
+/// second value holds warnings for permissions the version asked for but
+/// the config does not grant.
+pub fn published_version(
+    plan: &Plan,
+    store: &Store,
+    name: &str,
+    number: u32,
+) -> Result<(FunctionSpec, Vec<String>), StoreError> {
+    let config = plan
+        .functions
+        .iter()
+        .find(|f| f.name == name && f.version == "$LATEST")
+        .ok_or_else(|| StoreError::NoSuchVersion(name.to_owned(), number))?;
+    let state = store.state(name)?;
+    let version = state
+        .versions
+        .get(&number)
+        .ok_or_else(|| StoreError::NoSuchVersion(name.to_owned(), number))?;
+    let mut warnings = Vec::new();
+    let spec = version_spec(config, number, version, store, &mut warnings);
+    Ok((spec, warnings))
+}
+
 /// The plan function for a published version of `config`.
 fn version_spec(
     config: &FunctionSpec,

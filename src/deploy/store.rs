@@ -38,7 +38,7 @@ pub enum StoreError {
     NoSuchVersion(String, u32),
     #[error("function `{0}` has no alias `{1}`")]
     NoSuchAlias(String, String),
-    #[error("alias `{alias}` of `{function}` has no previous target to roll back to")]
+    #[error("alias `{alias}` of `{function}` has no earlier target to roll back to: it is at the oldest target it remembers (point it elsewhere with `ledge alias set`)")]
     NothingToRollBack { function: String, alias: String },
     #[error("`{0}` is not a valid {1} name: use letters, digits, `-` and `_` (an alias must not start with a digit)")]
     BadName(String, &'static str),
@@ -151,12 +151,23 @@ pub struct Probation {
     pub origin: String,
 }
 
+/// How many targets before `previous` an alias remembers: rollbacks can go
+/// this many steps further back.
+pub const MAX_EARLIER: usize = 15;
+
+/// An alias and its history. Rollback goes back one step each time:
+/// `target` becomes `previous`, `previous` the last of `earlier`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alias {
     pub target: AliasTarget,
-    /// What it pointed at before the last change, for `rollback`.
+    /// What it pointed at before the last change: where `rollback` goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<AliasTarget>,
+    /// Targets before `previous`, oldest first, at most [`MAX_EARLIER`].
+    /// Kept apart from `previous` so state files written before it load
+    /// (as an empty history) and older ledges still read new ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<AliasTarget>,
     pub updated_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probation: Option<Probation>,
@@ -414,15 +425,22 @@ impl Store {
                 return Err(StoreError::BadWeight(percent));
             }
         }
-        let previous = state.aliases.get(alias).map(|a| a.target);
+        let old = state.aliases.get(alias);
+        let previous = old.map(|a| a.target);
         if previous == Some(target) {
             return Ok(previous);
+        }
+        let mut earlier = old.map(|a| a.earlier.clone()).unwrap_or_default();
+        earlier.extend(old.and_then(|a| a.previous));
+        if earlier.len() > MAX_EARLIER {
+            earlier.drain(..earlier.len() - MAX_EARLIER);
         }
         state.aliases.insert(
             alias.to_owned(),
             Alias {
                 target,
                 previous,
+                earlier,
                 updated_at_ms: now_ms(),
                 probation,
             },
@@ -431,7 +449,9 @@ impl Store {
         Ok(previous)
     }
 
-    /// Moves `alias` back to its previous target; returns (from, to).
+    /// Moves `alias` one step back in its history (to its previous target;
+    /// the target it leaves is forgotten, so a second rollback goes further
+    /// back, not forward); returns (from, to).
     pub fn rollback(
         &self,
         lock: &StoreLock,
@@ -450,9 +470,11 @@ impl Store {
                 alias: alias.to_owned(),
             })?;
         let from = entry.target;
+        let mut earlier = std::mem::take(&mut entry.earlier);
         *entry = Alias {
             target: previous,
-            previous: Some(from),
+            previous: earlier.pop(),
+            earlier,
             updated_at_ms: now_ms(),
             probation: None,
         };
@@ -460,8 +482,9 @@ impl Store {
         Ok((from, previous))
     }
 
-    /// Deletes a published version no alias points at (its number is
-    /// never reused). Its module goes at the next garbage collection.
+    /// Deletes a published version no alias points at or rolls back to next
+    /// (its number is never reused); older history entries naming it are
+    /// forgotten. Its module goes at the next garbage collection.
     pub fn delete_version(
         &self,
         lock: &StoreLock,
@@ -485,6 +508,9 @@ impl Store {
             });
         }
         state.versions.remove(&version);
+        for entry in state.aliases.values_mut() {
+            entry.earlier.retain(|t| t.versions().all(|v| v != version));
+        }
         self.save(lock, function, &state)
     }
 
@@ -613,6 +639,40 @@ mod tests {
         let (from, to) = store.rollback(&lock, "f", "live").unwrap();
         assert_eq!((from.version, to.version), (2, 1));
         assert_eq!(store.state("f").unwrap().aliases["live"].target.version, 1);
+        // The target it left is forgotten: no rolling forward.
+        assert!(matches!(
+            store.rollback(&lock, "f", "live"),
+            Err(StoreError::NothingToRollBack { .. })
+        ));
+    }
+
+    #[test]
+    fn an_alias_history_is_bounded_and_forgets_deleted_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::under(dir.path());
+        let lock = store.lock().unwrap();
+        let last = MAX_EARLIER as u32 + 5;
+        for number in 1..=last {
+            store.publish(&lock, "f", None, version("a")).unwrap();
+            store
+                .set_alias(&lock, "f", "live", AliasTarget::single(number), None)
+                .unwrap();
+        }
+        let entry = &store.state("f").unwrap().aliases["live"];
+        assert_eq!(entry.earlier.len(), MAX_EARLIER);
+        assert_eq!(entry.earlier[0].version, last - 1 - MAX_EARLIER as u32);
+        // An old version in the history can be deleted; rollback skips it.
+        let skipped = last - 3;
+        store.delete_version(&lock, "f", skipped).unwrap();
+        let mut steps = Vec::new();
+        while let Ok((_, to)) = store.rollback(&lock, "f", "live") {
+            steps.push(to.version);
+        }
+        let expected: Vec<u32> = (last - 1 - MAX_EARLIER as u32..last)
+            .rev()
+            .filter(|v| *v != skipped)
+            .collect();
+        assert_eq!(steps, expected);
     }
 
     #[test]

@@ -98,10 +98,18 @@ const DAY_OF_WEEK: Field = Field {
     names: &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"],
 };
 
-/// How far ahead the calculator looks before deciding an expression never
-/// fires again. Every valid expression matches at least once in 8 years
-/// (29 February can be 8 years apart around 2100).
-const HORIZON_SECONDS: i64 = 9 * 366 * 86_400;
+/// Seconds in a day: the calculator works on whole days of the local calendar.
+const DAY: i64 = 86_400;
+
+/// The Gregorian calendar repeats every 400 years (146,097 days, a whole
+/// number of weeks), and so does every cron expression's pattern of fire
+/// times: an expression that fires at all fires within any 400 years. The
+/// calculator searches one cycle plus a year, so that a wall time skipped by
+/// a daylight-saving change at the start of the window recurs inside it.
+/// Rare expressions are far apart: `* * */7 4 6` (a Saturday among 1, 8, 15,
+/// 22, 29 April) can wait 11 years, `0 0 29 2 */7` (29 February on a
+/// Sunday) 40.
+const SEARCH_SECONDS: i64 = (146_097 + 366) * DAY;
 
 impl Cron {
     /// Parses a five- or six-field expression or an `@` shortcut.
@@ -142,8 +150,13 @@ impl Cron {
             day_or: !rest[2].starts_with('*') && !rest[4].starts_with('*'),
             hour_wildcard: rest[1].starts_with('*'),
         };
-        if !cron.day_or && rest[4].starts_with('*') && !cron.any_valid_day_of_month() {
-            return Err(format!("`{text}` never fires: no month in it has that day"));
+        if cron.next_civil(-1, SEARCH_SECONDS).is_none() {
+            let why = if cron.any_valid_day_of_month() {
+                "no date has that day of month and day of week"
+            } else {
+                "no month in it has that day"
+            };
+            return Err(format!("`{text}` never fires: {why}"));
         }
         Ok(cron)
     }
@@ -158,27 +171,26 @@ impl Cron {
     }
 
     /// The first instant strictly after `after` (UNIX seconds) at which the
-    /// expression fires in `tz`, or `None` if it never fires again.
+    /// expression fires in `tz`, or `None` if it never fires again (only
+    /// near the end of time: [`Cron::parse`] refuses expressions that never
+    /// fire).
     pub fn next_after(&self, after: i64, tz: &TimeZone) -> Option<i64> {
-        let limit = after.saturating_add(HORIZON_SECONDS);
+        let limit = after.saturating_add(SEARCH_SECONDS);
         let mut lo = after;
         while lo < limit {
             let offset = tz.offset_at(lo + 1) as i64;
             let change = tz.next_transition(lo + 1);
-            let candidate = self.next_civil(lo + offset, limit + offset)? - offset;
-            match change {
-                Some((at, _)) if candidate >= at => {}
-                _ => return Some(candidate),
+            // Only up to the next change: the offset holds until then.
+            let end = change.map_or(limit, |(at, _)| at.min(limit));
+            if let Some(candidate) = self.next_civil(lo + offset, end + offset) {
+                return Some(candidate - offset);
             }
-            let (at, new_offset) = change?;
+            let (at, new_offset) = change.filter(|(at, _)| *at < limit)?;
             let new_offset = new_offset as i64;
             if new_offset > offset {
                 // Spring forward: wall times [at+offset, at+new_offset) are
                 // skipped; if one of them matches, fire at the change.
-                if self
-                    .next_civil(at + offset - 1, at + new_offset)
-                    .is_some_and(|c| c < at + new_offset)
-                {
+                if self.next_civil(at + offset - 1, at + new_offset).is_some() {
                     return Some(at);
                 }
                 lo = at - 1;
@@ -204,7 +216,7 @@ impl Cron {
                 found = Some(next);
                 t = next;
             }
-            if found.is_some() || from == floor || window > HORIZON_SECONDS {
+            if found.is_some() || from == floor || window > SEARCH_SECONDS {
                 return found;
             }
             window = window.saturating_mul(16);
@@ -236,66 +248,74 @@ impl Cron {
     }
 
     /// The first matching wall time strictly after `after` and before
-    /// `limit`, on the local calendar (no time zone involved).
+    /// `limit`, on the local calendar (no time zone involved). Skips whole
+    /// months whose month does not match and whole days whose day does not,
+    /// so searching a 400-year cycle costs at most a few thousand steps
+    /// per month in the expression.
     fn next_civil(&self, after: i64, limit: i64) -> Option<i64> {
-        let mut t = after + 1;
-        while t < limit {
-            let days = t.div_euclid(86_400);
-            let sod = t.rem_euclid(86_400);
-            let (year, month, day) = civil_from_days(days);
-            if self.months & (1 << month) == 0 {
-                let (y, m) = if month == 12 {
-                    (year + 1, 1)
-                } else {
-                    (year, month + 1)
-                };
-                t = days_from_civil(y, m, 1) * 86_400;
-                continue;
-            }
-            if !self.day_matches(days, day) {
-                t = (days + 1) * 86_400;
-                continue;
-            }
-            let (hour, minute, second) = (
-                (sod / 3600) as u32,
-                (sod / 60 % 60) as u32,
-                (sod % 60) as u32,
-            );
-            match next_bit(self.hours as u64, hour) {
-                None => {
-                    t = (days + 1) * 86_400;
-                    continue;
-                }
-                Some(h) if h != hour => {
-                    t = days * 86_400 + h as i64 * 3600;
-                    continue;
-                }
-                Some(_) => {}
-            }
-            match next_bit(self.minutes, minute) {
-                None => {
-                    t = days * 86_400 + (hour as i64 + 1) * 3600;
-                    continue;
-                }
-                Some(m) if m != minute => {
-                    t = days * 86_400 + hour as i64 * 3600 + m as i64 * 60;
-                    continue;
-                }
-                Some(_) => {}
-            }
-            match next_bit(self.seconds, second) {
-                None => {
-                    t = days * 86_400 + hour as i64 * 3600 + (minute as i64 + 1) * 60;
-                    continue;
-                }
-                Some(s) => {
-                    return Some(days * 86_400 + hour as i64 * 3600 + minute as i64 * 60 + s as i64)
-                        .filter(|t| *t < limit)
+        let start = after.checked_add(1)?;
+        let mut days = start.div_euclid(DAY);
+        // The first second of `days` still to consider: only the first day
+        // starts part-way through.
+        let mut from_second = start.rem_euclid(DAY) as u32;
+        let (mut year, mut month, mut day) = civil_from_days(days);
+        while days.saturating_mul(DAY) < limit {
+            if self.months & (1 << month) != 0 {
+                let length = month_length(year, month);
+                while day <= length && days.saturating_mul(DAY) < limit {
+                    if self.day_matches(days, day) {
+                        if let Some(second) = self.next_time_of_day(from_second) {
+                            let t = days * DAY + second as i64;
+                            return (t < limit).then_some(t);
+                        }
+                    }
+                    day += 1;
+                    days += 1;
+                    from_second = 0;
                 }
             }
+            (year, month) = if month == 12 {
+                (year.checked_add(1)?, 1)
+            } else {
+                (year, month + 1)
+            };
+            day = 1;
+            days = days_from_civil(year, month, 1);
+            from_second = 0;
         }
         None
     }
+
+    /// The first matching second of a day at or after `from` (seconds
+    /// since midnight), if the day has one left.
+    fn next_time_of_day(&self, from: u32) -> Option<u32> {
+        let (mut hour, mut minute, mut second) = (from / 3600, from / 60 % 60, from % 60);
+        loop {
+            let h = next_bit(self.hours.into(), hour)?;
+            if h != hour {
+                (hour, minute, second) = (h, 0, 0);
+            }
+            match next_bit(self.minutes, minute) {
+                None => {
+                    (hour, minute, second) = (hour + 1, 0, 0);
+                    continue;
+                }
+                Some(m) if m != minute => (minute, second) = (m, 0),
+                Some(_) => {}
+            }
+            match next_bit(self.seconds, second) {
+                None => (minute, second) = (minute + 1, 0),
+                Some(s) => return Some(hour * 3600 + minute * 60 + s),
+            }
+        }
+    }
+}
+
+/// Days in `month` of `year`.
+fn month_length(year: i32, month: u32) -> u32 {
+    const DAYS: [u32; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    DAYS[month as usize - 1] + u32::from(month == 2 && leap)
 }
 
 fn bit64(set: u64, n: u32) -> bool {
@@ -576,6 +596,88 @@ mod tests {
         );
     }
 
+    /// The earliest second of a day the time fields allow, from their bit
+    /// sets directly (not through the calculator).
+    fn first_time_of_day(cron: &Cron) -> i64 {
+        (cron.hours.trailing_zeros() * 3600
+            + cron.minutes.trailing_zeros() * 60
+            + cron.seconds.trailing_zeros()) as i64
+    }
+
+    /// The first midnight after `after` that falls on `day` `month` and is
+    /// a Sunday, found year by year.
+    fn next_sunday_date(month: u32, day: u32, after: i64) -> i64 {
+        let (start, _, _) = civil_from_days(after.div_euclid(DAY));
+        (start..start + 1000)
+            .filter_map(|year| {
+                let days = days_from_civil(year, month, day);
+                // Not a real date: days_from_civil rolls it into the next month.
+                (civil_from_days(days) == (year, month, day)).then_some(days)
+            })
+            .filter(|days| (days + 4).rem_euclid(7) == 0)
+            .map(|days| days * DAY)
+            .find(|t| *t > after)
+            .unwrap()
+    }
+
+    #[test]
+    fn rare_dates_years_apart_are_found_exactly() {
+        // A Saturday among 1, 8, 15, 22, 29 April (`*/7` starts with `*`: both
+        // day fields must match): only in years where 1 April is a
+        // Saturday. From mid-2062 the next is 2073 (11 years), beyond the
+        // 9-year horizon the calculator once had.
+        let after: i64 = 2_913_580_740; // 2062-04-29T23:59:00Z
+        let saturday_in_april = |t: i64| {
+            let (_, month, day) = civil_from_days(t.div_euclid(DAY));
+            month == 4 && day % 7 == 1 && (t.div_euclid(DAY) + 4).rem_euclid(7) == 6
+        };
+        let expected = (after.div_euclid(DAY) + 1..)
+            .map(|d| d * DAY)
+            .find(|t| saturday_in_april(*t))
+            .unwrap();
+        assert_eq!(civil_from_days(expected.div_euclid(DAY)), (2073, 4, 1));
+        assert_eq!(next("* * */7 4 6", after), expected);
+        // 29 February on a Sunday: 2088, then 2128 (2100 is no leap year).
+        assert_eq!(
+            next("0 0 29 2 */7", utc(2088, 3, 1, 0, 0, 0)),
+            utc(2128, 2, 29, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn every_date_on_a_sunday_is_found_from_any_year() {
+        // `*/7` in the day of week is Sunday alone, and both fields must match.
+        for month in 1..=12 {
+            for day in 1..=month_length(2000, month) {
+                let expr = format!("0 0 {day} {month} */7");
+                for after in [utc(2026, 6, 1, 0, 0, 0), utc(2090, 1, 1, 0, 0, 0)] {
+                    assert_eq!(
+                        next(&expr, after),
+                        next_sunday_date(month, day, after),
+                        "{expr} after {after}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_expression_that_can_never_fire_is_refused() {
+        for expr in [
+            "0 0 31 2 *",
+            "0 0 30 2 *",
+            "0 0 31 4,6,9,11 *",
+            "0 0 30-31 2 */7",
+        ] {
+            let err = Cron::parse(expr).unwrap_err();
+            assert!(err.contains("never fires"), "{expr}: {err}");
+        }
+        // Each of these has a date, however rare.
+        for expr in ["0 0 29 2 *", "0 0 29 2 */7", "0 0 31 1-2 *", "0 0 30 2 MON"] {
+            assert!(Cron::parse(expr).is_ok(), "{expr}");
+        }
+    }
+
     fn field(max: u32, min: u32) -> impl Strategy<Value = String> {
         prop_oneof![
             Just("*".to_owned()),
@@ -618,18 +720,19 @@ mod tests {
             let next = cron.next_after(after, &TimeZone::Utc).unwrap();
             prop_assert!(next > after);
             prop_assert!(cron.matches_civil(next), "{expr}: {next} does not match");
-            // Check every second up to the next fire (bounded for speed: a
-            // minute-granular scan beyond the first day).
-            let end = next.min(after + 2 * 86_400);
+            // Check every second of the first two days, then every day up
+            // to the next fire: a day has a match if and only if it matches
+            // at the first second the time fields allow.
+            let end = next.min(after + 2 * DAY);
             for t in after + 1..end {
                 prop_assert!(!cron.matches_civil(t), "{expr}: {t} matches, before {next}");
             }
-            let mut t = end - end.rem_euclid(60);
-            while t < next {
-                if t > after {
-                    prop_assert!(!cron.matches_civil(t), "{expr}: {t} matches, before {next}");
-                }
-                t += 60;
+            let first_second = first_time_of_day(&cron);
+            let mut day = end.div_euclid(DAY);
+            while day * DAY + first_second < next {
+                let t = day * DAY + first_second;
+                prop_assert!(t <= after || !cron.matches_civil(t), "{expr}: {t} matches, before {next}");
+                day += 1;
             }
         }
 
