@@ -518,10 +518,13 @@ impl Dispatcher {
     /// answers at once if it cannot run: unknown, disabled, or its queue
     /// full (throttled, like Lambda's 429).
     pub fn submit_sync(&self, function: &str, event: Arc<Event>, reply: sync::Reply) {
-        let name = function.strip_suffix(":$LATEST").unwrap_or(function);
-        let slot = match self.routes.aliases.get(name) {
-            Some(target) => self.slots.get(self.pick(*target)),
-            None => self.slots.iter().find(|s| s.name == name),
+        // `f:$LATEST` is the draft itself, never the alias a bare `f` follows.
+        let slot = match function.strip_suffix(":$LATEST") {
+            Some(name) => self.slots.iter().find(|s| s.name == name),
+            None => match self.routes.aliases.get(function) {
+                Some(target) => self.slots.get(self.pick(*target)),
+                None => self.slots.iter().find(|s| s.name == function),
+            },
         };
         let Some(slot) = slot else {
             let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();

@@ -16,7 +16,7 @@
 //!
 //! ```json
 //! {"status": "ok", "request_id": "...", "correlation_id": "42",
-//!  "function": "echo", "duration_ms": 0.21, "response": "..."}
+//!  "function": "echo", "version": "$LATEST", "duration_ms": 0.21, "response": "..."}
 //! ```
 //!
 //! `status` is `ok`, `error` (with `error` and `error_kind`), `throttled`
@@ -99,12 +99,14 @@ impl Reply {
     pub fn outcome(
         &self,
         function: &str,
+        version: &str,
         request_id: &str,
         result: &Result<Vec<u8>, InvokeError>,
         duration: Duration,
     ) {
         let mut document = json!({
             "function": function,
+            "version": version,
             "request_id": request_id,
             "duration_ms": duration.as_secs_f64() * 1000.0,
         });

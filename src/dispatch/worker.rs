@@ -284,6 +284,7 @@ impl Worker {
             // Synchronous: the caller gets the outcome and decides.
             reply.outcome(
                 &self.function.spec.name,
+                &self.function.spec.version,
                 &invocation.request_id,
                 &result,
                 duration,

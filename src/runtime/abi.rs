@@ -151,7 +151,13 @@ impl HostState {
             4 => log::Level::Debug,
             _ => log::Level::Trace,
         };
-        if !self.admit(bytes.len().min(MAX_LOG_LINE)) {
+        // A line no one would see (below the log level, not shipped) costs
+        // nothing and counts against nothing: a function logging every
+        // reading at info must not be throttled, or summarised, at warn.
+        let wanted = self.capture_logs
+            || log::log_enabled!(target: &self.log_target, level)
+            || self.sinks.logs.as_ref().is_some_and(|ship| ship.ships(level));
+        if !wanted || !self.admit(bytes.len().min(MAX_LOG_LINE)) {
             return;
         }
         let message = self.spec.redact_and_cut(bytes, MAX_LOG_LINE);

@@ -45,6 +45,8 @@ struct Window {
     bytes: usize,
     /// Lines refused since the last summary.
     suppressed: u64,
+    /// When the last summary was logged: at most one a second.
+    last_summary: Option<Instant>,
 }
 
 impl Default for LogBudget {
@@ -55,6 +57,7 @@ impl Default for LogBudget {
                 lines: 0,
                 bytes: 0,
                 suppressed: 0,
+                last_summary: None,
             }),
         }
     }
@@ -67,7 +70,7 @@ impl LogBudget {
         let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if now.duration_since(window.started) >= WINDOW {
-            summarise(function, &mut window);
+            summarise(function, &mut window, now);
             window.started = now;
             window.lines = 0;
             window.bytes = 0;
@@ -81,19 +84,25 @@ impl LogBudget {
         true
     }
 
-    /// Logs how many lines were suppressed since the last summary, if any:
-    /// at the end of each invocation, so a flood is summarised even if the
-    /// function never runs again.
+    /// Logs how many lines were suppressed since the last summary, if any
+    /// and if the last summary is a second old: called at the end of each
+    /// invocation, so a flood is summarised even if the function never
+    /// runs again, without a summary line per invocation.
     pub fn summarise(&self, function: &str) {
         let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        summarise(function, &mut window);
+        summarise(function, &mut window, Instant::now());
     }
 }
 
-fn summarise(function: &str, window: &mut Window) {
-    if window.suppressed == 0 {
+fn summarise(function: &str, window: &mut Window, now: Instant) {
+    if window.suppressed == 0
+        || window
+            .last_summary
+            .is_some_and(|last| now.duration_since(last) < WINDOW)
+    {
         return;
     }
+    window.last_summary = Some(now);
     log::warn!(
         target: "ledge::invoke",
         "{function}: {} log lines suppressed (a function may log {LINES_PER_SECOND} lines or {} KiB per second)",
@@ -128,6 +137,23 @@ mod tests {
         let budget = LogBudget::default();
         let admitted = (0..1000).filter(|_| budget.admit("f", 8 << 10)).count();
         assert_eq!(admitted, BYTES_PER_SECOND / (8 << 10));
+    }
+
+    #[test]
+    fn suppressed_lines_are_summarised_at_most_once_a_second() {
+        let budget = LogBudget::default();
+        for _ in 0..(LINES_PER_SECOND + 10) {
+            budget.admit("f", 10);
+        }
+        let mut window = budget.window.lock().unwrap();
+        let now = Instant::now();
+        summarise("f", &mut window, now);
+        assert_eq!(window.suppressed, 0, "the first summary is logged");
+        window.suppressed = 5;
+        summarise("f", &mut window, now + Duration::from_millis(10));
+        assert_eq!(window.suppressed, 5, "held back within the second");
+        summarise("f", &mut window, now + WINDOW);
+        assert_eq!(window.suppressed, 0);
     }
 
     #[test]
