@@ -25,6 +25,7 @@ pub use plan::{
     BatchSpec, BrokerMode, BrokerPlan, CatchUp, CronTiming, DeployPlan, DevicePlan, FailurePolicy,
     ForwardRule, FunctionId, FunctionSpec, OnFailure, Plan, Qualifier, Report, Route, Secret,
     SensorKind, SensorSpec, Target, Timing, TlsFiles, TriggerSource, UpstreamPlan, Waveform,
+    QUEUE_BYTES,
 };
 
 /// A place in a config file, for error messages.

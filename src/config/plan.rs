@@ -35,9 +35,16 @@ pub const DEFAULT_MEMORY: u64 = 16 << 20;
 /// logic that takes longer than a second is usually waiting on something it
 /// should not be.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default bound of a function's event queue. Memory held by a full queue is
-/// at most `queue_size × max_payload`.
-pub const DEFAULT_QUEUE_SIZE: usize = 128;
+/// Default bound of a function's event queue, in events. Measured (see
+/// BENCHMARKS.md): with 128, bursts above ~5,000 readings a second filled
+/// it and ledge's sustained rate fell to what its overflow path (the
+/// function's spool stream) can feed; 4,096 absorbs a second of a busy
+/// sensor hub in memory. Bounded in bytes too, by `QUEUE_BYTES`.
+pub const DEFAULT_QUEUE_SIZE: usize = 4096;
+/// Bytes of events (payloads and subjects) one function's queue holds at
+/// most, whatever `queue_size` says: 16 of 256 KiB payloads fill it before
+/// 4,096 readings would.
+pub const QUEUE_BYTES: usize = 4 << 20;
 /// Default largest event payload, publish or response.
 pub const DEFAULT_MAX_PAYLOAD: u64 = 256 << 10;
 /// The local MQTT listener of the embedded broker.

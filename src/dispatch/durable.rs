@@ -21,6 +21,9 @@ use crate::event::{Event, EventSource};
 use crate::spool::body::{self, TriggerBody};
 use crate::spool::{AppendError, Kind, Reader, Spool};
 
+/// Events a feeder keeps queued and unfinished at most.
+const MAX_RUNNING: usize = 4096;
+
 /// The cursor name the feeder reads with.
 pub const CURSOR: &str = "invoke";
 
@@ -75,7 +78,9 @@ pub async fn feed(
     let mut done_tx = Some(done_tx);
     // Seqs queued and not yet finished, with their finished flag, in order.
     let mut running: VecDeque<(u64, bool)> = VecDeque::new();
-    let limit = (dispatcher.queue_capacity(function) / 2).clamp(1, 256);
+    // Queued and not yet finished at most: half a queue, so events from
+    // the function's other sources still find room.
+    let limit = (dispatcher.queue_capacity(function) / 2).clamp(1, MAX_RUNNING);
     let mut durable = spool.subscribe();
     let mut caught_up = false;
     loop {
@@ -106,11 +111,16 @@ pub async fn feed(
                         continue;
                     }
                     Some(_) => {
+                        // Records appended but not yet durable (spilled
+                        // events, which nobody waits on): commit them now
+                        // instead of at the next fsync interval.
                         caught_up = true;
-                        // Nothing spilled is left: new events may go
-                        // straight to the queue again.
-                        if let Some(flag) = &spilling {
-                            flag.store(false, std::sync::atomic::Ordering::Release);
+                        if !spool.sync_appended() {
+                            // Nothing spilled is left: new events may go
+                            // straight to the queue again.
+                            if let Some(flag) = &spilling {
+                                flag.store(false, std::sync::atomic::Ordering::Release);
+                            }
                         }
                     }
                     None => return,

@@ -72,6 +72,13 @@ pub struct Job {
     pub reply: Option<Box<sync::Reply>>,
 }
 
+impl queue::Weighted for Job {
+    /// Payload, subject, and the job and event themselves.
+    fn weight(&self) -> usize {
+        self.event.payload.len() + self.event.subject.len() + 128
+    }
+}
+
 impl Job {
     /// A first attempt of `event`, queued now.
     pub fn new(event: Arc<Event>) -> Self {
@@ -214,9 +221,13 @@ impl Dispatcher {
             .map(|(((id, spec), loaded), stream)| Slot {
                 spill: stream.clone().filter(|_| fed.contains(&id)),
                 name: spec.qualified_name(),
-                queue: loaded
-                    .as_ref()
-                    .map(|_| Arc::new(EventQueue::new(spec.queue_size, Arc::clone(&room)))),
+                queue: loaded.as_ref().map(|_| {
+                    Arc::new(EventQueue::new(
+                        spec.queue_size,
+                        crate::config::QUEUE_BYTES,
+                        Arc::clone(&room),
+                    ))
+                }),
                 metrics: Arc::default(),
                 last_overflow_log_ms: AtomicU64::new(0),
                 unlogged_overflows: AtomicU64::new(0),

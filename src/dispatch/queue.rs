@@ -9,6 +9,10 @@
 //! call per event. When a refused producer is waiting for room, the first
 //! batch taken after that signals `room`.
 //!
+//! The bound is a count and a number of bytes (an item's [`Weighted::weight`]),
+//! whichever is reached first: a queue of small readings may hold thousands,
+//! one of 256 KiB payloads a few dozen.
+//!
 //! Closing lets workers drain what is queued; abandoning makes them stop at
 //! once and reports how many events were left.
 
@@ -17,6 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
+
+/// What an item costs a queue's byte bound.
+pub trait Weighted {
+    fn weight(&self) -> usize;
+}
 
 /// Why `push` refused an item.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,6 +42,7 @@ pub struct EventQueue<T> {
     /// closes.
     available: Condvar,
     capacity: usize,
+    max_bytes: usize,
     /// Set when a push was refused for lack of room; cleared (and `room`
     /// notified) by the next batch a consumer takes.
     wanted: AtomicBool,
@@ -42,6 +52,8 @@ pub struct EventQueue<T> {
 
 struct State<T> {
     items: VecDeque<T>,
+    /// Sum of the items' weights.
+    bytes: usize,
     /// Consumers blocked in `pop_batch`.
     sleeping: usize,
     /// No more pushes; pops drain what is left.
@@ -50,17 +62,19 @@ struct State<T> {
     abandoned: bool,
 }
 
-impl<T> EventQueue<T> {
-    pub fn new(capacity: usize, room: Arc<Notify>) -> Self {
+impl<T: Weighted> EventQueue<T> {
+    pub fn new(capacity: usize, max_bytes: usize, room: Arc<Notify>) -> Self {
         Self {
             state: Mutex::new(State {
                 items: VecDeque::with_capacity(capacity.min(1024)),
+                bytes: 0,
                 sleeping: 0,
                 closed: false,
                 abandoned: false,
             }),
             available: Condvar::new(),
             capacity,
+            max_bytes,
             wanted: AtomicBool::new(false),
             room,
         }
@@ -71,13 +85,20 @@ impl<T> EventQueue<T> {
         if state.closed {
             return Err(PushError::Closed(item));
         }
-        if state.items.len() >= self.capacity {
+        if self.over(&state, item.weight()) {
             drop(state);
             self.wanted.store(true, Ordering::Release);
             return Err(PushError::Full(item));
         }
         self.enqueue(state, item);
         Ok(())
+    }
+
+    /// True if adding `weight` would pass either bound (an empty queue
+    /// takes any one item, however heavy).
+    fn over(&self, state: &State<T>, weight: usize) -> bool {
+        !state.items.is_empty()
+            && (state.items.len() >= self.capacity || state.bytes + weight > self.max_bytes)
     }
 
     /// Queues an item even over capacity (the caller holds its source back
@@ -93,6 +114,7 @@ impl<T> EventQueue<T> {
     }
 
     fn enqueue(&self, mut state: MutexGuard<'_, State<T>>, item: T) {
+        state.bytes += item.weight();
         state.items.push_back(item);
         let wake = state.sleeping > 0;
         drop(state);
@@ -101,9 +123,9 @@ impl<T> EventQueue<T> {
         }
     }
 
-    /// True if a push would be refused for lack of room.
+    /// True if a push of a light item would be refused for lack of room.
     pub fn is_full(&self) -> bool {
-        self.lock().items.len() >= self.capacity
+        self.over(&self.lock(), 0)
     }
 
     /// Waits for items and moves up to `max` of them into `batch` (which
@@ -117,6 +139,8 @@ impl<T> EventQueue<T> {
             }
             if !state.items.is_empty() {
                 let n = state.items.len().min(max.max(1));
+                let taken: usize = state.items.iter().take(n).map(Weighted::weight).sum();
+                state.bytes -= taken;
                 batch.extend(state.items.drain(..n));
                 let more = !state.items.is_empty() && state.sleeping > 0;
                 drop(state);
@@ -173,6 +197,7 @@ impl<T> EventQueue<T> {
         state.abandoned = true;
         let left = state.items.len();
         state.items.clear();
+        state.bytes = 0;
         drop(state);
         self.available.notify_all();
         left
@@ -190,8 +215,34 @@ impl<T> EventQueue<T> {
 mod tests {
     use super::*;
 
-    fn queue<T>(capacity: usize) -> EventQueue<T> {
-        EventQueue::new(capacity, Arc::new(Notify::new()))
+    impl Weighted for i32 {
+        fn weight(&self) -> usize {
+            (*self).max(0) as usize
+        }
+    }
+
+    impl Weighted for &str {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
+    fn queue<T: Weighted>(capacity: usize) -> EventQueue<T> {
+        EventQueue::new(capacity, usize::MAX, Arc::new(Notify::new()))
+    }
+
+    #[test]
+    fn the_byte_bound_refuses_heavy_items_but_never_the_first() {
+        let queue = EventQueue::new(100, 10, Arc::new(Notify::new()));
+        assert_eq!(queue.push(50), Ok(()), "an empty queue takes anything");
+        assert_eq!(queue.push(1), Err(PushError::Full(1)));
+        assert_eq!(queue.pop(), Some(50));
+        assert_eq!(queue.push(6), Ok(()));
+        assert_eq!(queue.push(4), Ok(()));
+        assert_eq!(queue.push(1), Err(PushError::Full(1)));
+        let mut batch = Vec::new();
+        queue.pop_batch(&mut batch, 1);
+        assert_eq!(queue.push(1), Ok(()), "taking frees its bytes");
     }
 
     #[test]
@@ -231,7 +282,7 @@ mod tests {
     #[test]
     fn taking_a_batch_after_a_refusal_signals_room() {
         let room = Arc::new(Notify::new());
-        let queue = EventQueue::new(1, Arc::clone(&room));
+        let queue = EventQueue::new(1, usize::MAX, Arc::clone(&room));
         queue.push(1).unwrap();
         assert!(queue.push(2).is_err());
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -155,7 +155,11 @@ fn external(parts: LinkParts<'_>) -> Link {
         move |publish: Publish| {
             let ack = |publish: Publish, waits: Vec<Wait>| match (&acks, publish.qos) {
                 (Some(acks), QoS::AtLeastOnce | QoS::ExactlyOnce) => {
-                    let _ = acks.send((publish, waits));
+                    // Only the packet id and QoS are needed to acknowledge:
+                    // the topic and payload are not kept while waiting.
+                    let mut key = Publish::new("", publish.qos, bytes::Bytes::new(), None);
+                    key.pkid = publish.pkid;
+                    let _ = acks.send((key, waits));
                 }
                 _ => {
                     if waits.iter().any(|w| matches!(w, Wait::Append { .. })) {

@@ -48,10 +48,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const REQUEST_CHANNEL: usize = 256;
 /// QoS 1 publishes ledge keeps in flight to the broker.
 const OUTGOING_INFLIGHT: u16 = 1024;
-/// Unacknowledged messages the broker may send ledge (Receive Maximum) are
-/// bounded by this many bytes of the largest message, between these counts.
-const RECEIVE_WINDOW_BYTES: usize = 64 << 20;
-const RECEIVE_MAXIMUM: (u16, u16) = (64, 4096);
+/// Unacknowledged messages the broker may send ledge (Receive Maximum).
+/// Enough to take a burst of thousands while earlier ones are being stored
+/// (mosquitto queues only 1,000 more per client by default and drops the
+/// rest). An unacknowledged message costs ledge almost nothing: its event
+/// is in a bounded queue, its record in the spool, and the acknowledgement
+/// waiting for the fsync keeps only the packet id. Only a forward the spool
+/// refuses (full disk under `on_full = "reject"`) keeps its payload until
+/// there is room, so that case can hold up to this many payloads.
+const RECEIVE_MAXIMUM: u16 = 8192;
 
 /// Options for the local broker connection. With `persistent`, the session
 /// survives a disconnect (or a kill -9) and messages are acknowledged by
@@ -74,11 +79,7 @@ pub fn options(broker: &BrokerPlan, persistent: bool) -> MqttOptions {
         .saturating_mul(4)
         .saturating_add(64 << 10);
     options.set_max_packet_size(Some(u32::try_from(incoming).unwrap_or(u32::MAX)));
-    let window = (RECEIVE_WINDOW_BYTES / broker.max_payload.max(1)).clamp(
-        usize::from(RECEIVE_MAXIMUM.0),
-        usize::from(RECEIVE_MAXIMUM.1),
-    );
-    options.set_receive_maximum(Some(window as u16));
+    options.set_receive_maximum(Some(RECEIVE_MAXIMUM));
     options.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     options.set_request_channel_capacity(REQUEST_CHANNEL);
     if let (Some(user), Some(password)) = (&broker.username, &broker.password) {

@@ -339,6 +339,18 @@ impl Spool {
         }
     }
 
+    /// Asks for everything appended so far to be made durable now (group
+    /// commit), without waiting for it: for a reader that has caught up with
+    /// the durable records and wants the rest (a function's spilled events)
+    /// without the interval's delay. Returns true if anything was pending.
+    pub fn sync_appended(&self) -> bool {
+        let mut state = self.shared.lock();
+        let last = state.next_seq - 1;
+        let pending = last > state.synced_through;
+        self.want(&mut state, last);
+        pending
+    }
+
     /// A receiver that changes whenever more records become durable.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.watermark.subscribe()
