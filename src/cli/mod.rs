@@ -191,6 +191,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a line for the embedded broker's users file ([broker]
+    /// users_file): the user name and a salted PBKDF2 hash of the password,
+    /// which is read from stdin (one line), never from the command line.
+    Passwd {
+        /// The user name local MQTT clients log in with.
+        name: String,
+    },
     /// Make an ed25519 key pair for signing deployments.
     Keygen {
         /// The key's id, as deployments and `[deploy] trusted_keys` name it.
@@ -319,6 +326,24 @@ impl std::fmt::Display for CliError {
 }
 
 /// Runs a parsed command line.
+/// `ledge passwd NAME`: reads the password from stdin, prints the line.
+fn passwd(name: &str) -> Result<(), CliError> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).map_err(|e| {
+        CliError::Failed(anyhow::anyhow!("cannot read the password from stdin: {e}"))
+    })?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "no password on stdin (try: echo -n 'secret' | ledge passwd {name})"
+        )));
+    }
+    let line = crate::users::hash_line(name, password.as_bytes(), crate::users::DEFAULT_ITERATIONS)
+        .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    println!("{line}");
+    Ok(())
+}
+
 pub fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run { config, board } => run::run(&config, board.as_deref()),
@@ -398,6 +423,7 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             config,
         } => deploy::rollback(&config, &function, &alias),
         Command::Functions { config, json } => deploy::functions(&config, json),
+        Command::Passwd { name } => passwd(&name),
         Command::Keygen { id, out } => deploy::keygen(&id, &out),
         Command::Sign {
             function,

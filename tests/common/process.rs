@@ -20,6 +20,26 @@ pub fn ledge(args: &[&str]) -> Output {
         .expect("run ledge")
 }
 
+/// Runs `ledge <args>` to completion with `input` on its stdin.
+pub fn ledge_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(ledge_bin())
+        .args(args)
+        .env_remove("LEDGE_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ledge");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for ledge")
+}
+
 /// A `ledge run` in the background, with its stderr captured line by line.
 pub struct Ledge {
     child: Child,
