@@ -44,7 +44,17 @@ pub struct Event {
     pub payload: Bytes,
     /// When ledge received or produced the event, UNIX milliseconds.
     pub received_at_ms: u64,
+    /// How many function publishes in a row led to this event: 0 for a
+    /// client's message, a sensor reading or a schedule; one more than the
+    /// publishing invocation's event for a function's publish. A chain
+    /// longer than [`MAX_CHAIN`] is a loop and is stopped.
+    pub depth: u8,
 }
+
+/// Function-to-function hops after which a chain of events is taken for a
+/// recursive loop (a function publishing to its own trigger, or two
+/// functions feeding each other) and stopped, as Lambda does after 16.
+pub const MAX_CHAIN: u8 = 16;
 
 impl Event {
     pub fn new(source: EventSource, subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
@@ -53,6 +63,7 @@ impl Event {
             subject: subject.into(),
             payload: payload.into(),
             received_at_ms: unix_ms(),
+            depth: 0,
         }
     }
 }

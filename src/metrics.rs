@@ -84,6 +84,9 @@ pub struct FunctionMetrics {
     pub throttled: AtomicU64,
     /// Events that waited in the function's stream because its queue was full.
     pub spilled: AtomicU64,
+    /// Events not run because they ended a chain of `MAX_CHAIN` function
+    /// publishes (a recursive loop).
+    pub loops_stopped: AtomicU64,
     /// Events refused because the function is disabled (module failed to load).
     pub dropped_disabled: AtomicU64,
     /// Sum and maximum of invocation durations, microseconds.
@@ -111,6 +114,7 @@ pub struct Snapshot {
     pub timeouts: u64,
     pub throttled: u64,
     pub spilled: u64,
+    pub loops_stopped: u64,
     pub dropped_disabled: u64,
     pub duration_total_us: u64,
     pub duration_max_us: u64,
@@ -148,6 +152,7 @@ impl FunctionMetrics {
             timeouts: get(&self.timeouts),
             throttled: get(&self.throttled),
             spilled: get(&self.spilled),
+            loops_stopped: get(&self.loops_stopped),
             dropped_disabled: get(&self.dropped_disabled),
             duration_total_us: get(&self.duration_total_us),
             duration_max_us: get(&self.duration_max_us),

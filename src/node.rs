@@ -431,6 +431,9 @@ impl Node {
             }
         }
 
+        for warning in crate::config::lint::warnings(&plan) {
+            log::warn!(target: "ledge::node", "{warning}");
+        }
         let enabled = functions.iter().filter(|f| f.is_some()).count();
         log::info!(
             target: "ledge::node",

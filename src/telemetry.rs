@@ -76,6 +76,7 @@ impl StatusSources {
                     "timeouts": m.timeouts,
                     "throttled": m.throttled,
                     "spilled": m.spilled,
+                    "loops_stopped": m.loops_stopped,
                     "retries": m.retries,
                     "dead_letters": m.dead_letters,
                     "dead_letter_errors": m.dead_letter_errors,

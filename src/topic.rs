@@ -151,7 +151,7 @@ pub fn disjoint_cover(filters: &[TopicFilter]) -> Vec<TopicFilter> {
 }
 
 /// True if some topic matches both filters.
-fn overlaps(a: &TopicFilter, b: &TopicFilter) -> bool {
+pub fn overlaps(a: &TopicFilter, b: &TopicFilter) -> bool {
     // A leading wildcard never matches a `$` topic (§4.7.2).
     let dollar = |f: &TopicFilter| f.text.starts_with('$');
     let wild = |f: &TopicFilter| f.text.starts_with(['+', '#']);

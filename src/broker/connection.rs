@@ -161,6 +161,7 @@ impl Connection {
                 payload: will.message,
                 qos: super::message::min_qos(will.qos, QoS::AtLeastOnce),
                 retain: will.retain,
+                depth: 0,
             }))
         });
         let attached = self.shared.router().attach(&client_id, clean, self.id);
@@ -402,6 +403,7 @@ impl Connection {
                     payload: publish.payload,
                     qos: publish.qos,
                     retain: publish.retain,
+                    depth: 0,
                 });
                 self.shared
                     .counters

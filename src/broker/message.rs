@@ -14,6 +14,9 @@ pub struct Message {
     pub qos: QoS,
     /// Set when the publisher asked the broker to retain it.
     pub retain: bool,
+    /// Function-to-function hops behind it (`Event::depth`); 0 for a
+    /// client's message. Kept in-process only: clients never see it.
+    pub depth: u8,
 }
 
 impl Message {
@@ -23,6 +26,7 @@ impl Message {
             payload: payload.into(),
             qos,
             retain: false,
+            depth: 0,
         }
     }
 

@@ -23,6 +23,9 @@ pub fn check(config: &Path, board: Option<&str>) -> Result<(), CliError> {
         })
         .collect();
     print_plan(&plan, &loaded);
+    for warning in crate::config::lint::warnings(&plan) {
+        eprintln!("warning: {warning}");
+    }
     if problems.is_empty() {
         println!("\nconfig ok: {}", plan.source.display());
         return Ok(());

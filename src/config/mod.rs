@@ -11,6 +11,7 @@
 
 pub mod files;
 pub mod gpio;
+pub mod lint;
 pub mod plan;
 pub mod raw;
 pub mod redact;

@@ -60,6 +60,9 @@ fn decode(record: &crate::spool::Record) -> Option<Event> {
         subject,
         payload: payload.into(),
         received_at_ms,
+        // A stored event restarts its chain: loops are stopped before
+        // anything is stored for them.
+        depth: 0,
     })
 }
 

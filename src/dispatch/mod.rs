@@ -117,6 +117,8 @@ struct Slot {
     last_overflow_log_ms: AtomicU64,
     /// Overflow events not yet mentioned in the log.
     unlogged_overflows: AtomicU64,
+    /// When a stopped loop was last logged (ms since start).
+    last_loop_log_ms: AtomicU64,
     /// The function's own spool stream, for durable triggers' events.
     stream: Option<Arc<Spool>>,
     /// The same stream when its feeder feeds this very function (not
@@ -231,6 +233,7 @@ impl Dispatcher {
                 metrics: Arc::default(),
                 last_overflow_log_ms: AtomicU64::new(0),
                 unlogged_overflows: AtomicU64::new(0),
+                last_loop_log_ms: AtomicU64::new(0),
                 stream,
                 spilling: Arc::new(AtomicBool::new(false)),
                 failure: std::sync::OnceLock::new(),
@@ -434,6 +437,10 @@ impl Dispatcher {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if event.depth > crate::event::MAX_CHAIN {
+            self.stop_loop(slot, &event);
+            return;
+        }
         if durable {
             if let Some(stream) = &slot.stream {
                 match durable::append(stream, &event) {
@@ -493,6 +500,24 @@ impl Dispatcher {
                 Ok(())
             }
             Err(_) => Err(event),
+        }
+    }
+
+    /// An event at the end of a chain of `MAX_CHAIN` function publishes: a
+    /// recursive loop, stopped here (counted, logged at most every 10 s).
+    fn stop_loop(&self, slot: &Slot, event: &Event) {
+        let stopped = slot.metrics.loops_stopped.fetch_add(1, Ordering::Relaxed) + 1;
+        let now_ms = self.started.elapsed().as_millis() as u64 + 1;
+        let last = slot.last_loop_log_ms.load(Ordering::Relaxed);
+        if last == 0 || now_ms.saturating_sub(last) >= OVERFLOW_LOG_EVERY_MS {
+            slot.last_loop_log_ms.store(now_ms, Ordering::Relaxed);
+            log::warn!(
+                target: "ledge::dispatch",
+                "{}: not run: the event on `{}` was published by functions {} times in a row, a recursive loop (a function publishing to its own trigger, or functions feeding each other); {stopped} such events stopped so far",
+                slot.name,
+                crate::logging::shorten(&event.subject, 128),
+                crate::event::MAX_CHAIN,
+            );
         }
     }
 

@@ -29,9 +29,13 @@ impl Local for LocalSide {
             Origin::Client => Overflow::HoldBack,
             Origin::Internal => Overflow::Spill,
         };
-        let taken = self
-            .source
-            .incoming(&self.routing, &message.topic, &message.payload, overflow);
+        let taken = self.source.incoming(
+            &self.routing,
+            &message.topic,
+            &message.payload,
+            message.depth,
+            overflow,
+        );
         let acknowledged = message.qos != rumqttc::QoS::AtMostOnce && origin == Origin::Client;
         let stored = if acknowledged && !taken.waits.is_empty() {
             Some(Box::pin(settle(taken.waits)) as crate::broker::Stored)
@@ -61,7 +65,9 @@ pub async fn pump(outboxes: Arc<Outboxes>, broker: Broker) {
                 // The broker grants QoS 1 at most to its subscribers.
                 Qos::AtLeastOnce | Qos::ExactlyOnce => rumqttc::QoS::AtLeastOnce,
             };
-            broker.publish(Message::new(message.topic, message.payload, qos));
+            let mut out = Message::new(message.topic, message.payload, qos);
+            out.depth = message.depth;
+            broker.publish(out);
         }
         // Let client connections run between rounds.
         tokio::task::yield_now().await;

@@ -136,7 +136,11 @@ async fn embedded(_listen: std::net::SocketAddr, _parts: LinkParts<'_>) -> Resul
 fn external(parts: LinkParts<'_>) -> Link {
     let persistent = MqttSource::needs_manual_acks(parts.plan);
     let (client, eventloop) = super::connect(&parts.plan.broker, persistent);
-    let pump = tokio::spawn(super::pump(Arc::clone(parts.outboxes), client.clone()));
+    let pump = tokio::spawn(super::pump(
+        Arc::clone(parts.outboxes),
+        client.clone(),
+        parts.filters.clone(),
+    ));
     let acks = persistent.then(|| {
         let (acks, queue) = mpsc::unbounded_channel();
         tokio::spawn(acknowledge_in_order(client.clone(), queue));
@@ -177,7 +181,17 @@ fn external(parts: LinkParts<'_>) -> Link {
             }
             // A client of another broker cannot be held back from here:
             // what does not fit a queue spills into the function's stream.
-            let taken = source.incoming(&routing, topic, &publish.payload, Overflow::Spill);
+            let depth = publish
+                .properties
+                .as_ref()
+                .and_then(|p| {
+                    p.user_properties
+                        .iter()
+                        .find(|(k, _)| k == super::DEPTH_PROPERTY)
+                })
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let taken = source.incoming(&routing, topic, &publish.payload, depth, Overflow::Spill);
             ack(publish, taken.waits);
         },
     ));

@@ -44,6 +44,9 @@ pub use crate::sinks::local::LinkState;
 /// First retry delay after a failed connection; doubles up to `MAX_BACKOFF`.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// The MQTT 5 user property that carries a function publish's chain depth
+/// (`Event::depth`) through an external broker.
+pub const DEPTH_PROPERTY: &str = "ledge-depth";
 /// Capacity of rumqttc's request channel; our own queue sits in front.
 const REQUEST_CHANNEL: usize = 256;
 /// QoS 1 publishes ledge keeps in flight to the broker.
@@ -202,7 +205,16 @@ pub async fn drive(
 /// rounds (fair between functions), until every outbox is closed and
 /// empty. Awaiting the client's bounded channel is the backpressure: a
 /// full channel leaves messages in the outboxes and their publishers wait.
-pub async fn pump(outboxes: Arc<Outboxes>, client: AsyncClient) {
+///
+/// A function's publish that comes back to ledge (its topic matches one of
+/// `filters`) carries its chain depth as the user property
+/// [`DEPTH_PROPERTY`], so a loop through an external broker is stopped as
+/// one through the embedded broker is; other publishes carry nothing extra.
+pub async fn pump(
+    outboxes: Arc<Outboxes>,
+    client: AsyncClient,
+    filters: watch::Receiver<Vec<TopicFilter>>,
+) {
     let mut batch = Vec::new();
     let mut dropped = 0u64;
     while outboxes.next_round(&mut batch).await {
@@ -212,12 +224,29 @@ pub async fn pump(outboxes: Arc<Outboxes>, client: AsyncClient) {
                 Qos::AtLeastOnce => QoS::AtLeastOnce,
                 Qos::ExactlyOnce => QoS::ExactlyOnce,
             };
+            let returns =
+                message.depth > 0 && crate::topic::any_matches(&filters.borrow(), &message.topic);
             // Fails only once the event loop is gone (ledge stopping).
-            if client
-                .publish_bytes(message.topic, qos, false, message.payload)
-                .await
-                .is_err()
-            {
+            let sent = if returns {
+                let properties = rumqttc::v5::mqttbytes::v5::PublishProperties {
+                    user_properties: vec![(DEPTH_PROPERTY.to_owned(), message.depth.to_string())],
+                    ..Default::default()
+                };
+                client
+                    .publish_bytes_with_properties(
+                        message.topic,
+                        qos,
+                        false,
+                        message.payload,
+                        properties,
+                    )
+                    .await
+            } else {
+                client
+                    .publish_bytes(message.topic, qos, false, message.payload)
+                    .await
+            };
+            if sent.is_err() {
                 dropped += 1;
             }
         }

@@ -242,10 +242,12 @@ impl HostState {
         if self.call.publishes > MAX_PUBLISHES {
             return self.refuse(ERR_LIMIT, "more than 1000 publishes in one invocation");
         }
+        let depth = self.call.event.as_ref().map_or(0, |e| e.depth);
         let message = OutgoingMessage {
             topic: topic.to_owned(),
             payload: Bytes::copy_from_slice(payload),
             qos,
+            depth: depth.saturating_add(1),
         };
         match self
             .sinks

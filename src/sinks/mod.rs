@@ -38,6 +38,10 @@ pub struct OutgoingMessage {
     pub topic: String,
     pub payload: Bytes,
     pub qos: Qos,
+    /// The chain depth of the event it would become (`Event::depth`): 0
+    /// for ledge's own messages, the publishing event's depth + 1 for a
+    /// function's.
+    pub depth: u8,
 }
 
 /// Why a publish was not accepted. Nothing was sent in either case.

@@ -111,6 +111,7 @@ impl MqttSource {
         routing: &Routing,
         topic: &str,
         payload: &Bytes,
+        depth: u8,
         overflow: Overflow,
     ) -> Taken {
         if payload.len() > self.max_payload {
@@ -132,7 +133,8 @@ impl MqttSource {
         }
         let mut taken = Taken::default();
         self.forward(topic, payload, &mut taken.waits);
-        let event = Event::new(EventSource::Mqtt, topic, payload.clone());
+        let mut event = Event::new(EventSource::Mqtt, topic, payload.clone());
+        event.depth = depth;
         let submitted = routing.submit(event, overflow);
         taken
             .waits
