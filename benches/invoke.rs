@@ -89,6 +89,19 @@ fn main() {
         &quiet,
     );
 
+    let relay = load_function(
+        dir.path(),
+        "reading-relay",
+        &repo.join("functions/dist/reading-relay.wasm"),
+        "env = { THRESHOLD = \"30\" }\nallow_publish = [\"alerts/#\"]",
+    );
+    let relayed = bench_invoke(&relay, READING_ALERT);
+    report(
+        "invoke_reading_relay_us",
+        "reading-relay (the MQTT benchmarks' job), 30-byte reading over the threshold (republishes)",
+        &relayed,
+    );
+
     println!("fresh instance (Instance::new with ledge_init, as after a trap)");
     let fresh_ok = bench_instantiate(&ok);
     report("instantiate_trivial_us", "ok.wat", &fresh_ok);

@@ -13,7 +13,7 @@
 # rules, not here; it is only covered by SHA256SUMS.
 set -euo pipefail
 
-readonly FUNCTIONS=(threshold-alert moving-average echo thermostat)
+readonly FUNCTIONS=(threshold-alert moving-average echo thermostat reading-relay)
 readonly TARGET=wasm32-unknown-unknown
 # The default 1 MiB guest stack makes every instantiation allocate and zero
 # 1 MiB more (docs/abi.md); 64 KiB is plenty for these functions.
