@@ -1181,11 +1181,14 @@ fn log_summary(dispatcher: &Dispatcher, link: &LinkState) {
         let m = metrics.snapshot();
         log::info!(
             target: "ledge::node",
-            "{name}: {} invocations, {} errors ({} timeouts), {} throttled, mean {}µs, max {}µs",
+            "{name}: {} invocations, {} errors ({} timeouts), {} throttled, {} spilled, {} dead_letters, {} loops_stopped, mean {}µs, max {}µs",
             m.invocations,
             m.errors,
             m.timeouts,
             m.throttled,
+            m.spilled,
+            m.dead_letters,
+            m.loops_stopped,
             m.mean_duration_us(),
             m.duration_max_us
         );

@@ -54,7 +54,8 @@ fn a_self_feeding_function_is_stopped_and_another_keeps_serving(external: bool) 
     assert!(check.status.success());
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert!(
-        stderr.contains("function `storm` may trigger itself") && stderr.contains("ledge.toml:10:1:"),
+        stderr.contains("function `storm` may trigger itself")
+            && stderr.contains("ledge.toml:10:1:"),
         "{stderr}"
     );
 

@@ -34,6 +34,10 @@ const MAX_PUBLISH_TIME: Duration = Duration::from_secs(90);
 const IDLE_GRACE: Duration = Duration::from_secs(1);
 /// ...and in any case this long after publishing ended.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+/// A burst far beyond the system's rate drains for longer, and its overflow
+/// (a function's spool stream) may pause between fsyncs.
+const BURST_IDLE_GRACE: Duration = Duration::from_secs(3);
+const BURST_DRAIN_LIMIT: Duration = Duration::from_secs(120);
 /// rumqttc's request channel for the generator's clients.
 const REQUEST_CHANNEL: usize = 64;
 
@@ -132,6 +136,49 @@ fn rate(count: u64, secs: f64) -> f64 {
     }
 }
 
+/// Subscribes to `filter` at QoS 1 (acknowledging each message on receipt,
+/// as a plain subscriber does) and counts arrivals until `count` came or
+/// nothing came for `IDLE_GRACE` after the first: (received, seconds from
+/// the first to the last).
+pub fn count_arrivals(port: u16, filter: &str, count: u64) -> Result<(u64, f64), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        let (client, mut eventloop) = client(port, &format!("bench-count-{}", unique_suffix()));
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .map_err(|e| format!("subscribe: {e}"))?;
+        let (mut received, mut first, mut last) = (0u64, None, Instant::now());
+        let started = Instant::now();
+        while received < count {
+            let wait = if first.is_some() {
+                IDLE_GRACE
+            } else {
+                Duration::from_secs(30)
+            };
+            match tokio::time::timeout(wait, eventloop.poll()).await {
+                Err(_) => break,
+                Ok(Err(e)) => return Err(format!("counting subscriber: {e}")),
+                Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
+                    let now = Instant::now();
+                    first.get_or_insert(now);
+                    last = now;
+                    received += 1;
+                }
+                Ok(Ok(_)) => {}
+            }
+            if started.elapsed() > MAX_PUBLISH_TIME {
+                break;
+            }
+        }
+        let secs = first.map_or(0.0, |f| (last - f).as_secs_f64());
+        Ok((received, secs))
+    })
+}
+
 /// Runs one load against `target` on a fresh single-threaded runtime.
 pub fn run(target: &Target, offer: Offer) -> Result<LoadResult, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -151,7 +198,11 @@ async fn run_async(target: &Target, offer: Offer) -> Result<LoadResult, String> 
     let count = offer.count();
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(None);
-    let collector = tokio::spawn(collect(sub_loop, count, ready_tx, done_rx));
+    let limits = match offer {
+        Offer::Burst { .. } => (BURST_IDLE_GRACE, BURST_DRAIN_LIMIT),
+        Offer::Paced { .. } => (IDLE_GRACE, DRAIN_LIMIT),
+    };
+    let collector = tokio::spawn(collect(sub_loop, count, ready_tx, done_rx, limits));
 
     let (publisher, pub_loop) = client(target.port, &format!("bench-pub-{id}"));
     let driver = tokio::spawn(drive(pub_loop));
@@ -274,6 +325,7 @@ async fn collect(
     count: u64,
     ready: watch::Sender<bool>,
     done: watch::Receiver<Option<Instant>>,
+    (idle_grace, drain_limit): (Duration, Duration),
 ) -> Result<Receipts, String> {
     let mut receipts = Receipts {
         times: vec![None; count as usize],
@@ -284,7 +336,7 @@ async fn collect(
         let now = Instant::now();
         if let Some(done_at) = *done.borrow() {
             let idle_from = last_message.max(done_at);
-            if now > idle_from + IDLE_GRACE || now > done_at + DRAIN_LIMIT {
+            if now > idle_from + idle_grace || now > done_at + drain_limit {
                 break;
             }
         }

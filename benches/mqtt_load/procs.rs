@@ -163,6 +163,29 @@ pub fn wait_for_port(process: &mut Proc, port: u16) -> Result<(), String> {
     Ok(())
 }
 
+/// Debian's mosquitto on a free loopback port with its stock settings
+/// (max_inflight_messages 20, max_queued_messages 1000), as a gateway runs
+/// it when nobody tuned it.
+pub fn stock_mosquitto(dir: &Path) -> Result<(Proc, u16), String> {
+    let port = free_port()?;
+    let config = dir.join(format!("mosquitto-stock-{port}.conf"));
+    let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_type error\nlog_type warning\n");
+    std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+    let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("mosquitto");
+    let mut command = Command::new(binary);
+    command.arg("-c").arg(&config);
+    let mut process = Proc::spawn(
+        "mosquitto",
+        command,
+        dir.join(format!("mosquitto-stock-{port}.log")),
+    )?;
+    wait_for_port(&mut process, port)?;
+    Ok((process, port))
+}
+
 /// Debian's mosquitto on a free loopback port.
 ///
 /// Defaults except: no persistence, and `max_queued_messages` raised from
@@ -200,6 +223,17 @@ pub fn mosquitto(dir: &Path, nodelay: bool) -> Result<(Proc, u16), String> {
 /// on it. Placeholders: `@PORT@` (the broker port), `@REPO@` (this
 /// checkout), `@DATA@` (a fresh data_dir).
 pub fn ledge(binary: &Path, dir: &Path, template: &str, port: u16) -> Result<Proc, String> {
+    ledge_with_upstream(binary, dir, template, port, 0)
+}
+
+/// [`ledge`], with `@UPSTREAM@` rendered as `upstream`.
+pub fn ledge_with_upstream(
+    binary: &Path,
+    dir: &Path,
+    template: &str,
+    port: u16,
+    upstream: u16,
+) -> Result<Proc, String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let source = repo.join("benches/configs").join(template);
     let text =
@@ -208,6 +242,7 @@ pub fn ledge(binary: &Path, dir: &Path, template: &str, port: u16) -> Result<Pro
     let data = dir.join(format!("data-{stem}-{port}"));
     let text = text
         .replace("@PORT@", &port.to_string())
+        .replace("@UPSTREAM@", &upstream.to_string())
         .replace("@REPO@", &repo.display().to_string())
         .replace("@DATA@", &data.display().to_string());
     let config = dir.join(format!("{stem}-{port}.toml"));
