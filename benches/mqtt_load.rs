@@ -228,6 +228,8 @@ fn run_all(options: &Options) -> Result<(), String> {
         "== durable ingestion: {FORWARD_BURST} QoS 1 forwards at once into a stock mosquitto"
     );
     forward_ingestion(options, dir, &mut table)?;
+    eprintln!("== a good function beside hostile ones, {STEADY_RATE}/s");
+    hostile(options, dir, &mut table)?;
     eprintln!("== memory");
     memory(options, dir, stock_port, best, &mut table)?;
     table.print();
@@ -484,6 +486,69 @@ fn embedded_latency(options: &Options, dir: &Path, table: &mut Table) -> Result<
     Ok(())
 }
 
+/// A good function's latency at `STEADY_RATE` on the embedded broker, alone
+/// and while hostile functions (a self-feeding loop, a spinner, a log flood,
+/// a memory bomb) are triggered over and over beside it: the floor is the
+/// same delivered count and at most 2× the p99.
+fn hostile(options: &Options, dir: &Path, table: &mut Table) -> Result<(), String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["self_feed", "loop", "deny_flood", "bomb"] {
+        let source = repo.join(format!("tests/fixtures/wat/{name}.wat"));
+        let wasm = wat::parse_file(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+        std::fs::write(dir.join(format!("{name}.wasm")), wasm).map_err(|e| e.to_string())?;
+    }
+    let port = procs::free_port()?;
+    let mut ledge = procs::ledge(&options.ledge, dir, "hostile.toml", port)?;
+    procs::wait_for_port(&mut ledge, port)?;
+    let offer = Offer::Paced {
+        rate: STEADY_RATE,
+        secs: options.latency_secs,
+    };
+    let calm = generator::run(&through(port), offer);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            generator::keep_publishing(
+                port,
+                &["storm/in", "hostile/spin", "hostile/flood", "hostile/bomb"],
+                &stop,
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let attacked = generator::run(&through(port), offer);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let attacks = attacker
+        .join()
+        .map_err(|_| "the attacker panicked".to_owned())?;
+    let log = ledge.stop();
+    let (calm, attacked) = (calm?, attacked?);
+    eprintln!("  hostile: {attacks} triggers of hostile functions during the attacked run");
+    for line in log.lines().filter(|l| l.contains(" invocations, ")) {
+        eprintln!("  hostile summary: {line}");
+    }
+    table.latency("hostile_calm", "good function, hostile ones idle", &calm);
+    table.latency(
+        "hostile_attacked",
+        "good function while hostile ones run",
+        &attacked,
+    );
+    table.add(
+        "ratio_hostile_p99",
+        attacked.latency_us(0.99) as f64 / (calm.latency_us(0.99) as f64).max(1.0),
+        "x",
+        "good function's p99 with hostile neighbours / alone; floor 2.0",
+    );
+    table.add(
+        "hostile_delivered_difference",
+        calm.received as f64 - attacked.received as f64,
+        "msgs",
+        "good function: delivered alone minus delivered under attack (same offer); floor 0",
+    );
+    Ok(())
+}
+
 /// `BURST` readings as fast as the publisher's client takes them, into the
 /// embedded broker and through mosquitto, at QoS 1 and QoS 0: how many
 /// arrive, and what ledge's exit summary says it spilled and dead-lettered.
@@ -547,7 +612,9 @@ fn forward_ingestion(options: &Options, dir: &Path, table: &mut Table) -> Result
         if durable >= FORWARD_BURST {
             break;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // Each poll is a `ledge status` process: often enough for ±5% on a
+        // burst of about a second, rarely enough not to compete with ledge.
+        std::thread::sleep(Duration::from_millis(50));
     }
     let secs = started.elapsed().as_secs_f64();
     ledge.stop();

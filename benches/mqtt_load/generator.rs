@@ -179,6 +179,37 @@ pub fn count_arrivals(port: u16, filter: &str, count: u64) -> Result<(u64, f64),
     })
 }
 
+/// Publishes to each of `topics` in turn, about 100 messages a second in
+/// all, until `stop`; returns how many it sent. The hostile neighbours'
+/// triggers in the hostile benchmark.
+pub fn keep_publishing(port: u16, topics: &[&str], stop: &std::sync::atomic::AtomicBool) -> u64 {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 0;
+    };
+    runtime.block_on(async {
+        let (client, eventloop) = client(port, &format!("bench-hostile-{}", unique_suffix()));
+        let driver = tokio::spawn(drive(eventloop));
+        let mut sent = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && sent < 100_000 {
+            let topic = topics[sent as usize % topics.len()];
+            if client
+                .publish(topic, QoS::AtMostOnce, false, "attack")
+                .await
+                .is_err()
+            {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        driver.abort();
+        sent
+    })
+}
+
 /// Runs one load against `target` on a fresh single-threaded runtime.
 pub fn run(target: &Target, offer: Offer) -> Result<LoadResult, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()

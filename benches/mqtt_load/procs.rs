@@ -221,7 +221,8 @@ pub fn mosquitto(dir: &Path, nodelay: bool) -> Result<(Proc, u16), String> {
 
 /// Renders `benches/configs/<template>` into `dir` and starts `ledge run`
 /// on it. Placeholders: `@PORT@` (the broker port), `@REPO@` (this
-/// checkout), `@DATA@` (a fresh data_dir).
+/// checkout), `@DATA@` (a fresh data_dir), `@DIR@` (the bench's temporary
+/// directory), `@UPSTREAM@` (an upstream port).
 pub fn ledge(binary: &Path, dir: &Path, template: &str, port: u16) -> Result<Proc, String> {
     ledge_with_upstream(binary, dir, template, port, 0)
 }
@@ -243,6 +244,7 @@ pub fn ledge_with_upstream(
     let text = text
         .replace("@PORT@", &port.to_string())
         .replace("@UPSTREAM@", &upstream.to_string())
+        .replace("@DIR@", &dir.display().to_string())
         .replace("@REPO@", &repo.display().to_string())
         .replace("@DATA@", &data.display().to_string());
     let config = dir.join(format!("{stem}-{port}.toml"));
