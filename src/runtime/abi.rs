@@ -156,7 +156,11 @@ impl HostState {
         // reading at info must not be throttled, or summarised, at warn.
         let wanted = self.capture_logs
             || log::log_enabled!(target: &self.log_target, level)
-            || self.sinks.logs.as_ref().is_some_and(|ship| ship.ships(level));
+            || self
+                .sinks
+                .logs
+                .as_ref()
+                .is_some_and(|ship| ship.ships(level));
         if !wanted || !self.admit(bytes.len().min(MAX_LOG_LINE)) {
             return;
         }

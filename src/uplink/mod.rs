@@ -20,14 +20,23 @@
 //! telemetry stream (logs, metrics). Each is a lane with its own reader,
 //! cursor and epoch; events go first, telemetry only while the event lane
 //! has nothing to send, so a backlog of logs never delays an event.
+//!
+//! Each connection carries a Last Will and announces itself with a
+//! retained `online` status; a clean stop replaces it with `offline` before
+//! disconnecting (see `presence`). `outage` says in the log when the link
+//! has been down too long and when the backlog is through.
 
 mod acks;
 pub mod message;
+pub mod outage;
+pub mod presence;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{
+    LastWill, Packet, PubAckReason, PublishProperties, SubscribeReasonCode,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::Outgoing;
@@ -45,6 +54,10 @@ pub const CURSOR: &str = "uplink";
 const READ_BATCH: usize = 500;
 /// QoS 1 publishes the uplink keeps in flight at most.
 const OUTGOING_INFLIGHT: u16 = 1024;
+/// The in-flight lane of status messages (not a spool stream).
+const STATUS_LANE: usize = usize::MAX;
+/// How long a clean stop waits for upstream to confirm the `offline` status.
+const OFFLINE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What `ledge status` shows about the uplink.
 #[derive(Debug, Default)]
@@ -56,6 +69,12 @@ pub struct UplinkStatus {
     pub confirmed_seq: AtomicU64,
     pub reconnects: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// When the current (or last) connection was made, UNIX ms; 0 before
+    /// the first.
+    pub connected_at_ms: AtomicU64,
+    /// When the link was last lost (or the uplink started, if it never
+    /// connected), UNIX ms.
+    pub down_since_ms: AtomicU64,
 }
 
 pub struct Uplink {
@@ -124,6 +143,19 @@ impl Uplink {
             .collect();
         let mut backoff = Backoff::default();
         let address = format!("{}:{}", self.plan.host, self.plan.port);
+        let _ = self.status.down_since_ms.compare_exchange(
+            0,
+            crate::event::unix_ms(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        tokio::spawn(outage::warn_while_down(
+            Arc::clone(&self.status),
+            Arc::clone(&self.spool),
+            address.clone(),
+            self.plan.outage_warning,
+            shutdown.clone(),
+        ));
         loop {
             let end = match self.options() {
                 Ok(options) => {
@@ -134,7 +166,11 @@ impl Uplink {
                 }
                 Err(reason) => End::Failed(reason),
             };
-            self.status.connected.store(false, Ordering::Release);
+            if self.status.connected.swap(false, Ordering::AcqRel) {
+                self.status
+                    .down_since_ms
+                    .store(crate::event::unix_ms(), Ordering::Release);
+            }
             match end {
                 End::Shutdown => return,
                 End::Failed(reason) => {
@@ -170,6 +206,15 @@ impl Uplink {
         );
         options.set_keep_alive(self.plan.keep_alive);
         options.set_clean_start(true);
+        // Published by the broker if this connection dies without a
+        // DISCONNECT: the cloud learns the gateway is gone.
+        options.set_last_will(LastWill::new(
+            presence::topic(&self.plan.topic_prefix),
+            presence::offline(&self.device, "connection lost"),
+            QoS::AtLeastOnce,
+            true,
+            None,
+        ));
         options.set_max_packet_size(Some(16 << 20));
         // rumqttc's MQTT 5 client sizes its in-flight table by the broker's
         // receive maximum, 65,535 slots (~13.5 MiB) unless capped; the
@@ -220,6 +265,11 @@ impl Uplink {
             }
         }
         backoff.reset();
+        let mut inflight = InFlight::default();
+        // Before anything else, so its packet id is the first written.
+        if let Err(e) = self.publish_status(client, presence::online(&self.device), &mut inflight) {
+            return End::Failed(e);
+        }
         if self.deploy.is_some() {
             // The document first: a broker delivers retained messages per
             // subscription in order, so its chunks come after it.
@@ -233,16 +283,26 @@ impl Uplink {
                 }
             }
         }
+        let now = crate::event::unix_ms();
+        let outage = std::time::Duration::from_millis(
+            now.saturating_sub(self.status.down_since_ms.load(Ordering::Acquire)),
+        );
+        let spools: Vec<Arc<Spool>> = lanes.iter().map(|l| Arc::clone(&l.spool)).collect();
+        let mut backlog = outage::Backlog::at_connect(spools.iter(), outage);
+        self.status.connected_at_ms.store(now, Ordering::Release);
         self.status.connected.store(true, Ordering::Release);
         log::info!(target: "ledge::uplink", "connected to upstream {}:{}", self.plan.host, self.plan.port);
-        let mut inflight = InFlight::default();
         for lane in lanes.iter_mut() {
             lane.caught_up = false;
         }
+        // Set once a stop was asked for: the `offline` status is on its way
+        // and nothing new is sent.
+        let mut stopping: Option<tokio::time::Instant> = None;
         loop {
             // Events first: telemetry only while the event lane is idle.
             let ready = lanes.iter().position(|lane| !lane.caught_up);
-            if let (Some(i), true) = (ready, inflight.len() < self.plan.max_inflight) {
+            let sending = stopping.is_none() && inflight.len() < self.plan.max_inflight;
+            if let (Some(i), true) = (ready, sending) {
                 match self
                     .send_more(client, &mut lanes[i], i, &mut inflight)
                     .await
@@ -254,8 +314,10 @@ impl Uplink {
             }
             let (events, rest) = lanes.split_at_mut(1);
             let (events, mut telemetry) = (&mut events[0], rest.first_mut());
-            let events_idle = events.caught_up;
-            let telemetry_idle = telemetry.as_ref().is_some_and(|t| t.caught_up);
+            let events_idle = events.caught_up && stopping.is_none();
+            let telemetry_idle =
+                telemetry.as_ref().is_some_and(|t| t.caught_up) && stopping.is_none();
+            let offline_deadline = stopping.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 event = eventloop.poll() => match event {
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.written(pkid),
@@ -279,14 +341,29 @@ impl Uplink {
                         if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
                             return End::Failed(format!("upstream refused a message: {:?}", ack.reason));
                         }
-                        if let Some((index, seq)) = inflight.acked(ack.pkid) {
-                            if index == 0 {
+                        let Some((index, seq)) = inflight.acked(ack.pkid) else {
+                            continue;
+                        };
+                        let lane = match index {
+                            0 => {
                                 self.status.confirmed_seq.store(seq, Ordering::Relaxed);
+                                Some(events)
                             }
-                            if let Some(lane) = if index == 0 { Some(events) } else { telemetry } {
+                            1 => telemetry,
+                            _ => None,
+                        };
+                        match lane {
+                            Some(lane) => {
                                 lane.spool.ack(CURSOR, seq);
                                 lane.caught_up = false;
+                                backlog.check(spools.iter());
                             }
+                            // The `offline` status is confirmed: done.
+                            None if stopping.is_some() => {
+                                disconnect(client, &mut eventloop).await;
+                                return End::Shutdown;
+                            }
+                            None => {}
                         }
                     }
                     Ok(_) => {}
@@ -306,12 +383,43 @@ impl Uplink {
                         t.caught_up = false;
                     }
                 }
-                _ = shutdown.changed() => {
-                    let _ = client.try_disconnect();
+                _ = tokio::time::sleep_until(offline_deadline), if stopping.is_some() => {
+                    log::warn!(target: "ledge::uplink", "upstream did not confirm the offline status within {}s; disconnecting", OFFLINE_DEADLINE.as_secs());
+                    disconnect(client, &mut eventloop).await;
                     return End::Shutdown;
+                }
+                _ = shutdown.changed(), if stopping.is_none() => {
+                    // A clean stop: say so (the will is for an unclean
+                    // end), then disconnect once upstream has it.
+                    let offline = presence::offline(&self.device, "stopped");
+                    if self.publish_status(client, offline, &mut inflight).is_err() {
+                        disconnect(client, &mut eventloop).await;
+                        return End::Shutdown;
+                    }
+                    stopping = Some(tokio::time::Instant::now() + OFFLINE_DEADLINE);
                 }
             }
         }
+    }
+
+    /// Publishes a retained status message, tracked like a lane's message
+    /// so packet ids stay matched.
+    fn publish_status(
+        &self,
+        client: &AsyncClient,
+        payload: Vec<u8>,
+        inflight: &mut InFlight,
+    ) -> Result<(), String> {
+        client
+            .try_publish(
+                presence::topic(&self.plan.topic_prefix),
+                QoS::AtLeastOnce,
+                true,
+                payload,
+            )
+            .map_err(|e| format!("cannot queue the status message: {e}"))?;
+        inflight.queued(STATUS_LANE, 0);
+        Ok(())
     }
 
     /// Reads the lane's next durable records and hands their messages to
@@ -359,6 +467,23 @@ impl Uplink {
         }
         Ok(records.len())
     }
+}
+
+/// Sends DISCONNECT and waits (briefly) until it is written: a connection
+/// that just closes would make the broker publish the Last Will.
+async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let written = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), written).await;
 }
 
 /// The TLS transport for `mqtts://`: the CA from `ca_file` (else the
