@@ -69,6 +69,14 @@ impl InFlight {
         confirmed.map(|seq| (lane, seq))
     }
 
+    /// The lane of the message written with `pkid`, if it is in flight.
+    pub fn lane_of(&self, pkid: u16) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|e| e.pkid == Some(pkid) && !e.acked)
+            .map(|e| e.lane)
+    }
+
     /// Messages sent and not yet confirmed, all lanes.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -99,7 +107,9 @@ mod tests {
         inflight.queued(0, 5);
         inflight.written(7);
         assert_eq!(inflight.acked(9), None);
+        assert_eq!(inflight.lane_of(7), Some(0));
         assert_eq!(inflight.acked(7), Some((0, 5)));
+        assert_eq!(inflight.lane_of(7), None);
         assert_eq!(inflight.acked(7), None);
     }
 

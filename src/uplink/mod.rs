@@ -94,6 +94,8 @@ pub struct Uplink {
 enum End {
     Shutdown,
     Failed(String),
+    /// The broker does not take retained messages (MQTT 5 reason 0x9A).
+    RetainRefused,
 }
 
 /// One spool stream being delivered.
@@ -126,6 +128,16 @@ impl Lane {
     }
 }
 
+/// What one connection works with.
+struct Session<'a> {
+    client: &'a AsyncClient,
+    lanes: &'a mut [Lane],
+    backoff: &'a mut Backoff,
+    shutdown: &'a mut watch::Receiver<bool>,
+    /// Whether status messages (and the will) are retained.
+    retain: bool,
+}
+
 /// Resolves when `lane` has new durable records (never without a lane).
 async fn more_durable(lane: Option<&mut Lane>) -> Result<(), watch::error::RecvError> {
     match lane {
@@ -156,13 +168,21 @@ impl Uplink {
             self.plan.outage_warning,
             shutdown.clone(),
         ));
+        // The status is retained unless the broker cannot retain.
+        let mut retain = true;
         loop {
-            let end = match self.options() {
+            let end = match self.options(retain) {
                 Ok(options) => {
                     let capacity = self.plan.max_inflight * 2 + READ_BATCH + 8;
                     let (client, eventloop) = AsyncClient::new(options, capacity);
-                    self.session(&client, eventloop, &mut lanes, &mut backoff, &mut shutdown)
-                        .await
+                    let mut session = Session {
+                        client: &client,
+                        lanes: &mut lanes,
+                        backoff: &mut backoff,
+                        shutdown: &mut shutdown,
+                        retain,
+                    };
+                    self.session(&mut session, eventloop).await
                 }
                 Err(reason) => End::Failed(reason),
             };
@@ -173,6 +193,10 @@ impl Uplink {
             }
             match end {
                 End::Shutdown => return,
+                End::RetainRefused => {
+                    log::warn!(target: "ledge::uplink", "upstream {address} does not take retained messages: {} is sent unretained, so only subscribers connected at the time see it", presence::topic(&self.plan.topic_prefix));
+                    retain = false;
+                }
                 End::Failed(reason) => {
                     let delay = backoff.next_delay();
                     self.status.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -198,7 +222,7 @@ impl Uplink {
         }
     }
 
-    fn options(&self) -> Result<MqttOptions, String> {
+    fn options(&self, retain: bool) -> Result<MqttOptions, String> {
         let mut options = MqttOptions::new(
             self.plan.client_id.clone(),
             self.plan.host.clone(),
@@ -212,7 +236,7 @@ impl Uplink {
             presence::topic(&self.plan.topic_prefix),
             presence::offline(&self.device, "connection lost"),
             QoS::AtLeastOnce,
-            true,
+            retain,
             None,
         ));
         options.set_max_packet_size(Some(16 << 20));
@@ -240,25 +264,31 @@ impl Uplink {
         Ok(options)
     }
 
-    async fn session(
-        &self,
-        client: &AsyncClient,
-        mut eventloop: EventLoop,
-        lanes: &mut [Lane],
-        backoff: &mut Backoff,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> End {
+    async fn session(&self, session: &mut Session<'_>, mut eventloop: EventLoop) -> End {
+        use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+        use rumqttc::v5::ConnectionError;
+        let Session {
+            client,
+            lanes,
+            backoff,
+            shutdown,
+            retain,
+        } = session;
+        let (client, retain) = (*client, *retain);
         // Connect first: nothing is queued before the CONNACK.
         loop {
             tokio::select! {
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        if ack.code != rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success {
+                        if ack.code != ConnectReturnCode::Success {
                             return End::Failed(format!("connection refused: {:?}", ack.code));
                         }
                         break;
                     }
                     Ok(_) => {}
+                    Err(ConnectionError::ConnectionRefused(ConnectReturnCode::RetainNotSupported)) if retain => {
+                        return End::RetainRefused;
+                    }
                     Err(e) => return End::Failed(e.to_string()),
                 },
                 _ = shutdown.changed() => return End::Shutdown,
@@ -267,7 +297,8 @@ impl Uplink {
         backoff.reset();
         let mut inflight = InFlight::default();
         // Before anything else, so its packet id is the first written.
-        if let Err(e) = self.publish_status(client, presence::online(&self.device), &mut inflight) {
+        let online = presence::online(&self.device);
+        if let Err(e) = self.publish_status(client, online, retain, &mut inflight) {
             return End::Failed(e);
         }
         if self.deploy.is_some() {
@@ -338,7 +369,12 @@ impl Uplink {
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                        let refused = !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers);
+                        if refused && inflight.lane_of(ack.pkid) == Some(STATUS_LANE) {
+                            // Not data: a broker whose rules forbid the
+                            // status topic must not stop the spool.
+                            log::warn!(target: "ledge::uplink", "upstream refused the status message on {} ({:?}); allow that topic for ledge's client to publish its online/offline status", presence::topic(&self.plan.topic_prefix), ack.reason);
+                        } else if refused {
                             return End::Failed(format!("upstream refused a message: {:?}", ack.reason));
                         }
                         let Some((index, seq)) = inflight.acked(ack.pkid) else {
@@ -392,7 +428,7 @@ impl Uplink {
                     // A clean stop: say so (the will is for an unclean
                     // end), then disconnect once upstream has it.
                     let offline = presence::offline(&self.device, "stopped");
-                    if self.publish_status(client, offline, &mut inflight).is_err() {
+                    if self.publish_status(client, offline, retain, &mut inflight).is_err() {
                         disconnect(client, &mut eventloop).await;
                         return End::Shutdown;
                     }
@@ -408,13 +444,14 @@ impl Uplink {
         &self,
         client: &AsyncClient,
         payload: Vec<u8>,
+        retain: bool,
         inflight: &mut InFlight,
     ) -> Result<(), String> {
         client
             .try_publish(
                 presence::topic(&self.plan.topic_prefix),
                 QoS::AtLeastOnce,
-                true,
+                retain,
                 payload,
             )
             .map_err(|e| format!("cannot queue the status message: {e}"))?;
