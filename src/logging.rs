@@ -311,20 +311,20 @@ pub fn init_with_format(config_filter: Option<&str>, json: bool) {
     }
 }
 
-/// The facts of one invocation, for its log line: what Lambda's `REPORT`
-/// line says (duration, memory size, peak memory), with fuel for billed
-/// duration. `{function} {request id} REPORT Duration: … ms Fuel Used: …
-/// Memory Size: … KiB Max Memory Used: … KiB`.
+/// The facts of one invocation for the end of its log line: what Lambda's
+/// `REPORT` line says (duration, memory size, peak memory), with the fuel
+/// used where Lambda has billed duration: `REPORT Duration: 1.234 ms Fuel
+/// Used: 56789 Memory Size: 1024 KiB Max Memory Used: 129 KiB`. Memory size
+/// is the function's limit; memory used, the instance's linear memory after
+/// the call (it only grows, so it is the peak).
 pub fn report_line(
-    function: &str,
-    request_id: &str,
     duration: Duration,
     fuel_used: u64,
     memory_limit: usize,
     memory_used: usize,
 ) -> String {
     format!(
-        "{function} {request_id} REPORT Duration: {:.3} ms Fuel Used: {fuel_used} Memory Size: {} KiB Max Memory Used: {} KiB",
+        "REPORT Duration: {:.3} ms Fuel Used: {fuel_used} Memory Size: {} KiB Max Memory Used: {} KiB",
         duration.as_secs_f64() * 1e3,
         memory_limit / 1024,
         memory_used.div_ceil(1024),
@@ -489,19 +489,17 @@ mod tests {
 
     #[test]
     fn report_lines_carry_lambdas_facts_and_fuel() {
-        let line = report_line(
-            "talk",
-            "00112233aabbccdd",
-            Duration::from_micros(1234),
-            56_789,
-            1 << 20,
-            131_073,
-        );
+        let facts = report_line(Duration::from_micros(1234), 56_789, 1 << 20, 131_073);
         assert_eq!(
-            line,
-            "talk 00112233aabbccdd REPORT Duration: 1.234 ms Fuel Used: 56789 Memory Size: 1024 KiB Max Memory Used: 129 KiB"
+            facts,
+            "REPORT Duration: 1.234 ms Fuel Used: 56789 Memory Size: 1024 KiB Max Memory Used: 129 KiB"
         );
+        // As the invocation's line ends it, the line still names its
+        // function and request for `ledge logs`.
+        let line =
+            format!("talk 00112233aabbccdd ok in 1234µs (mqtt from t, 2 bytes out); {facts}");
         let parsed = Line::new(0, log::Level::Debug, "ledge::invoke", line);
+        assert_eq!(parsed.function.as_deref(), Some("talk"));
         assert_eq!(parsed.request_id.as_deref(), Some("00112233aabbccdd"));
     }
 

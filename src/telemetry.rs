@@ -267,13 +267,19 @@ fn function_status(m: &FunctionMetrics, queued: usize, loaded: bool) -> Value {
     })
 }
 
-/// `{"buckets": [[upper bound µs, cumulative count], …], "count", "sum_us"}`.
+/// `{"buckets": [[upper bound µs, cumulative count], …], "count",
+/// "sum_us"}`, listing only the bounds where the count grows (the snapshot
+/// goes upstream every interval; the bounds are fixed, see
+/// `metrics::DURATION_BUCKETS`).
 fn histogram_json(b: &Buckets) -> Value {
-    json!({
-        "buckets": b.cumulative.iter().map(|(le, n)| json!([le, n])).collect::<Vec<_>>(),
-        "count": b.count,
-        "sum_us": b.sum_us,
-    })
+    let mut last = 0;
+    let buckets: Vec<Value> = b
+        .cumulative
+        .iter()
+        .filter(|(_, n)| std::mem::replace(&mut last, *n) != *n)
+        .map(|(le, n)| json!([le, n]))
+        .collect();
+    json!({ "buckets": buckets, "count": b.count, "sum_us": b.sum_us })
 }
 
 /// Prometheus text exposition (format 0.0.4) being written: families of
@@ -294,7 +300,15 @@ impl Exposition {
         }
     }
 
-    fn histogram(&mut self, name: &str, help: &str, series: Vec<(String, &Value)>) {
+    /// A histogram family from `histogram_json` documents, with a bucket
+    /// at every power of two µs in `bounds` (every device the same).
+    fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        bounds: (u32, u32),
+        series: Vec<(String, &Value)>,
+    ) {
         if series.is_empty() {
             return;
         }
@@ -302,9 +316,20 @@ impl Exposition {
         for (labels, h) in series {
             let inner = labels.trim_start_matches('{').trim_end_matches('}');
             let comma = if inner.is_empty() { "" } else { "," };
-            for bucket in h["buckets"].as_array().into_iter().flatten() {
-                let le = bucket[0].as_u64().unwrap_or(0) as f64 / 1e6;
-                let count = bucket[1].as_u64().unwrap_or(0);
+            let listed: Vec<(u64, u64)> = h["buckets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| (b[0].as_u64().unwrap_or(0), b[1].as_u64().unwrap_or(0)))
+                .collect();
+            for power in bounds.0..=bounds.1 {
+                let bound = 1u64 << power;
+                let count = listed
+                    .iter()
+                    .take_while(|(le, _)| *le <= bound)
+                    .last()
+                    .map_or(0, |(_, n)| *n);
+                let le = bound as f64 / 1e6;
                 let _ = writeln!(
                     self.out,
                     "{name}_bucket{{{inner}{comma}le=\"{le}\"}} {count}"
@@ -600,6 +625,7 @@ fn function_families(x: &mut Exposition, doc: &Value, device: &str) {
     x.histogram(
         "ledge_duration_seconds",
         "Invocation duration.",
+        DURATION_BUCKETS,
         functions
             .iter()
             .map(|(name, f)| (label(name), &f["duration_histogram"]))
@@ -608,6 +634,7 @@ fn function_families(x: &mut Exposition, doc: &Value, device: &str) {
     x.histogram(
         "ledge_event_age_seconds",
         "Time from an asynchronous event's receipt to the start of its invocation.",
+        EVENT_AGE_BUCKETS,
         functions
             .iter()
             .map(|(name, f)| (label(name), &f["event_age_histogram"]))
@@ -689,4 +716,47 @@ pub fn ship_own_logs(sink: Arc<SpoolSink>) {
             &record.args().to_string(),
         );
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_histograms_render_every_bucket_cumulatively() {
+        let h = crate::metrics::Histogram::default();
+        for us in [20, 30, 5000] {
+            h.record(us);
+        }
+        let doc = histogram_json(&h.buckets(DURATION_BUCKETS.0, DURATION_BUCKETS.1));
+        assert_eq!(doc["buckets"], json!([[32, 2], [8192, 3]]));
+        let mut x = Exposition { out: String::new() };
+        x.histogram(
+            "t_seconds",
+            "T.",
+            (4, 14),
+            vec![("{f=\"a\"}".to_owned(), &doc)],
+        );
+        let counts: Vec<&str> = x
+            .out
+            .lines()
+            .filter(|l| l.starts_with("t_seconds_bucket"))
+            .map(|l| l.rsplit_once(' ').unwrap().1)
+            .collect();
+        // le 16, 32, 64 … 16384 µs, then +Inf.
+        assert_eq!(
+            counts,
+            ["0", "2", "2", "2", "2", "2", "2", "2", "2", "3", "3", "3"]
+        );
+        assert!(x
+            .out
+            .contains("t_seconds_bucket{f=\"a\",le=\"0.000032\"} 2"));
+        assert!(x.out.contains("t_seconds_sum{f=\"a\"} 0.00505"));
+        assert!(x.out.contains("t_seconds_count{f=\"a\"} 3"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(labels(&[("a", "x\"y\\z\n")]), "{a=\"x\\\"y\\\\z\\n\"}");
+    }
 }

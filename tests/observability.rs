@@ -115,6 +115,12 @@ fn prometheus_shows_uplink_spool_broker_sensors_and_histograms_and_passes_promto
     assert_eq!(client.collect(6, WAIT).len(), 6, "{}", ledge.log_text());
     assert_eq!(backend.collect(6, WAIT).len(), 6, "{}", ledge.log_text());
 
+    // An invocation is counted just after its output went out.
+    scrape_until(
+        metrics,
+        "ledge_duration_seconds_count{device=\"o1\",function=\"echo\"}",
+        |v| v == 6.0,
+    );
     let body = scrape_until(
         metrics,
         "ledge_spool_lag_records{device=\"o1\",stream=\"uplink\"}",
@@ -224,21 +230,21 @@ fn prometheus_shows_uplink_spool_broker_sensors_and_histograms_and_passes_promto
         "ledge_spool_lag_records{device=\"o1\",stream=\"uplink\"}",
         |v| v == 5.0,
     );
-    let body = if sample(&body, "ledge_uplink_disconnected_seconds{device=\"o1\"}") > Some(0.0) {
-        body
-    } else {
-        scrape_until(
-            metrics,
-            "ledge_uplink_disconnected_seconds{device=\"o1\"}",
-            |v| v > 0.0,
-        )
-    };
-    assert!(
-        sample(
-            &body,
-            "ledge_spool_oldest_unsent_age_seconds{device=\"o1\",stream=\"uplink\"}"
-        ) > Some(0.0),
+    assert_eq!(
+        sample(&body, "ledge_uplink_connected{device=\"o1\"}"),
+        Some(0.0),
         "{body}"
+    );
+    // Both grow while the outage lasts.
+    scrape_until(
+        metrics,
+        "ledge_uplink_disconnected_seconds{device=\"o1\"}",
+        |v| v > 0.0,
+    );
+    scrape_until(
+        metrics,
+        "ledge_spool_oldest_unsent_age_seconds{device=\"o1\",stream=\"uplink\"}",
+        |v| v > 0.0,
     );
     scrape_until(
         metrics,

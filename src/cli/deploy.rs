@@ -349,11 +349,12 @@ pub fn functions(config: &Path, json: bool) -> Result<(), CliError> {
                 let loaded = status["functions"]
                     .as_object()
                     .map(|f| {
-                        f.keys()
-                            .filter(|k| {
-                                *k == &spec.name || k.starts_with(&format!("{}:", spec.name))
+                        f.iter()
+                            .filter(|(k, m)| {
+                                (*k == &spec.name || k.starts_with(&format!("{}:", spec.name)))
+                                    && m["loaded"] != false
                             })
-                            .cloned()
+                            .map(|(k, _)| k.clone())
                             .collect::<Vec<_>>()
                     })
                     .unwrap_or_default();
