@@ -77,6 +77,11 @@ impl InFlight {
             .map(|e| e.lane)
     }
 
+    /// True while a message of `lane` is unconfirmed.
+    pub fn holds(&self, lane: usize) -> bool {
+        self.entries.iter().any(|e| e.lane == lane)
+    }
+
     /// Messages sent and not yet confirmed, all lanes.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -108,8 +113,10 @@ mod tests {
         inflight.written(7);
         assert_eq!(inflight.acked(9), None);
         assert_eq!(inflight.lane_of(7), Some(0));
+        assert!(inflight.holds(0) && !inflight.holds(1));
         assert_eq!(inflight.acked(7), Some((0, 5)));
         assert_eq!(inflight.lane_of(7), None);
+        assert!(!inflight.holds(0));
         assert_eq!(inflight.acked(7), None);
     }
 

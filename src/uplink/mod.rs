@@ -395,7 +395,7 @@ impl Uplink {
                                 backlog.check(spools.iter());
                             }
                             // The `offline` status is confirmed: done.
-                            None if stopping.is_some() => {
+                            None if stopping.is_some() && !inflight.holds(STATUS_LANE) => {
                                 disconnect(client, &mut eventloop).await;
                                 return End::Shutdown;
                             }
@@ -403,6 +403,8 @@ impl Uplink {
                         }
                     }
                     Ok(_) => {}
+                    // After a stop was asked for, a lost link ends the uplink.
+                    Err(_) if stopping.is_some() => return End::Shutdown,
                     Err(e) => return End::Failed(e.to_string()),
                 },
                 changed = events.durable.changed(), if events_idle => {
