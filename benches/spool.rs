@@ -334,6 +334,7 @@ fn drain(root: &Path) {
         topic_prefix: "ledge/bench".into(),
         max_inflight: window,
         ship_logs: None,
+        outage_warning: Duration::from_secs(60),
     };
     let uplink = Uplink {
         plan,

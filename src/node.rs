@@ -207,6 +207,8 @@ struct Node {
     reports: Option<(Arc<SpoolSink>, String)>,
     /// The config's functions for the deployment receiver.
     config_functions: Arc<std::sync::RwLock<Vec<crate::config::FunctionSpec>>>,
+    /// What `ledge status` and the metrics are made from.
+    status: Arc<StatusSources>,
 }
 
 impl Node {
@@ -271,6 +273,7 @@ impl Node {
             )),
             _ => None,
         };
+        report_cli_moves(&store, reports.as_ref(), &plan.device.id);
         // A version on probation that cannot start sends its alias back
         // before anything runs; the store is then laid over the config again.
         let functions = loop {
@@ -392,6 +395,9 @@ impl Node {
             spool: spool.clone(),
             telemetry: telemetry.clone(),
             uplink: uplink_status,
+            #[cfg(feature = "local-broker")]
+            broker: link.broker.clone(),
+            memory: Default::default(),
         });
         if let Some(telemetry) = &telemetry {
             services.spawn(crate::telemetry::ship_metrics(
@@ -421,7 +427,7 @@ impl Node {
             Ok(listener) => {
                 services.spawn(crate::control::serve(
                     listener,
-                    status,
+                    Arc::clone(&status),
                     requests.clone(),
                     services_stopped.clone(),
                 ));
@@ -473,6 +479,7 @@ impl Node {
             watches: Vec::new(),
             reports,
             config_functions,
+            status,
         };
         node.refresh_watches();
         Ok(node)
@@ -485,6 +492,7 @@ impl Node {
     /// it had already accepted. Nothing changes if the new config is
     /// invalid or changes a section only a restart can apply.
     async fn reload(&mut self) -> Result<String, ReloadError> {
+        report_cli_moves(&self.store, self.reports.as_ref(), &self.plan.device.id);
         let path = self.plan.source.clone();
         let text = crate::config::read_text(&path).map_err(ReloadError::Config)?;
         let restart = crate::config::changes_needing_restart(&self.config_text, &text);
@@ -535,6 +543,7 @@ impl Node {
         let mut old_sources = old.sources;
         while old_sources.join_next().await.is_some() {}
         self.routing.replace(Arc::clone(&self.pipeline.dispatcher));
+        self.status.retire(&old.dispatcher);
         old.dispatcher.close();
         self.pipeline
             .start_sources(&plan, &self.publisher, &self.sinks);
@@ -690,6 +699,7 @@ impl Node {
                             "from": from.to_string(),
                             "to": to.to_string(),
                             "reason": format!("{errors} of {invocations} invocations failed (max error rate {})", self.plan.deploy.max_error_rate),
+                            "moved_by": "ledge: probation",
                         })
                     }),
             };
@@ -934,6 +944,7 @@ fn roll_back_unloadable(
                         "from": from.to_string(),
                         "to": to.to_string(),
                         "reason": format!("version {version} fails to load: {reason}"),
+                        "moved_by": "ledge: version fails to load",
                     }),
                 );
             }
@@ -960,6 +971,15 @@ fn apply_store(plan: &mut Plan, store: &Store) -> Result<(), crate::deploy::stor
         log::warn!(target: "ledge::deploy", "{warning}");
     }
     Ok(())
+}
+
+/// Reports the alias moves the command line recorded (see `deploy::moves`).
+fn report_cli_moves(store: &Store, reports: Option<&(Arc<SpoolSink>, String)>, device: &str) {
+    let reported =
+        crate::deploy::moves::drain(store, |report| report_deploy(reports, device, report));
+    if let Err(e) = reported {
+        log::error!(target: "ledge::deploy", "cannot report alias moves made from the command line: {e}");
+    }
 }
 
 /// Logs a deployment event and, with an upstream, spools it for

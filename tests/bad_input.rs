@@ -286,3 +286,39 @@ fn ota_documents_built_to_flood_are_bounded_in_log_and_report() {
         log_bytes(&ledge) - before
     );
 }
+
+#[test]
+fn keep_alives_the_mqtt_client_would_refuse_are_config_errors_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = common::free_port();
+    let upstream = Mosquitto::start(dir.path());
+    let text = format!(
+        "[device]\nid = \"gw\"\ndata_dir = \"data\"\n[broker]\nlisten = \"127.0.0.1:{local}\"\n\
+         [upstream]\nurl = \"mqtt://127.0.0.1:{}\"\nkeep_alive = \"2s\"\n",
+        upstream.port
+    );
+    let config = common::write_config(dir.path(), &text);
+    let (code, out) = ledge_bounded(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("ledge.toml:8:14") && out.contains("keep_alive must be between 5s and 65535s"),
+        "{out}"
+    );
+    let (code, out) = ledge_bounded(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+    let external = text.replace(
+        &format!("listen = \"127.0.0.1:{local}\""),
+        &format!(
+            "url = \"mqtt://127.0.0.1:{}\"\nkeep_alive = \"1s\"",
+            upstream.port
+        ),
+    );
+    let config = common::write_config(dir.path(), &external.replace("keep_alive = \"2s\"\n", ""));
+    let (code, out) = ledge_bounded(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("keep_alive must be between 5s and 65535s"),
+        "{out}"
+    );
+}

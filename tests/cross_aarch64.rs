@@ -302,7 +302,7 @@ fn the_aarch64_binary_under_qemu_forwards_every_record_across_a_kill_9() {
     // delivered when it comes back.
     let local = Mosquitto::start_persistent(dir.path(), common::free_port());
     let upstream = Mosquitto::start_persistent(dir.path(), common::free_port());
-    let backend = DurableSubscriber::connect(upstream.port, "backend", "ledge/#");
+    let backend = DurableSubscriber::connect(upstream.port, "backend", "ledge/+/events/#");
     let config = common::write_config(
         dir.path(),
         &format!(

@@ -131,7 +131,8 @@ fn metrics_equal_the_counts_of_a_scripted_workload() {
         "ledge_retries_total{device=\"m1\",function=\"fails\"} 5",
         "ledge_spilled_total{device=\"m1\",function=\"slow\"} 7",
         "ledge_duration_seconds_count{device=\"m1\",function=\"slow\"} 10",
-        "# TYPE ledge_duration_seconds summary",
+        "# TYPE ledge_duration_seconds histogram",
+        "ledge_duration_seconds_bucket{device=\"m1\",function=\"slow\",le=\"+Inf\"} 10",
     ] {
         assert!(scraped.contains(line), "missing {line}:\n{scraped}");
     }

@@ -166,7 +166,10 @@ fn reload_adds_changes_and_removes_functions_and_triggers() {
         doc["functions"]["side"]["invocations"].as_u64().unwrap() >= 2,
         "{doc}"
     );
-    assert!(doc["functions"].get("main").is_none(), "{doc}");
+    // The one removed keeps its counts until restart, marked unloaded.
+    assert_eq!(doc["functions"]["main"]["loaded"], false, "{doc}");
+    assert_eq!(doc["functions"]["main"]["invocations"], 1, "{doc}");
+    assert_eq!(doc["functions"]["side"]["loaded"], true, "{doc}");
     assert!(ledge.terminate().success());
 }
 

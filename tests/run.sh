@@ -23,6 +23,7 @@ step "system packages"
 packages=()
 command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || packages+=(mosquitto)
 command -v mosquitto_pub >/dev/null || packages+=(mosquitto-clients)
+command -v promtool >/dev/null || packages+=(prometheus)  # promtool checks the metrics endpoint
 command -v qemu-aarch64-static >/dev/null || packages+=(qemu-user-static)
 command -v shellcheck >/dev/null || packages+=(shellcheck)
 [[ -x /usr/sbin/sshd ]] || packages+=(openssh-server)
@@ -32,7 +33,7 @@ if [[ ${#packages[@]} -gt 0 ]]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
-echo "ok: mosquitto, mosquitto-clients, qemu-user-static, shellcheck, openssh-server, openssh-client, tzdata"
+echo "ok: mosquitto, mosquitto-clients, prometheus (promtool), qemu-user-static, shellcheck, openssh-server, openssh-client, tzdata"
 
 step "rust targets and components"
 installed=$(rustup target list --installed)

@@ -42,7 +42,7 @@ fn fill_the_disk_then_drain(on_full: &str) {
     let disk = SmallDisk::mount(&dir.path().join("small"), "1m");
     let upstream_port = common::free_port();
     let upstream = Mosquitto::start_persistent(dir.path(), upstream_port);
-    let backend = DurableSubscriber::connect(upstream_port, "backend", "ledge/#");
+    let backend = DurableSubscriber::connect(upstream_port, "backend", "ledge/+/events/#");
     upstream.stop();
 
     let local = common::free_port();

@@ -112,7 +112,7 @@ fn ten_thousand_events_spooled_while_upstream_is_down_all_arrive_in_order_once()
     // The subscriber's session must outlive the outage: create it, then stop
     // the upstream broker (it saves the session) before ledge starts.
     let upstream = Mosquitto::start_persistent(dir.path(), upstream_port);
-    let subscriber = DurableSubscriber::connect(upstream_port, "backend", "ledge/#");
+    let subscriber = DurableSubscriber::connect(upstream_port, "backend", "ledge/+/events/#");
     upstream.stop();
 
     let local = common::free_port();
@@ -149,7 +149,7 @@ fn upstream_messages_carry_device_epoch_and_seq() {
     let config = config(dir.path(), local, false, upstream.port, "");
     let collector = std::thread::spawn({
         let port = upstream.port;
-        move || common::broker::collect_v5(port, "ledge/#", 3, WAIT)
+        move || common::broker::collect_v5(port, "ledge/+/events/#", 3, WAIT)
     });
     std::thread::sleep(Duration::from_millis(300));
     let _ledge = Ledge::start(&config);
@@ -183,7 +183,7 @@ fn nothing_is_lost_while_the_upstream_broker_flaps() {
     let dir = tempfile::tempdir().unwrap();
     let upstream_port = common::free_port();
     let upstream = Mosquitto::start_persistent(dir.path(), upstream_port);
-    let subscriber = DurableSubscriber::connect(upstream_port, "backend", "ledge/#");
+    let subscriber = DurableSubscriber::connect(upstream_port, "backend", "ledge/+/events/#");
     let local = common::free_port();
     let config = config(dir.path(), local, false, upstream_port, "");
     let _ledge = Ledge::start(&config);
@@ -292,7 +292,7 @@ fn kill_9_at_random_moments_never_loses_an_acknowledged_event() {
     // is dead and redelivers what ledge had not acknowledged (durable).
     let local = Mosquitto::start_persistent(dir.path(), common::free_port());
     let upstream = Mosquitto::start_persistent(dir.path(), common::free_port());
-    let subscriber = DurableSubscriber::connect(upstream.port, "backend", "ledge/#");
+    let subscriber = DurableSubscriber::connect(upstream.port, "backend", "ledge/+/events/#");
     let config = config(
         dir.path(),
         local.port,

@@ -160,7 +160,7 @@ fn events_reach_upstream_over_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     make_pki(dir.path());
     let broker = start_tls_broker(dir.path());
-    let backend = TestClient::connect(broker.plain_port, "backend", &["ledge/#"]);
+    let backend = TestClient::connect(broker.plain_port, "backend", &["ledge/+/events/#"]);
     let local = common::free_port();
     let config = config(dir.path(), local, broker.tls_port, "ca");
     let mut ledge = Ledge::start(&config);
@@ -179,7 +179,7 @@ fn an_untrusted_server_certificate_is_refused_and_nothing_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     make_pki(dir.path());
     let broker = start_tls_broker(dir.path());
-    let backend = TestClient::connect(broker.plain_port, "backend", &["ledge/#"]);
+    let backend = TestClient::connect(broker.plain_port, "backend", &["ledge/+/events/#"]);
     let local = common::free_port();
     // ledge trusts a different CA than the one that signed the server.
     let config = config(dir.path(), local, broker.tls_port, "other-ca");

@@ -152,12 +152,33 @@ fn set_alias(
         .map_err(usage)?;
     match previous {
         Some(previous) if previous == target => {
-            println!("{function}:{alias} already points at {target}")
+            println!("{function}:{alias} already points at {target}");
+            return Ok(());
         }
         Some(previous) => println!("{function}:{alias} -> {target} (was {previous})"),
         None => println!("{function}:{alias} -> {target} (new alias)"),
     }
-    Ok(())
+    record_move(
+        store,
+        lock,
+        serde_json::json!({
+            "event": "alias_moved",
+            "function": function,
+            "alias": alias,
+            "from": previous.map(|p| p.to_string()),
+            "to": target.to_string(),
+        }),
+    )
+}
+
+/// Leaves an alias move for the running ledge to report upstream.
+fn record_move(
+    store: &Store,
+    lock: &store::StoreLock,
+    mut report: serde_json::Value,
+) -> Result<(), CliError> {
+    report["moved_by"] = crate::deploy::moves::cli_user().into();
+    crate::deploy::moves::record(store, lock, &report).map_err(failed)
 }
 
 /// `ledge alias set NAME ALIAS VERSION [--weight V2=PCT]`.
@@ -212,6 +233,18 @@ pub fn rollback(config: &Path, function: &str, alias: &str) -> Result<(), CliErr
     let lock = store.lock().map_err(failed)?;
     let (from, to) = store.rollback(&lock, function, alias).map_err(usage)?;
     println!("{function}:{alias} -> {to} (rolled back from {from})");
+    record_move(
+        &store,
+        &lock,
+        serde_json::json!({
+            "event": "rolled_back",
+            "function": function,
+            "alias": alias,
+            "from": from.to_string(),
+            "to": to.to_string(),
+            "reason": "ledge rollback",
+        }),
+    )?;
     let state = store.state(function).map_err(failed)?;
     match state.aliases.get(alias).and_then(|a| a.previous) {
         Some(next) => println!("another rollback would go to {next}"),
@@ -316,11 +349,12 @@ pub fn functions(config: &Path, json: bool) -> Result<(), CliError> {
                 let loaded = status["functions"]
                     .as_object()
                     .map(|f| {
-                        f.keys()
-                            .filter(|k| {
-                                *k == &spec.name || k.starts_with(&format!("{}:", spec.name))
+                        f.iter()
+                            .filter(|(k, m)| {
+                                (*k == &spec.name || k.starts_with(&format!("{}:", spec.name)))
+                                    && m["loaded"] != false
                             })
-                            .cloned()
+                            .map(|(k, _)| k.clone())
                             .collect::<Vec<_>>()
                     })
                     .unwrap_or_default();
@@ -340,32 +374,45 @@ pub fn functions(config: &Path, json: bool) -> Result<(), CliError> {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
-    println!(
-        "{:<20} {:<28} {:<10} {:<30} state",
-        "function", "$LATEST", "versions", "aliases"
+    use super::table::Align::Left;
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let versions: Vec<String> = row["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| v.to_string())
+                .collect();
+            let aliases: Vec<String> = row["aliases"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            let text = |key: &str| row[key].as_str().unwrap_or_default().to_owned();
+            vec![
+                text("function"),
+                text("latest"),
+                versions.join(","),
+                aliases.join(" "),
+                text("state"),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        super::table::render(
+            &[
+                ("function", Left),
+                ("$LATEST", Left),
+                ("versions", Left),
+                ("aliases", Left),
+                ("state", Left),
+            ],
+            &table,
+        )
     );
-    for row in rows {
-        let versions: Vec<String> = row["versions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|v| v.to_string())
-            .collect();
-        let aliases: Vec<String> = row["aliases"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-            .collect();
-        println!(
-            "{:<20} {:<28} {:<10} {:<30} {}",
-            row["function"].as_str().unwrap_or_default(),
-            row["latest"].as_str().unwrap_or_default(),
-            versions.join(","),
-            aliases.join(" "),
-            row["state"].as_str().unwrap_or_default()
-        );
-    }
     Ok(())
 }
 

@@ -8,10 +8,12 @@ mod boards;
 mod check;
 mod deploy;
 mod invoke;
+mod logs;
 mod remote;
 mod run;
 mod spool;
 mod status;
+mod table;
 
 use std::path::PathBuf;
 
@@ -116,6 +118,37 @@ pub enum Command {
         /// Print them in the Prometheus text format.
         #[arg(long)]
         prometheus: bool,
+    },
+    /// The running ledge's recent log lines (function and runtime), or with
+    /// -f a live tail of them; filtered by function, level, request id.
+    Logs {
+        #[arg(
+            long,
+            short,
+            env = "LEDGE_CONFIG",
+            default_value = "/etc/ledge/ledge.toml"
+        )]
+        config: PathBuf,
+        /// Keep printing new lines as they are logged (after the recent
+        /// ones), until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only lines of this function (its own, and ledge's about it).
+        #[arg(long)]
+        function: Option<String>,
+        /// Only lines at this level or more severe: error, warn, info, debug.
+        #[arg(long)]
+        level: Option<String>,
+        /// Only lines of this invocation.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// How many recent lines first (default: all kept, the last 1000,
+        /// or 10 with --follow).
+        #[arg(long, short = 'n')]
+        lines: Option<usize>,
+        /// Print each line as a JSON object (journald-style field names).
+        #[arg(long)]
+        json: bool,
     },
     /// Store a module as a function's $LATEST; with --publish, also as a new
     /// immutable version (and with --alias, point an alias at it). A running
@@ -367,6 +400,25 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             json,
         }),
         Command::Status { config, json } => status::status(&config, json),
+        Command::Logs {
+            config,
+            follow,
+            function,
+            level,
+            request_id,
+            lines,
+            json,
+        } => logs::logs(
+            &config,
+            &crate::control::LogsRequest {
+                follow,
+                lines: lines.or(follow.then_some(10)),
+                function,
+                level,
+                request_id,
+            },
+            json,
+        ),
         Command::Metrics {
             config,
             json,

@@ -81,6 +81,8 @@ pub struct Plan {
     pub sensors: Vec<SensorSpec>,
     /// Log filter from `[log] level`; `LEDGE_LOG` overrides it.
     pub log_level: Option<String>,
+    /// `[log] format = "json"`: one JSON object per log line.
+    pub log_json: bool,
     pub spool: SpoolOptions,
     pub upstream: Option<UpstreamPlan>,
     /// Local messages copied upstream through the spool.
@@ -194,6 +196,9 @@ pub struct UpstreamPlan {
     pub max_inflight: usize,
     /// Lowest level of log lines shipped upstream; `None` ships none.
     pub ship_logs: Option<log::Level>,
+    /// How long the uplink may be down before the log says so (then again
+    /// every ten times as long).
+    pub outage_warning: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -628,6 +633,19 @@ pub fn resolve(
     resolver.check_gpio(&gpio_grants, &gpio_outputs, &sensors, &sensor_spans);
     let routes = resolver.routes(raw.triggers, &functions, &sensors);
     let deploy = resolver.deploy(&raw.deploy);
+    let log_json = match raw
+        .log
+        .format
+        .as_ref()
+        .map(|f| (f.get_ref().as_str(), f.span()))
+    {
+        None | Some(("text", _)) => false,
+        Some(("json", _)) => true,
+        Some((other, span)) => {
+            resolver.fail(span, format!("log format `{other}` is not text or json"));
+            false
+        }
+    };
     if !resolver.errors.is_empty() {
         resolver.errors.sort_by_key(|e| {
             e.location
@@ -645,6 +663,7 @@ pub fn resolve(
         routes,
         sensors,
         log_level: raw.log.level,
+        log_json,
         spool,
         upstream,
         forwards,
@@ -832,12 +851,7 @@ impl Resolver<'_> {
             Some(id) => id.get_ref().clone(),
             None => format!("ledge-{device_id}"),
         };
-        let keep_alive = self.duration(&raw.keep_alive, Duration::from_secs(30));
-        if let Some(ka) = &raw.keep_alive {
-            if keep_alive < Duration::from_secs(1) || keep_alive > Duration::from_secs(65_535) {
-                self.fail(ka.span(), "keep_alive must be between 1s and 65535s");
-            }
-        }
+        let keep_alive = self.keep_alive(&raw.keep_alive);
         let password = self.password(&raw.password_file, &raw.password_env);
         let local = self.local_broker(&raw, &mode);
         let max_payload = self.size(&raw.max_payload, DEFAULT_MAX_PAYLOAD);
@@ -1258,6 +1272,18 @@ impl Resolver<'_> {
         }
     }
 
+    /// An MQTT keep-alive: 30 s unless set, 5 s to 65535 s (the MQTT 5
+    /// client refuses less than 5 s, and the field has 16 bits).
+    fn keep_alive(&mut self, raw: &Option<Spanned<String>>) -> Duration {
+        let keep_alive = self.duration(raw, Duration::from_secs(30));
+        if let Some(ka) = raw {
+            if keep_alive < Duration::from_secs(5) || keep_alive > Duration::from_secs(65_535) {
+                self.fail(ka.span(), "keep_alive must be between 5s and 65535s");
+            }
+        }
+        keep_alive
+    }
+
     fn upstream(&mut self, raw: RawUpstream, device_id: &str) -> UpstreamPlan {
         let (tls, host, port) = parse_broker_url(raw.url.get_ref(), true).unwrap_or_else(|e| {
             self.fail(raw.url.span(), e);
@@ -1315,7 +1341,13 @@ impl Resolver<'_> {
                 None
             }),
         };
-        let keep_alive = self.duration(&raw.keep_alive, Duration::from_secs(30));
+        let keep_alive = self.keep_alive(&raw.keep_alive);
+        let outage_warning = self.duration(&raw.outage_warning, Duration::from_secs(60));
+        if let Some(warning) = &raw.outage_warning {
+            if outage_warning < Duration::from_secs(1) {
+                self.fail(warning.span(), "outage_warning must be at least 1s");
+            }
+        }
         UpstreamPlan {
             host,
             port,
@@ -1330,6 +1362,7 @@ impl Resolver<'_> {
             topic_prefix,
             max_inflight: self.positive(&raw.max_inflight, 32, 1000),
             ship_logs,
+            outage_warning,
         }
     }
 

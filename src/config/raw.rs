@@ -82,6 +82,8 @@ pub struct RawUpstream {
     pub max_inflight: Option<Spanned<i64>>,
     /// Lowest level of log lines shipped upstream, or "off".
     pub logs: Option<Spanned<String>>,
+    /// How long the uplink may be down before a warning is logged.
+    pub outage_warning: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +125,8 @@ pub struct RawForward {
 pub struct RawLog {
     /// A log filter such as `"info"` or `"info,ledge::invoke=debug"`.
     pub level: Option<String>,
+    /// `"text"` (default) or `"json"`.
+    pub format: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,6 +9,7 @@
 
 pub mod document;
 pub mod effective;
+pub mod moves;
 pub mod ota;
 pub mod signing;
 pub mod store;

@@ -293,6 +293,7 @@ impl Receiver {
                     "sha256": d.sha256,
                     "alias": d.alias,
                     "previous": previous.map(|p| p.to_string()),
+                    "moved_by": "ota",
                 }));
                 let _ = self.reloads.send(ReloadRequest {
                     why: format!("deployment of {}:{}", d.function, d.version),

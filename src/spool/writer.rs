@@ -383,6 +383,16 @@ impl Spool {
         }
     }
 
+    /// The seq and append time (UNIX ms) of the oldest durable record
+    /// reader `name` has not confirmed; `None` if it confirmed them all.
+    /// Reads one record from disk and registers no cursor (for metrics).
+    pub fn first_unconfirmed(&self, name: &str) -> std::io::Result<Option<(u64, u64)>> {
+        let (oldest, _) = self.seq_range();
+        let next = (self.cursor(name).unwrap_or(0) + 1).max(oldest);
+        let mut peek = Reader::new(Arc::clone(&self.shared), format!("{name} (peek)"), next);
+        Ok(peek.next_batch(1, 1)?.first().map(|r| (r.seq, r.ts_ms)))
+    }
+
     /// The confirmed seq of reader `name` (in memory).
     pub fn cursor(&self, name: &str) -> Option<u64> {
         self.shared.lock().cursors.get(name).map(|c| c.acked)

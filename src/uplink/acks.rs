@@ -69,6 +69,19 @@ impl InFlight {
         confirmed.map(|seq| (lane, seq))
     }
 
+    /// The lane of the message written with `pkid`, if it is in flight.
+    pub fn lane_of(&self, pkid: u16) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|e| e.pkid == Some(pkid) && !e.acked)
+            .map(|e| e.lane)
+    }
+
+    /// True while a message of `lane` is unconfirmed.
+    pub fn holds(&self, lane: usize) -> bool {
+        self.entries.iter().any(|e| e.lane == lane)
+    }
+
     /// Messages sent and not yet confirmed, all lanes.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -99,7 +112,11 @@ mod tests {
         inflight.queued(0, 5);
         inflight.written(7);
         assert_eq!(inflight.acked(9), None);
+        assert_eq!(inflight.lane_of(7), Some(0));
+        assert!(inflight.holds(0) && !inflight.holds(1));
         assert_eq!(inflight.acked(7), Some((0, 5)));
+        assert_eq!(inflight.lane_of(7), None);
+        assert!(!inflight.holds(0));
         assert_eq!(inflight.acked(7), None);
     }
 

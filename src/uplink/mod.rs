@@ -20,14 +20,23 @@
 //! telemetry stream (logs, metrics). Each is a lane with its own reader,
 //! cursor and epoch; events go first, telemetry only while the event lane
 //! has nothing to send, so a backlog of logs never delays an event.
+//!
+//! Each connection carries a Last Will and announces itself with a
+//! retained `online` status; a clean stop replaces it with `offline` before
+//! disconnecting (see `presence`). `outage` says in the log when the link
+//! has been down too long and when the backlog is through.
 
 mod acks;
 pub mod message;
+pub mod outage;
+pub mod presence;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{
+    LastWill, Packet, PubAckReason, PublishProperties, SubscribeReasonCode,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::Outgoing;
@@ -45,6 +54,10 @@ pub const CURSOR: &str = "uplink";
 const READ_BATCH: usize = 500;
 /// QoS 1 publishes the uplink keeps in flight at most.
 const OUTGOING_INFLIGHT: u16 = 1024;
+/// The in-flight lane of status messages (not a spool stream).
+const STATUS_LANE: usize = usize::MAX;
+/// How long a clean stop waits for upstream to confirm the `offline` status.
+const OFFLINE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What `ledge status` shows about the uplink.
 #[derive(Debug, Default)]
@@ -56,6 +69,12 @@ pub struct UplinkStatus {
     pub confirmed_seq: AtomicU64,
     pub reconnects: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// When the current (or last) connection was made, UNIX ms; 0 before
+    /// the first.
+    pub connected_at_ms: AtomicU64,
+    /// When the link was last lost (or the uplink started, if it never
+    /// connected), UNIX ms.
+    pub down_since_ms: AtomicU64,
 }
 
 pub struct Uplink {
@@ -75,6 +94,8 @@ pub struct Uplink {
 enum End {
     Shutdown,
     Failed(String),
+    /// The broker does not take retained messages (MQTT 5 reason 0x9A).
+    RetainRefused,
 }
 
 /// One spool stream being delivered.
@@ -107,6 +128,16 @@ impl Lane {
     }
 }
 
+/// What one connection works with.
+struct Session<'a> {
+    client: &'a AsyncClient,
+    lanes: &'a mut [Lane],
+    backoff: &'a mut Backoff,
+    shutdown: &'a mut watch::Receiver<bool>,
+    /// Whether status messages (and the will) are retained.
+    retain: bool,
+}
+
 /// Resolves when `lane` has new durable records (never without a lane).
 async fn more_durable(lane: Option<&mut Lane>) -> Result<(), watch::error::RecvError> {
     match lane {
@@ -124,19 +155,48 @@ impl Uplink {
             .collect();
         let mut backoff = Backoff::default();
         let address = format!("{}:{}", self.plan.host, self.plan.port);
+        let _ = self.status.down_since_ms.compare_exchange(
+            0,
+            crate::event::unix_ms(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        tokio::spawn(outage::warn_while_down(
+            Arc::clone(&self.status),
+            Arc::clone(&self.spool),
+            address.clone(),
+            self.plan.outage_warning,
+            shutdown.clone(),
+        ));
+        // The status is retained unless the broker cannot retain.
+        let mut retain = true;
         loop {
-            let end = match self.options() {
+            let end = match self.options(retain) {
                 Ok(options) => {
                     let capacity = self.plan.max_inflight * 2 + READ_BATCH + 8;
                     let (client, eventloop) = AsyncClient::new(options, capacity);
-                    self.session(&client, eventloop, &mut lanes, &mut backoff, &mut shutdown)
-                        .await
+                    let mut session = Session {
+                        client: &client,
+                        lanes: &mut lanes,
+                        backoff: &mut backoff,
+                        shutdown: &mut shutdown,
+                        retain,
+                    };
+                    self.session(&mut session, eventloop).await
                 }
                 Err(reason) => End::Failed(reason),
             };
-            self.status.connected.store(false, Ordering::Release);
+            if self.status.connected.swap(false, Ordering::AcqRel) {
+                self.status
+                    .down_since_ms
+                    .store(crate::event::unix_ms(), Ordering::Release);
+            }
             match end {
                 End::Shutdown => return,
+                End::RetainRefused => {
+                    log::warn!(target: "ledge::uplink", "upstream {address} does not take retained messages: {} is sent unretained, so only subscribers connected at the time see it", presence::topic(&self.plan.topic_prefix));
+                    retain = false;
+                }
                 End::Failed(reason) => {
                     let delay = backoff.next_delay();
                     self.status.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -162,7 +222,7 @@ impl Uplink {
         }
     }
 
-    fn options(&self) -> Result<MqttOptions, String> {
+    fn options(&self, retain: bool) -> Result<MqttOptions, String> {
         let mut options = MqttOptions::new(
             self.plan.client_id.clone(),
             self.plan.host.clone(),
@@ -170,6 +230,15 @@ impl Uplink {
         );
         options.set_keep_alive(self.plan.keep_alive);
         options.set_clean_start(true);
+        // Published by the broker if this connection dies without a
+        // DISCONNECT: the cloud learns the gateway is gone.
+        options.set_last_will(LastWill::new(
+            presence::topic(&self.plan.topic_prefix),
+            presence::offline(&self.device, "connection lost"),
+            QoS::AtLeastOnce,
+            retain,
+            None,
+        ));
         options.set_max_packet_size(Some(16 << 20));
         // rumqttc's MQTT 5 client sizes its in-flight table by the broker's
         // receive maximum, 65,535 slots (~13.5 MiB) unless capped; the
@@ -195,31 +264,43 @@ impl Uplink {
         Ok(options)
     }
 
-    async fn session(
-        &self,
-        client: &AsyncClient,
-        mut eventloop: EventLoop,
-        lanes: &mut [Lane],
-        backoff: &mut Backoff,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> End {
+    async fn session(&self, session: &mut Session<'_>, mut eventloop: EventLoop) -> End {
+        use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+        use rumqttc::v5::ConnectionError;
+        let Session {
+            client,
+            lanes,
+            backoff,
+            shutdown,
+            retain,
+        } = session;
+        let (client, retain) = (*client, *retain);
         // Connect first: nothing is queued before the CONNACK.
         loop {
             tokio::select! {
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        if ack.code != rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success {
+                        if ack.code != ConnectReturnCode::Success {
                             return End::Failed(format!("connection refused: {:?}", ack.code));
                         }
                         break;
                     }
                     Ok(_) => {}
+                    Err(ConnectionError::ConnectionRefused(ConnectReturnCode::RetainNotSupported)) if retain => {
+                        return End::RetainRefused;
+                    }
                     Err(e) => return End::Failed(e.to_string()),
                 },
                 _ = shutdown.changed() => return End::Shutdown,
             }
         }
         backoff.reset();
+        let mut inflight = InFlight::default();
+        // Before anything else, so its packet id is the first written.
+        let online = presence::online(&self.device);
+        if let Err(e) = self.publish_status(client, online, retain, &mut inflight) {
+            return End::Failed(e);
+        }
         if self.deploy.is_some() {
             // The document first: a broker delivers retained messages per
             // subscription in order, so its chunks come after it.
@@ -233,16 +314,26 @@ impl Uplink {
                 }
             }
         }
+        let now = crate::event::unix_ms();
+        let outage = std::time::Duration::from_millis(
+            now.saturating_sub(self.status.down_since_ms.load(Ordering::Acquire)),
+        );
+        let spools: Vec<Arc<Spool>> = lanes.iter().map(|l| Arc::clone(&l.spool)).collect();
+        let mut backlog = outage::Backlog::at_connect(spools.iter(), outage);
+        self.status.connected_at_ms.store(now, Ordering::Release);
         self.status.connected.store(true, Ordering::Release);
         log::info!(target: "ledge::uplink", "connected to upstream {}:{}", self.plan.host, self.plan.port);
-        let mut inflight = InFlight::default();
         for lane in lanes.iter_mut() {
             lane.caught_up = false;
         }
+        // Set once a stop was asked for: the `offline` status is on its way
+        // and nothing new is sent.
+        let mut stopping: Option<tokio::time::Instant> = None;
         loop {
             // Events first: telemetry only while the event lane is idle.
             let ready = lanes.iter().position(|lane| !lane.caught_up);
-            if let (Some(i), true) = (ready, inflight.len() < self.plan.max_inflight) {
+            let sending = stopping.is_none() && inflight.len() < self.plan.max_inflight;
+            if let (Some(i), true) = (ready, sending) {
                 match self
                     .send_more(client, &mut lanes[i], i, &mut inflight)
                     .await
@@ -254,8 +345,10 @@ impl Uplink {
             }
             let (events, rest) = lanes.split_at_mut(1);
             let (events, mut telemetry) = (&mut events[0], rest.first_mut());
-            let events_idle = events.caught_up;
-            let telemetry_idle = telemetry.as_ref().is_some_and(|t| t.caught_up);
+            let events_idle = events.caught_up && stopping.is_none();
+            let telemetry_idle =
+                telemetry.as_ref().is_some_and(|t| t.caught_up) && stopping.is_none();
+            let offline_deadline = stopping.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 event = eventloop.poll() => match event {
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.written(pkid),
@@ -276,20 +369,42 @@ impl Uplink {
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                        let refused = !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers);
+                        if refused && inflight.lane_of(ack.pkid) == Some(STATUS_LANE) {
+                            // Not data: a broker whose rules forbid the
+                            // status topic must not stop the spool.
+                            log::warn!(target: "ledge::uplink", "upstream refused the status message on {} ({:?}); allow that topic for ledge's client to publish its online/offline status", presence::topic(&self.plan.topic_prefix), ack.reason);
+                        } else if refused {
                             return End::Failed(format!("upstream refused a message: {:?}", ack.reason));
                         }
-                        if let Some((index, seq)) = inflight.acked(ack.pkid) {
-                            if index == 0 {
+                        let Some((index, seq)) = inflight.acked(ack.pkid) else {
+                            continue;
+                        };
+                        let lane = match index {
+                            0 => {
                                 self.status.confirmed_seq.store(seq, Ordering::Relaxed);
+                                Some(events)
                             }
-                            if let Some(lane) = if index == 0 { Some(events) } else { telemetry } {
+                            1 => telemetry,
+                            _ => None,
+                        };
+                        match lane {
+                            Some(lane) => {
                                 lane.spool.ack(CURSOR, seq);
                                 lane.caught_up = false;
+                                backlog.check(spools.iter());
                             }
+                            // The `offline` status is confirmed: done.
+                            None if stopping.is_some() && !inflight.holds(STATUS_LANE) => {
+                                disconnect(client, &mut eventloop).await;
+                                return End::Shutdown;
+                            }
+                            None => {}
                         }
                     }
                     Ok(_) => {}
+                    // After a stop was asked for, a lost link ends the uplink.
+                    Err(_) if stopping.is_some() => return End::Shutdown,
                     Err(e) => return End::Failed(e.to_string()),
                 },
                 changed = events.durable.changed(), if events_idle => {
@@ -306,12 +421,44 @@ impl Uplink {
                         t.caught_up = false;
                     }
                 }
-                _ = shutdown.changed() => {
-                    let _ = client.try_disconnect();
+                _ = tokio::time::sleep_until(offline_deadline), if stopping.is_some() => {
+                    log::warn!(target: "ledge::uplink", "upstream did not confirm the offline status within {}s; disconnecting", OFFLINE_DEADLINE.as_secs());
+                    disconnect(client, &mut eventloop).await;
                     return End::Shutdown;
+                }
+                _ = shutdown.changed(), if stopping.is_none() => {
+                    // A clean stop: say so (the will is for an unclean
+                    // end), then disconnect once upstream has it.
+                    let offline = presence::offline(&self.device, "stopped");
+                    if self.publish_status(client, offline, retain, &mut inflight).is_err() {
+                        disconnect(client, &mut eventloop).await;
+                        return End::Shutdown;
+                    }
+                    stopping = Some(tokio::time::Instant::now() + OFFLINE_DEADLINE);
                 }
             }
         }
+    }
+
+    /// Publishes a retained status message, tracked like a lane's message
+    /// so packet ids stay matched.
+    fn publish_status(
+        &self,
+        client: &AsyncClient,
+        payload: Vec<u8>,
+        retain: bool,
+        inflight: &mut InFlight,
+    ) -> Result<(), String> {
+        client
+            .try_publish(
+                presence::topic(&self.plan.topic_prefix),
+                QoS::AtLeastOnce,
+                retain,
+                payload,
+            )
+            .map_err(|e| format!("cannot queue the status message: {e}"))?;
+        inflight.queued(STATUS_LANE, 0);
+        Ok(())
     }
 
     /// Reads the lane's next durable records and hands their messages to
@@ -359,6 +506,23 @@ impl Uplink {
         }
         Ok(records.len())
     }
+}
+
+/// Sends DISCONNECT and waits (briefly) until it is written: a connection
+/// that just closes would make the broker publish the Last Will.
+async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let written = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), written).await;
 }
 
 /// The TLS transport for `mqtts://`: the CA from `ca_file` (else the

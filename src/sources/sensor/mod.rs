@@ -275,8 +275,9 @@ struct ErrorLog {
 }
 
 impl ErrorLog {
-    /// Logs the failure if one is due; true if it was.
+    /// Counts the failure and logs it if one is due; true if it was.
     fn record(&mut self, sensor: &str, error: &SensorError) -> bool {
+        crate::metrics::sensor_failed(sensor);
         let due = self.last.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL);
         if !due {
             self.suppressed += 1;
