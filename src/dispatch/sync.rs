@@ -63,6 +63,7 @@ impl Reply {
                     topic: self.topic.clone(),
                     payload,
                     qos: Qos::AtLeastOnce,
+                    retain: false,
                 })
                 .map_err(|e| e.to_string()),
             ReplyPath::Mqtt5 {

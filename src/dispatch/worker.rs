@@ -148,6 +148,7 @@ impl RetryContext {
                     topic: topic.clone(),
                     payload: letter.to_json(None).to_string().into(),
                     qos: Qos::AtLeastOnce,
+                    retain: false,
                 })
                 .map(|()| format!("published to `{topic}`"))
                 .map_err(|e| e.to_string()),

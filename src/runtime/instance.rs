@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use wasmi::{Memory, Store, TrapCode, TypedFunc, TypedResumableCall, WasmParams, WasmResults};
 
 use super::abi::{DeadlinePassed, HostState, LogLine};
+use super::contract;
 use super::{InvokeError, LoadedFunction};
 use crate::event::{unix_ms, Event};
 use crate::sinks::Sinks;
@@ -33,6 +34,10 @@ const TARGET_SLICE: Duration = Duration::from_millis(1);
 /// debug build; far more than copying data segments (64 bytes per fuel) or
 /// a constructor needs.
 const INSTANTIATE_FUEL: u64 = 10_000_000;
+/// `ledge_handle` statuses with a meaning of their own; any other non-zero
+/// status is a failure the retry policy may retry.
+const STATUS_OK: i32 = contract::constant("STATUS_OK");
+const STATUS_PERMANENT: i32 = contract::constant("STATUS_PERMANENT");
 /// A handler's error text is cut here (after redaction): it is logged,
 /// reported and kept in dead letters.
 const MAX_ERROR_TEXT: usize = 4 << 10;
@@ -85,6 +90,7 @@ impl Instance {
         let runtime = &function.runtime;
         let state = HostState::new(
             spec,
+            runtime.device_id.clone(),
             sinks.into(),
             runtime.max_payload,
             capture_logs,
@@ -161,13 +167,19 @@ impl Instance {
         let spec = &host.spec;
         let state = &mut host.call;
         let result = match result {
-            Ok(0) => Ok(std::mem::take(&mut state.response)),
-            Ok(status) if state.response.is_empty() => Err(InvokeError::Handler(format!(
-                "handler returned status {status}"
-            ))),
-            Ok(_) => Err(InvokeError::Handler(
-                spec.redact_and_cut(&state.response, MAX_ERROR_TEXT),
-            )),
+            Ok(STATUS_OK) => Ok(std::mem::take(&mut state.response)),
+            Ok(status) => {
+                let message = if state.response.is_empty() {
+                    format!("handler returned status {status}")
+                } else {
+                    spec.redact_and_cut(&state.response, MAX_ERROR_TEXT)
+                };
+                Err(if status == STATUS_PERMANENT {
+                    InvokeError::Permanent(message)
+                } else {
+                    InvokeError::Handler(message)
+                })
+            }
             Err(e) => Err(e),
         };
         host.log_budget.summarise(&spec.name);

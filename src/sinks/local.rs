@@ -238,6 +238,7 @@ mod tests {
             topic: format!("t/{n}"),
             payload: bytes::Bytes::new(),
             qos: Qos::AtMostOnce,
+            retain: false,
         }
     }
 

@@ -38,6 +38,9 @@ pub struct OutgoingMessage {
     pub topic: String,
     pub payload: Bytes,
     pub qos: Qos,
+    /// MQTT retain: the broker keeps the message for later subscribers
+    /// (a function's `publish_flags` with `PUBLISH_RETAIN`; false elsewhere).
+    pub retain: bool,
 }
 
 /// Why a publish was not accepted. Nothing was sent in either case.

@@ -233,6 +233,7 @@ fn deliver(
             topic: topic.clone(),
             payload: payload.into(),
             qos: Qos::AtLeastOnce,
+            retain: false,
         };
         if let Err(e) = publisher.publish(message) {
             log::debug!(target: "ledge::sensor", "sensor {}: reading not published: {e}", spec.name);
