@@ -58,33 +58,52 @@ pub enum Command {
         /// A board to show in full.
         name: Option<String>,
     },
-    /// Run one function once, locally, with no broker; print its response,
-    /// log lines, publishes and duration.
+    /// Run a function locally, with no broker; print its response, log
+    /// lines, publishes and duration.
     Invoke {
-        /// The function's name in the config.
-        function: String,
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
+        /// The function's name in the config (optional with --module).
+        #[arg(required_unless_present = "module")]
+        function: Option<String>,
+        /// The config [default: /etc/ledge/ledge.toml]; not read for
+        /// --module without a function name.
+        #[arg(long, short, env = "LEDGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Run this .wasm file: alone, as a function named after the file with
+        /// default limits that may publish anywhere (nothing is sent); with a
+        /// function name, in that function's config.
+        #[arg(long)]
+        module: Option<PathBuf>,
         /// The event payload (any bytes; JSON is the function's business).
-        #[arg(long, conflicts_with = "event_file")]
+        #[arg(long, conflicts_with_all = ["event_file", "events"])]
         event: Option<String>,
         /// Read the event payload from a file.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "events")]
         event_file: Option<PathBuf>,
-        /// Present the event as an MQTT message on this topic.
+        /// Run each line of this file as one event, in order, through one
+        /// warm instance (state carries over, as on the gateway).
         #[arg(long)]
+        events: Option<PathBuf>,
+        /// Present the event as this source would send it: mqtt (payload
+        /// unchanged, subject the topic), sensor (a number becomes the
+        /// reading JSON), schedule (no payload becomes the tick JSON).
+        #[arg(long, value_enum)]
+        source: Option<invoke::SourceKind>,
+        /// The event's subject: the topic, the sensor name [default:
+        /// test-sensor] or the schedule [default: "every 1m"].
+        #[arg(long)]
+        subject: Option<String>,
+        /// Present the event as an MQTT message on this topic.
+        #[arg(long, conflicts_with = "subject")]
         topic: Option<String>,
-        /// Print the result as one JSON object.
+        /// Add KEY=VALUE to the function's env (repeatable; wins over the config).
+        #[arg(long, value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Print the result as one JSON object (one per line with --events).
         #[arg(long)]
         json: bool,
         /// Invoke the function in the running ledge, synchronously, over its
         /// local broker (instead of loading it here).
-        #[arg(long, conflicts_with = "topic")]
+        #[arg(long, conflicts_with_all = ["topic", "module", "events", "source", "env"])]
         remote: bool,
     },
     /// Ask a running ledge how it is: links, spool, functions.
@@ -327,17 +346,27 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Invoke {
             function,
             config,
+            module,
             event,
             event_file,
+            events,
+            source,
+            subject,
             topic,
+            env,
             json,
             remote,
         } => invoke::invoke(&invoke::Request {
             function,
             config,
+            module,
             event,
             event_file,
+            events,
+            source,
+            subject,
             topic,
+            env,
             remote,
             json,
         }),
