@@ -8,6 +8,7 @@ mod boards;
 mod check;
 mod deploy;
 mod invoke;
+mod new;
 mod remote;
 mod run;
 mod spool;
@@ -105,6 +106,17 @@ pub enum Command {
         /// local broker (instead of loading it here).
         #[arg(long, conflicts_with_all = ["topic", "module", "events", "source", "env"])]
         remote: bool,
+    },
+    /// Make a new function project: source, build script, an event to try
+    /// and a config snippet; it builds and passes `ledge invoke` as made.
+    New {
+        /// The function's name (also its directory, unless --dir).
+        name: String,
+        #[arg(long, value_enum)]
+        lang: new::Lang,
+        /// Where to make it [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Ask a running ledge how it is: links, spool, functions.
     Status {
@@ -370,6 +382,7 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             remote,
             json,
         }),
+        Command::New { name, lang, dir } => new::new(&name, lang, dir.as_deref()),
         Command::Status { config, json } => status::status(&config, json),
         Command::Metrics {
             config,
