@@ -172,6 +172,13 @@ pub enum Command {
         /// Do not watch the new alias target for errors (no automatic rollback).
         #[arg(long)]
         no_watch: bool,
+        /// Wait for the running ledge's verdict on the new alias target's
+        /// probation: exit 0 when it passes, 1 when it is rolled back.
+        #[arg(long, requires = "alias", conflicts_with = "no_watch")]
+        wait: bool,
+        /// Give up waiting after this long [default: [deploy] watch_period + 1m].
+        #[arg(long, requires = "wait", value_name = "DURATION")]
+        wait_timeout: Option<String>,
     },
     /// A function's $LATEST draft and published versions, with their aliases.
     Versions {
@@ -396,14 +403,25 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             publish,
             alias,
             no_watch,
-        } => deploy::deploy(&deploy::DeployRequest {
-            config: &config,
-            function: &function,
-            module: &module,
-            publish,
-            alias: alias.as_deref(),
-            watch: !no_watch,
-        }),
+            wait,
+            wait_timeout,
+        } => {
+            let timeout = wait_timeout
+                .map(|text| {
+                    crate::config::units::parse_duration(&text)
+                        .map_err(|e| CliError::Usage(anyhow::anyhow!("--wait-timeout {text}: {e}")))
+                })
+                .transpose()?;
+            deploy::deploy(&deploy::DeployRequest {
+                config: &config,
+                function: &function,
+                module: &module,
+                publish,
+                alias: alias.as_deref(),
+                watch: !no_watch,
+                wait: wait.then_some(timeout),
+            })
+        }
         Command::Versions {
             function,
             delete: Some(version),
