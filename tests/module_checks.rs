@@ -132,3 +132,44 @@ fn start_code_calling_ledge_fails_the_load_saying_so() {
         "{err}"
     );
 }
+
+#[test]
+fn a_trap_names_the_function_it_happened_in_when_the_module_has_names() {
+    let (_dir, loaded) = load("trap_named");
+    let function = loaded.unwrap();
+    let trap = |payload: &[u8]| match invoke(&function, payload) {
+        Err(InvokeError::Trap(message)) => message,
+        other => panic!("expected a trap, got {other:?}"),
+    };
+    let parse = trap(b"u");
+    assert!(
+        parse.contains("unreachable") && parse.ends_with("(in function `parse`)"),
+        "{parse}"
+    );
+    let divide = trap(b"z");
+    assert!(
+        divide.contains("divi") && divide.ends_with("(in function `divide`)"),
+        "{divide}"
+    );
+    let host = trap(b"p");
+    assert!(
+        host.contains("ledge_v1.log") && host.ends_with("(in function `log_it`)"),
+        "{host}"
+    );
+    // The rewrite changes nothing else.
+    assert_eq!(invoke(&function, b"o").unwrap(), b"ok");
+}
+
+#[test]
+fn a_trap_in_a_module_without_names_says_only_what_happened() {
+    let (_dir, loaded) = load("trap");
+    match invoke(&loaded.unwrap(), b"") {
+        Err(InvokeError::Trap(message)) => {
+            assert!(
+                message.contains("unreachable") && !message.contains("in function"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}

@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmi::{Memory, Store, TrapCode, TypedFunc, TypedResumableCall, WasmParams, WasmResults};
+use wasmi::{
+    Global, Memory, Store, TrapCode, TypedFunc, TypedResumableCall, WasmParams, WasmResults,
+};
 
 use super::abi::{DeadlinePassed, HostState, LogLine};
 use super::contract;
+use super::trap_site::{TrapSites, SITE_EXPORT};
 use super::{InvokeError, LoadedFunction};
 use crate::event::{unix_ms, Event};
 use crate::sinks::Sinks;
@@ -71,6 +74,9 @@ pub struct Instance {
     alloc: TypedFunc<i32, i32>,
     handle: TypedFunc<(i32, i32), i32>,
     memory: Memory,
+    /// Where the guest is (an instrumented module's function index) and the
+    /// names to report it by; `None` for a module without names.
+    site: Option<(Global, Arc<TrapSites>)>,
     /// Fuel spent by this instance over its life.
     fuel_used: u64,
     /// Fuel left in the current invocation's `max_fuel` budget, if any.
@@ -126,11 +132,16 @@ impl Instance {
             .get_typed_func::<(i32, i32), i32>(&store, "ledge_handle")
             .map_err(instantiate)?;
         store.data_mut().memory = Some(memory);
+        let site = function.trap_sites.as_ref().and_then(|sites| {
+            let global = instance.get_global(&store, SITE_EXPORT)?;
+            Some((global, Arc::clone(sites)))
+        });
         let mut this = Self {
             store,
             alloc,
             handle,
             memory,
+            site,
             fuel_used: 0,
             fuel_left: None,
         };
@@ -272,7 +283,7 @@ impl Instance {
                     if error.downcast_ref::<DeadlinePassed>().is_some() {
                         return Err(InvokeError::Timeout(self.store.data().spec.timeout));
                     }
-                    return Err(InvokeError::Trap(error.to_string()));
+                    return Err(self.trap(error.to_string()));
                 }
                 TypedResumableCall::OutOfFuel(out_of_fuel) => {
                     self.account(slice);
@@ -353,7 +364,19 @@ impl Instance {
                 InvokeError::MemoryLimit(spec.memory_limit)
             }
             Some(TrapCode::OutOfFuel) => InvokeError::FuelExhausted(spec.max_fuel.unwrap_or(0)),
-            _ => InvokeError::Trap(error.to_string()),
+            _ => self.trap(error.to_string()),
+        }
+    }
+
+    /// A trap, naming the function the guest was in when the module says.
+    fn trap(&self, message: String) -> InvokeError {
+        let name = self.site.as_ref().and_then(|(global, sites)| {
+            let index = global.get(&self.store).i32()?;
+            sites.name(index as u32)
+        });
+        match name {
+            Some(name) => InvokeError::Trap(format!("{message} (in function `{name}`)")),
+            None => InvokeError::Trap(message),
         }
     }
 }

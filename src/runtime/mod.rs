@@ -20,6 +20,7 @@ mod error;
 mod instance;
 mod limits;
 pub mod log_budget;
+mod trap_site;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -55,6 +56,9 @@ pub struct LoadedFunction {
     pub module_size: usize,
     /// The function's share of the log, shared by all its instances.
     pub log_budget: Arc<log_budget::LogBudget>,
+    /// Function names for trap reports, if the module has a name section
+    /// (and so was instrumented to record where it is).
+    trap_sites: Option<Arc<trap_site::TrapSites>>,
     runtime: Runtime,
 }
 
@@ -113,12 +117,23 @@ impl Runtime {
             reason: one_line(&reason),
         };
         let bytes = read_module(&spec.module_path).map_err(fail)?;
-        let module = Module::new(&self.engine, &bytes[..]).map_err(|e| {
-            fail(format!(
-                "module {} is not valid WebAssembly: {e}",
-                spec.module_path.display()
-            ))
-        })?;
+        let compile = |bytes: &[u8]| {
+            Module::new(&self.engine, bytes).map_err(|e| {
+                fail(format!(
+                    "module {} is not valid WebAssembly: {e}",
+                    spec.module_path.display()
+                ))
+            })
+        };
+        // The rewritten module, if there is one and it compiles; otherwise
+        // the original, whose errors then name the bytes the user has.
+        let (module, trap_sites) = match trap_site::instrument(&bytes) {
+            Some((rewritten, sites)) => match Module::new(&self.engine, &rewritten[..]) {
+                Ok(module) => (module, Some(Arc::new(sites))),
+                Err(_) => (compile(&bytes)?, None),
+            },
+            None => (compile(&bytes)?, None),
+        };
         check_abi(&module)
             .map_err(|e| fail(format!("module {}: {e}", spec.module_path.display())))?;
         let function = LoadedFunction {
@@ -126,6 +141,7 @@ impl Runtime {
             module,
             module_size: bytes.len(),
             log_budget: Arc::default(),
+            trap_sites,
             runtime: self.clone(),
         };
         Instance::new(&function, Arc::new(CaptureSink::default()), true, true)
