@@ -255,3 +255,20 @@ fn events_keep_state_and_a_bad_line_is_named_by_its_number() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_crash_in_an_events_file_replaces_the_instance_and_the_rest_still_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = common::fixture(dir.path(), "trap_named");
+    let events = write(dir.path(), "events.jsonl", "o\nu\no\n");
+    let (code, reports, stderr) =
+        invoke_json(&["--module", module.to_str().unwrap(), "--events", &events]);
+    assert_eq!(code, Some(1), "one invocation failed: {stderr}");
+    let statuses: Vec<&str> = reports
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["ok", "error", "ok"]);
+    assert_eq!(reports[1]["error_kind"], "trap");
+    assert!(stderr.contains("(in function `parse`)"), "{stderr}");
+}

@@ -610,7 +610,7 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
          qos: i32|
          -> HostResult<i32> {
             let message = (topic_ptr, topic_len, payload_ptr, payload_len);
-            publish(caller, "publish", message, qos, 0)
+            publish_call(caller, "publish", message, qos, 0)
         },
     )?;
     linker.func_wrap(
@@ -625,7 +625,7 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
          flags: i32|
          -> HostResult<i32> {
             let message = (topic_ptr, topic_len, payload_ptr, payload_len);
-            publish(caller, "publish_flags", message, qos, flags)
+            publish_call(caller, "publish_flags", message, qos, flags)
         },
     )?;
     linker.func_wrap(
@@ -876,8 +876,9 @@ fn fill_random(buffer: &mut [u8]) -> Result<(), ()> {
     ring::rand::SystemRandom::new().fill(buffer).map_err(|_| ())
 }
 
-/// `publish` and `publish_flags`: (topic ptr, topic len, payload ptr, payload len).
-fn publish(
+/// The `publish` and `publish_flags` imports: `message` is (topic ptr,
+/// topic len, payload ptr, payload len).
+fn publish_call(
     mut caller: Caller<'_, HostState>,
     call: &str,
     (topic_ptr, topic_len, payload_ptr, payload_len): (i32, i32, i32, i32),
