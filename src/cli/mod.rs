@@ -176,7 +176,7 @@ pub enum Command {
         /// probation: exit 0 when it passes, 1 when it is rolled back.
         #[arg(long, requires = "alias", conflicts_with = "no_watch")]
         wait: bool,
-        /// Give up waiting after this long [default: [deploy] watch_period + 1m].
+        /// Give up waiting after this long [default: the `[deploy] watch_period` + 1m].
         #[arg(long, requires = "wait", value_name = "DURATION")]
         wait_timeout: Option<String>,
     },

@@ -8,6 +8,10 @@
 //!   module that could never run is rejected before any event arrives.
 //! - [`Instance`] is one live instance; the dispatcher's workers each keep one
 //!   warm and replace it after a trap or timeout.
+//! - [`contract`] is the guest ABI as data (imports, codes, fields): the
+//!   loader checks modules against it and the bindings are rendered from it.
+//! - `trap_site` rewrites a module that has a name section so a trap can
+//!   name the function it happened in.
 //!
 //! wasm never runs on the async reactor: instances are driven by worker
 //! threads (see `dispatch`), and a wall-clock timeout is enforced by running
