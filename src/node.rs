@@ -234,8 +234,9 @@ impl Node {
         // What a reload compares against; unreadable only if the file went
         // away since it was parsed, and then every later reload fails anyway.
         let config_text = crate::config::read_text(&plan.source).unwrap_or_default();
-        let runtime =
-            Runtime::new(plan.broker.max_payload).map_err(|e| NodeError::Runtime(e.to_string()))?;
+        let runtime = Runtime::new(plan.broker.max_payload)
+            .map_err(|e| NodeError::Runtime(e.to_string()))?
+            .with_device_id(&plan.device.id);
         let (spool, telemetry) = open_uplink_spools(&plan)?.unzip();
         let spool_sink = match (&spool, &telemetry, &plan.upstream) {
             (Some(spool), Some(telemetry), Some(upstream)) => Some(Arc::new(SpoolSink::new(

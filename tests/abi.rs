@@ -16,6 +16,11 @@ struct Probe {
 }
 
 fn probe() -> Probe {
+    probe_on(None)
+}
+
+/// The probe on a runtime told it runs on `device` (if any).
+fn probe_on(device: Option<&str>) -> Probe {
     let dir = tempfile::tempdir().unwrap();
     let module = common::fixture(dir.path(), "probe");
     let text = common::function_toml(
@@ -24,7 +29,10 @@ fn probe() -> Probe {
         "memory = \"2MiB\"\ntimeout = \"5s\"\nenv = { GREETING = \"hello, gateway\" }",
     );
     let plan = config::load(&common::write_config(dir.path(), &text)).unwrap();
-    let runtime = Runtime::new(plan.broker.max_payload).unwrap();
+    let mut runtime = Runtime::new(plan.broker.max_payload).unwrap();
+    if let Some(device) = device {
+        runtime = runtime.with_device_id(device);
+    }
     let function = runtime.load(plan.functions[0].clone()).unwrap();
     let instance = Instance::new(&function, Arc::new(CaptureSink::default()), true, true).unwrap();
     let event = Arc::new(Event::new(
@@ -109,4 +117,89 @@ fn a_non_zero_status_is_an_error_carrying_the_guest_message() {
     // A handler error is the guest's own decision: the instance stays warm.
     assert!(!InvokeError::Handler(String::new()).poisons_instance());
     assert_eq!(probe.text(b'n'), "probe-fn");
+}
+
+#[test]
+fn the_device_id_is_a_context_field() {
+    assert_eq!(probe_on(Some("gw-7")).text(b'd'), "gw-7");
+    // A runtime not told its device (a library user) has no such field.
+    assert_eq!(probe().text(b'd'), "missing");
+}
+
+#[test]
+fn status_2_is_a_permanent_failure_that_keeps_the_instance() {
+    let mut probe = probe();
+    let error = probe.ask(b'P').unwrap_err();
+    assert_eq!(error, InvokeError::Permanent("bad things".to_owned()));
+    assert!(error.is_permanent());
+    assert_eq!(error.kind(), "permanent_error");
+    assert!(!error.poisons_instance());
+    // Other failures stay retryable.
+    assert!(!probe.ask(b'f').unwrap_err().is_permanent());
+    assert!(!probe.ask(b'F').unwrap_err().is_permanent());
+    assert_eq!(probe.text(b'n'), "probe-fn");
+}
+
+/// Loads fixture `name` with `extra` config and one warm instance.
+fn fixture_instance(name: &str, extra: &str) -> (tempfile::TempDir, Instance, Arc<CaptureSink>) {
+    let dir = tempfile::tempdir().unwrap();
+    let module = common::fixture(dir.path(), name);
+    let text = common::function_toml(name, &module, extra);
+    let plan = config::load(&common::write_config(dir.path(), &text)).unwrap();
+    let function = Runtime::new(plan.broker.max_payload)
+        .unwrap()
+        .load(plan.functions[0].clone())
+        .unwrap();
+    let sink = Arc::new(CaptureSink::default());
+    let instance = Instance::new(&function, sink.clone(), true, true).unwrap();
+    (dir, instance, sink)
+}
+
+fn run(instance: &mut Instance, payload: &[u8]) -> Vec<u8> {
+    let invocation = Invocation {
+        request_id: "feedfacecafebeef".to_owned(),
+        event: Arc::new(Event::new(EventSource::Invoke, "", payload.to_vec())),
+        attempt: 1,
+    };
+    instance
+        .invoke(&invocation)
+        .result
+        .expect("invocation succeeds")
+}
+
+#[test]
+fn publish_flags_retains_and_plain_publish_does_not() {
+    let (_dir, mut instance, sink) = fixture_instance("retain", "allow_publish = [\"state/#\"]");
+    assert_eq!(run(&mut instance, b"r"), [0]);
+    assert_eq!(run(&mut instance, b"p"), [0]);
+    let sent = sink.take();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(
+        (sent[0].topic.as_str(), sent[0].retain),
+        ("state/door", true)
+    );
+    assert_eq!(
+        (sent[1].topic.as_str(), sent[1].retain),
+        ("state/door", false)
+    );
+    // An unknown flag is refused (ERR_INVALID), nothing is sent.
+    assert_eq!(run(&mut instance, b"x"), [(-2i8) as u8]);
+    assert!(sink.take().is_empty());
+}
+
+#[test]
+fn random_fills_buffers_with_fresh_bytes_up_to_its_cap() {
+    let (_dir, mut instance, _) = fixture_instance("random", "");
+    let first = run(&mut instance, b"s");
+    let second = run(&mut instance, b"s");
+    assert_eq!(first.len(), 64);
+    // 256 random bits repeating, or coming back all zero, is a broken source.
+    assert_ne!(first[..32], first[32..]);
+    assert_ne!(first, second);
+    assert_ne!(first[..32], [0; 32]);
+    assert_eq!(
+        run(&mut instance, b"b"),
+        [(-3i8) as u8],
+        "over MAX_RANDOM is ERR_TOO_LARGE"
+    );
 }

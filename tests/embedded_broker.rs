@@ -342,3 +342,36 @@ fn retained_messages_wills_persistent_sessions_and_qos2_behave_as_mqtt_says() {
     }
     assert!(ledge.terminate().success());
 }
+
+#[test]
+fn a_functions_retained_publish_reaches_later_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let text = format!(
+        "[device]\nid = \"gw-r\"\ndata_dir = \"data\"\n[broker]\nlisten = \"127.0.0.1:{port}\"\n{}{}",
+        common::function_toml(
+            "door",
+            &common::fixture(dir.path(), "retain"),
+            "allow_publish = [\"state/#\"]"
+        ),
+        common::mqtt_trigger("door/set", "door"),
+    );
+    let config = common::write_config(dir.path(), &text);
+    let mut ledge = Ledge::start(&config);
+    let client = TestClient::connect(port, "setter", &[]);
+    client.publish("door/set", "r");
+    let deadline = Instant::now() + WAIT;
+    while metrics(&config)["door"]["invocations"] != 1 {
+        assert!(Instant::now() < deadline, "the function did not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Subscribed only now: the broker kept the message.
+    let (late, mut connection) = session(port, "late-door", true);
+    late.subscribe("state/#", QoS::AtLeastOnce).unwrap();
+    let kept = next_publish(&mut connection, WAIT).expect("the retained state");
+    assert_eq!(
+        (&kept.topic[..], &kept.payload[..], kept.retain),
+        ("state/door", &b"open"[..], true)
+    );
+    assert!(ledge.terminate().success());
+}

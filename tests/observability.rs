@@ -524,6 +524,14 @@ fn ledge_logs_shows_recent_lines_and_follows_filtered_by_function_level_and_requ
     client.publish("fails/in", "x");
     ledge.wait_for_log("hello from talk", WAIT);
     ledge.wait_for_log("failed (", WAIT);
+    // Each invocation's line carries Lambda's REPORT facts.
+    let report = ledge.wait_for_log("REPORT Duration:", WAIT);
+    assert!(
+        report.contains("Fuel Used:")
+            && report.contains("Memory Size: 16384 KiB")
+            && report.contains("Max Memory Used:"),
+        "{report}"
+    );
 
     let recent = log_lines(&config, &[]);
     assert!(

@@ -250,3 +250,35 @@ fn bad_retry_settings_are_rejected_with_their_location() {
         assert!(stderr.contains(message), "{setting}: {stderr}");
     }
 }
+
+#[test]
+fn a_permanent_failure_is_not_retried_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let text = header(mosquitto.port, false)
+        + &function(
+            dir.path(),
+            "perm",
+            "permanent",
+            "perm/in",
+            "retries = 2\nretry_backoff = \"20ms\"\non_failure = \"drop\"\nallow_publish = [\"perm/#\"]",
+        );
+    let config = common::write_config(dir.path(), &text);
+    let mut ledge = Ledge::start(&config);
+    let client = TestClient::connect(mosquitto.port, "perm-client", &["perm/attempts"]);
+    client.publish("perm/in", "garbage");
+    ledge.wait_for_log(
+        "not retried: the function reported a permanent failure",
+        WAIT,
+    );
+    // One attempt only, however long we wait for the retries it would get.
+    assert_eq!(client.drain(Duration::from_millis(800)).len(), 1);
+    let doc = status(&config);
+    let perm = &doc["functions"]["perm"];
+    assert_eq!(
+        (perm["invocations"].clone(), perm["retries"].clone()),
+        (1.into(), 0.into()),
+        "{doc}"
+    );
+    assert_eq!(perm["dead_letters"], 1, "{doc}");
+}

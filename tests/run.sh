@@ -29,11 +29,23 @@ command -v shellcheck >/dev/null || packages+=(shellcheck)
 [[ -x /usr/sbin/sshd ]] || packages+=(openssh-server)
 command -v ssh >/dev/null || packages+=(openssh-client)
 [[ -f /usr/share/zoneinfo/Europe/Berlin ]] || packages+=(tzdata)
+command -v clang >/dev/null || packages+=(clang)   # C functions (tests/languages.rs)
+command -v wasm-ld >/dev/null || packages+=(lld)   # their linker
+command -v npm >/dev/null || packages+=(npm)       # assemblyscript, below
 if [[ ${#packages[@]} -gt 0 ]]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
-echo "ok: mosquitto, mosquitto-clients, prometheus (promtool), qemu-user-static, shellcheck, openssh-server, openssh-client, tzdata"
+echo "ok: mosquitto, mosquitto-clients, prometheus (promtool), qemu-user-static, shellcheck, openssh-server, openssh-client, tzdata, clang, lld, npm"
+
+step "assemblyscript (AssemblyScript functions, tests/languages.rs)"
+# Pinned, into target/ (a cache: installed once per checkout).
+assemblyscript=assemblyscript@0.28.20
+if [[ ! -x target/npm/node_modules/.bin/asc ]] || ! grep -q '"version": "0.28.20"' target/npm/node_modules/assemblyscript/package.json; then
+    mkdir -p target/npm
+    npm install --no-save --no-audit --no-fund --prefix target/npm "$assemblyscript"
+fi
+echo "ok: $(target/npm/node_modules/.bin/asc --version)"
 
 step "rust targets and components"
 installed=$(rustup target list --installed)
@@ -49,7 +61,8 @@ cargo fmt --all -- --check
 (cd functions && cargo fmt --all -- --check)
 cargo clippy --locked --all-targets -- -D warnings
 (cd functions && cargo clippy --locked --all-targets -- -D warnings)
-shellcheck tests/run.sh tests/soak-kill.sh cross/build.sh cross/profiles.sh functions/build.sh .ci/run flash.sh tests/flash.sh
+shellcheck tests/run.sh tests/soak-kill.sh cross/build.sh cross/profiles.sh functions/build.sh .ci/run flash.sh tests/flash.sh \
+    functions/shout-c/build.sh functions/running-mean-as/build.sh functions/templates/*/build.sh
 
 step "guest SDK and example function tests (host-side)"
 (cd functions && cargo test --locked --quiet)

@@ -7,6 +7,7 @@
 //! when it starts.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
@@ -51,6 +52,11 @@ fn config_function<'a>(plan: &'a Plan, name: &str) -> Result<&'a FunctionSpec, C
 
 /// Asks a running ledge to apply the store; says what happened.
 fn apply(plan: &Plan) -> Result<(), CliError> {
+    apply_running(plan).map(drop)
+}
+
+/// Like [`apply`]; true if a running ledge applied it.
+fn apply_running(plan: &Plan) -> Result<bool, CliError> {
     let socket = crate::control::socket_path(&plan.device.data_dir);
     match crate::control::request(&socket, "reload") {
         Ok(reply) => match reply.get("error").and_then(|e| e.as_str()) {
@@ -59,12 +65,12 @@ fn apply(plan: &Plan) -> Result<(), CliError> {
             ))),
             None => {
                 println!("applied by the running ledge");
-                Ok(())
+                Ok(true)
             }
         },
         Err(_) => {
             println!("no ledge running with this config: takes effect when it starts");
-            Ok(())
+            Ok(false)
         }
     }
 }
@@ -76,9 +82,12 @@ pub struct DeployRequest<'a> {
     pub publish: bool,
     pub alias: Option<&'a str>,
     pub watch: bool,
+    /// `--wait`: return after the new alias target's probation, with its
+    /// verdict; the timeout, if not the default (`watch_period` + 1 min).
+    pub wait: Option<Option<Duration>>,
 }
 
-/// `ledge deploy NAME FILE.wasm [--publish] [--alias A]`.
+/// `ledge deploy NAME FILE.wasm [--publish] [--alias A] [--wait]`.
 pub fn deploy(request: &DeployRequest<'_>) -> Result<(), CliError> {
     check_name(request.function, "function")?;
     if let Some(alias) = request.alias {
@@ -108,6 +117,7 @@ pub fn deploy(request: &DeployRequest<'_>) -> Result<(), CliError> {
         request.module.display(),
         bytes.len()
     );
+    let mut switched = None;
     if request.publish {
         let version = Version {
             sha256,
@@ -121,20 +131,131 @@ pub fn deploy(request: &DeployRequest<'_>) -> Result<(), CliError> {
             .map_err(failed)?;
         println!("published {}:{number}", request.function);
         if let Some(alias) = request.alias {
-            set_alias(
+            let target = AliasTarget::single(number);
+            let previous = set_alias(
                 &store,
                 &lock,
                 request.function,
                 alias,
-                AliasTarget::single(number),
+                target,
                 request.watch,
             )?;
+            switched = Some((alias, target, previous));
         }
     }
     drop(lock);
-    apply(&plan)
+    let running = apply_running(&plan)?;
+    let Some(timeout) = request.wait else {
+        return Ok(());
+    };
+    let Some((alias, target, previous)) = switched else {
+        return Err(usage(
+            "--wait needs --alias: only an alias switch is on probation",
+        ));
+    };
+    if !running {
+        return Err(failed(format!(
+            "--wait: no ledge is running with {}, so nothing judges {}:{alias}'s probation; start it (the probation continues then) or drop --wait",
+            request.config.display(),
+            request.function
+        )));
+    }
+    if previous.is_some_and(|p| target.versions().all(|v| p.versions().any(|old| old == v))) {
+        println!(
+            "{}:{alias} -> {target}: nothing new to watch",
+            request.function
+        );
+        return Ok(());
+    }
+    let timeout = timeout.unwrap_or(plan.deploy.watch_period + Duration::from_secs(60));
+    wait_for_verdict(&plan, &store, request.function, alias, target, timeout)
 }
 
+/// How often `--wait` reads the store and the running ledge's counters.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
+/// Waits until the running ledge ends `alias`'s probation (it writes the
+/// outcome to the store: probation cleared, or the alias rolled back) and
+/// reports the verdict: healthy is success, a rollback a failure.
+fn wait_for_verdict(
+    plan: &Plan,
+    store: &Store,
+    function: &str,
+    alias: &str,
+    target: AliasTarget,
+    timeout: Duration,
+) -> Result<(), CliError> {
+    println!(
+        "waiting for {function}:{alias} -> {target} to pass probation ({} invocations or {}s, max error rate {}; giving up after {}s)",
+        plan.deploy.watch_invocations,
+        plan.deploy.watch_period.as_secs(),
+        plan.deploy.max_error_rate,
+        timeout.as_secs()
+    );
+    let socket = crate::control::socket_path(&plan.device.data_dir);
+    let slots: Vec<String> = target
+        .versions()
+        .map(|v| format!("{function}:{v}"))
+        .collect();
+    // The new versions' counters, as last seen (they vanish with a rollback).
+    let mut counts = (0u64, 0u64);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(status) = crate::control::request(&socket, "status") {
+            let sum = |field: &str| -> u64 {
+                slots
+                    .iter()
+                    .filter_map(|slot| status["functions"][slot][field].as_u64())
+                    .sum()
+            };
+            if slots
+                .iter()
+                .any(|slot| status["functions"][slot].is_object())
+            {
+                counts = (sum("invocations"), sum("errors"));
+            }
+        }
+        let state = store.state(function).map_err(failed)?;
+        let Some(entry) = state.aliases.get(alias) else {
+            return Err(failed(format!(
+                "{function}:{alias} was deleted while on probation"
+            )));
+        };
+        let (invocations, errors) = counts;
+        match (entry.target == target, entry.probation.is_some()) {
+            (true, true) => {}
+            (true, false) => {
+                println!(
+                    "healthy: {function}:{alias} -> {target} passed probation ({errors} of {invocations} invocations failed)"
+                );
+                return Ok(());
+            }
+            (false, false) => {
+                return Err(failed(format!(
+                    "rolled back: {function}:{alias} -> {} again; {target} failed probation ({errors} of {invocations} invocations failed, max error rate {})",
+                    entry.target, plan.deploy.max_error_rate
+                )));
+            }
+            (false, true) => {
+                return Err(failed(format!(
+                    "{function}:{alias} was pointed at {} by another deployment while {target} was on probation",
+                    entry.target
+                )));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(failed(format!(
+                "{function}:{alias} -> {target} is still on probation after {}s ({invocations} invocations so far, {errors} failed; it needs {}): the verdict comes when enough events arrive or after watch_period ({}s)",
+                timeout.as_secs(),
+                plan.deploy.watch_invocations,
+                plan.deploy.watch_period.as_secs()
+            )));
+        }
+        std::thread::sleep(WAIT_POLL);
+    }
+}
+
+/// Points the alias and says so; returns the target it had before.
 fn set_alias(
     store: &Store,
     lock: &store::StoreLock,
@@ -142,7 +263,7 @@ fn set_alias(
     alias: &str,
     target: AliasTarget,
     watch: bool,
-) -> Result<(), CliError> {
+) -> Result<Option<AliasTarget>, CliError> {
     let probation = watch.then(|| Probation {
         since_ms: store::now_ms(),
         origin: "cli".to_owned(),
@@ -153,7 +274,7 @@ fn set_alias(
     match previous {
         Some(previous) if previous == target => {
             println!("{function}:{alias} already points at {target}");
-            return Ok(());
+            return Ok(Some(previous));
         }
         Some(previous) => println!("{function}:{alias} -> {target} (was {previous})"),
         None => println!("{function}:{alias} -> {target} (new alias)"),
@@ -168,7 +289,8 @@ fn set_alias(
             "from": previous.map(|p| p.to_string()),
             "to": target.to_string(),
         }),
-    )
+    )?;
+    Ok(previous)
 }
 
 /// Leaves an alias move for the running ledge to report upstream.

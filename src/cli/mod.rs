@@ -9,6 +9,7 @@ mod check;
 mod deploy;
 mod invoke;
 mod logs;
+mod new;
 mod remote;
 mod run;
 mod spool;
@@ -60,34 +61,64 @@ pub enum Command {
         /// A board to show in full.
         name: Option<String>,
     },
-    /// Run one function once, locally, with no broker; print its response,
-    /// log lines, publishes and duration.
+    /// Run a function locally, with no broker; print its response, log
+    /// lines, publishes and duration.
     Invoke {
-        /// The function's name in the config.
-        function: String,
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
+        /// The function's name in the config (optional with --module).
+        #[arg(required_unless_present = "module")]
+        function: Option<String>,
+        /// The config [default: /etc/ledge/ledge.toml]; not read for
+        /// --module without a function name.
+        #[arg(long, short, env = "LEDGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Run this .wasm file: alone, as a function named after the file with
+        /// default limits that may publish anywhere (nothing is sent); with a
+        /// function name, in that function's config.
+        #[arg(long)]
+        module: Option<PathBuf>,
         /// The event payload (any bytes; JSON is the function's business).
-        #[arg(long, conflicts_with = "event_file")]
+        #[arg(long, conflicts_with_all = ["event_file", "events"])]
         event: Option<String>,
         /// Read the event payload from a file.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "events")]
         event_file: Option<PathBuf>,
-        /// Present the event as an MQTT message on this topic.
+        /// Run each line of this file as one event, in order, through one
+        /// warm instance (state carries over, as on the gateway).
         #[arg(long)]
+        events: Option<PathBuf>,
+        /// Present the event as this source would send it: mqtt (payload
+        /// unchanged, subject the topic), sensor (a number becomes the
+        /// reading JSON), schedule (no payload becomes the tick JSON).
+        #[arg(long, value_enum)]
+        source: Option<invoke::SourceKind>,
+        /// The event's subject: the topic, the sensor name [default:
+        /// test-sensor] or the schedule [default: "every 1m"].
+        #[arg(long)]
+        subject: Option<String>,
+        /// Present the event as an MQTT message on this topic.
+        #[arg(long, conflicts_with = "subject")]
         topic: Option<String>,
-        /// Print the result as one JSON object.
+        /// Add KEY=VALUE to the function's env (repeatable; wins over the config).
+        #[arg(long, value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Print the result as one JSON object (one per line with --events).
         #[arg(long)]
         json: bool,
         /// Invoke the function in the running ledge, synchronously, over its
         /// local broker (instead of loading it here).
-        #[arg(long, conflicts_with = "topic")]
+        #[arg(long, conflicts_with_all = ["topic", "module", "events", "source", "env"])]
         remote: bool,
+    },
+    /// Make a new function project: source, build script, an event to try
+    /// and a config snippet; it builds and passes `ledge invoke` as made.
+    New {
+        /// The function's name (also its directory, unless --dir).
+        name: String,
+        #[arg(long, value_enum)]
+        lang: new::Lang,
+        /// Where to make it [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Ask a running ledge how it is: links, spool, functions.
     Status {
@@ -174,6 +205,13 @@ pub enum Command {
         /// Do not watch the new alias target for errors (no automatic rollback).
         #[arg(long)]
         no_watch: bool,
+        /// Wait for the running ledge's verdict on the new alias target's
+        /// probation: exit 0 when it passes, 1 when it is rolled back.
+        #[arg(long, requires = "alias", conflicts_with = "no_watch")]
+        wait: bool,
+        /// Give up waiting after this long [default: the `[deploy] watch_period` + 1m].
+        #[arg(long, requires = "wait", value_name = "DURATION")]
+        wait_timeout: Option<String>,
     },
     /// A function's $LATEST draft and published versions, with their aliases.
     Versions {
@@ -385,20 +423,31 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Invoke {
             function,
             config,
+            module,
             event,
             event_file,
+            events,
+            source,
+            subject,
             topic,
+            env,
             json,
             remote,
         } => invoke::invoke(&invoke::Request {
             function,
             config,
+            module,
             event,
             event_file,
+            events,
+            source,
+            subject,
             topic,
+            env,
             remote,
             json,
         }),
+        Command::New { name, lang, dir } => new::new(&name, lang, dir.as_deref()),
         Command::Status { config, json } => status::status(&config, json),
         Command::Logs {
             config,
@@ -431,14 +480,25 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             publish,
             alias,
             no_watch,
-        } => deploy::deploy(&deploy::DeployRequest {
-            config: &config,
-            function: &function,
-            module: &module,
-            publish,
-            alias: alias.as_deref(),
-            watch: !no_watch,
-        }),
+            wait,
+            wait_timeout,
+        } => {
+            let timeout = wait_timeout
+                .map(|text| {
+                    crate::config::units::parse_duration(&text)
+                        .map_err(|e| CliError::Usage(anyhow::anyhow!("--wait-timeout {text}: {e}")))
+                })
+                .transpose()?;
+            deploy::deploy(&deploy::DeployRequest {
+                config: &config,
+                function: &function,
+                module: &module,
+                publish,
+                alias: alias.as_deref(),
+                watch: !no_watch,
+                wait: wait.then_some(timeout),
+            })
+        }
         Command::Versions {
             function,
             delete: Some(version),

@@ -64,6 +64,7 @@ impl Reply {
                     payload,
                     qos: Qos::AtLeastOnce,
                     depth: 0,
+                    retain: false,
                 })
                 .map_err(|e| e.to_string()),
             ReplyPath::Mqtt5 {

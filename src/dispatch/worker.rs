@@ -149,6 +149,7 @@ impl RetryContext {
                     payload: letter.to_json(None).to_string().into(),
                     qos: Qos::AtLeastOnce,
                     depth: 0,
+                    retain: false,
                 })
                 .map(|()| format!("published to `{topic}`"))
                 .map_err(|e| e.to_string()),
@@ -341,7 +342,10 @@ impl Worker {
         let age = Duration::from_millis(
             crate::event::unix_ms().saturating_sub(invocation.event.received_at_ms),
         );
-        if invocation.attempt <= policy.retries && age + delay <= policy.max_event_age {
+        if !error.is_permanent()
+            && invocation.attempt <= policy.retries
+            && age + delay <= policy.max_event_age
+        {
             self.metrics.retries.fetch_add(1, Ordering::Relaxed);
             log::info!(
                 target: "ledge::invoke",
@@ -358,7 +362,9 @@ impl Worker {
             self.schedule_retry(job, delay, error.to_string());
             return;
         }
-        let why = if invocation.attempt <= policy.retries {
+        let why = if error.is_permanent() {
+            "not retried: the function reported a permanent failure".to_owned()
+        } else if invocation.attempt <= policy.retries {
             format!(
                 "not retried: the event is {}s old and max_event_age is {}s",
                 age.as_secs(),
@@ -457,12 +463,18 @@ impl Worker {
             Ok(response) => {
                 log::debug!(
                     target: "ledge::invoke",
-                    "{name} {} ok in {}µs ({} from {}, {} bytes out)",
+                    "{name} {} ok in {}µs ({} from {}, {} bytes out); {}",
                     invocation.request_id,
                     outcome.duration.as_micros(),
                     invocation.event.source,
                     invocation.event.subject,
-                    response.len()
+                    response.len(),
+                    crate::logging::report_line(
+                        outcome.duration,
+                        outcome.fuel_used,
+                        self.function.spec.memory_limit,
+                        outcome.memory_bytes,
+                    )
                 );
                 false
             }

@@ -67,6 +67,7 @@ pub async fn pump(outboxes: Arc<Outboxes>, broker: Broker) {
             };
             let mut out = Message::new(message.topic, message.payload, qos);
             out.depth = message.depth;
+            out.retain = message.retain;
             broker.publish(out);
         }
         // Let client connections run between rounds.

@@ -236,14 +236,14 @@ pub async fn pump(
                     .publish_bytes_with_properties(
                         message.topic,
                         qos,
-                        false,
+                        message.retain,
                         message.payload,
                         properties,
                     )
                     .await
             } else {
                 client
-                    .publish_bytes(message.topic, qos, false, message.payload)
+                    .publish_bytes(message.topic, qos, message.retain, message.payload)
                     .await
             };
             if sent.is_err() {

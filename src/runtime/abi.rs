@@ -12,6 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use wasmi::{Caller, Linker, Memory};
 
+use super::contract;
 use super::limits::GuestLimits;
 use super::log_budget::{LogBudget, MAX_ECHO, MAX_LOG_BYTES};
 pub use super::log_budget::{MAX_LOG_LINE, MAX_LOG_LINES};
@@ -23,29 +24,35 @@ use crate::sinks::{ForwardRefused, OutgoingMessage, PublishRefused, Qos, Sinks};
 use crate::topic::{any_matches, validate_topic_name};
 
 /// Name of the import module; the ABI version lives in it.
-pub const IMPORT_MODULE: &str = "ledge_v1";
+pub const IMPORT_MODULE: &str = contract::IMPORT_MODULE;
 
-pub const OK: i32 = 0;
-pub const ERR_DENIED: i32 = -1;
-pub const ERR_INVALID: i32 = -2;
-pub const ERR_TOO_LARGE: i32 = -3;
-pub const ERR_UNAVAILABLE: i32 = -4;
-pub const ERR_LIMIT: i32 = -5;
-pub const ERR_NOT_FOUND: i32 = -6;
+pub const OK: i32 = contract::constant("OK");
+pub const ERR_DENIED: i32 = contract::constant("ERR_DENIED");
+pub const ERR_INVALID: i32 = contract::constant("ERR_INVALID");
+pub const ERR_TOO_LARGE: i32 = contract::constant("ERR_TOO_LARGE");
+pub const ERR_UNAVAILABLE: i32 = contract::constant("ERR_UNAVAILABLE");
+pub const ERR_LIMIT: i32 = contract::constant("ERR_LIMIT");
+pub const ERR_NOT_FOUND: i32 = contract::constant("ERR_NOT_FOUND");
 
 /// `context` string fields.
-pub const FIELD_REQUEST_ID: i32 = 0;
-pub const FIELD_FUNCTION_NAME: i32 = 1;
-pub const FIELD_FUNCTION_VERSION: i32 = 2;
-pub const FIELD_EVENT_SOURCE: i32 = 3;
-pub const FIELD_EVENT_SUBJECT: i32 = 4;
+pub const FIELD_REQUEST_ID: i32 = contract::constant("FIELD_REQUEST_ID");
+pub const FIELD_FUNCTION_NAME: i32 = contract::constant("FIELD_FUNCTION_NAME");
+pub const FIELD_FUNCTION_VERSION: i32 = contract::constant("FIELD_FUNCTION_VERSION");
+pub const FIELD_EVENT_SOURCE: i32 = contract::constant("FIELD_EVENT_SOURCE");
+pub const FIELD_EVENT_SUBJECT: i32 = contract::constant("FIELD_EVENT_SUBJECT");
+pub const FIELD_DEVICE_ID: i32 = contract::constant("FIELD_DEVICE_ID");
 
 /// `context_int` fields.
-pub const FIELD_REMAINING_MS: i32 = 0;
-pub const FIELD_MEMORY_LIMIT: i32 = 1;
-pub const FIELD_RECEIVED_AT_MS: i32 = 2;
-pub const FIELD_ATTEMPT: i32 = 3;
-pub const FIELD_DEADLINE_MS: i32 = 4;
+pub const FIELD_REMAINING_MS: i32 = contract::constant("INT_FIELD_REMAINING_MS");
+pub const FIELD_MEMORY_LIMIT: i32 = contract::constant("INT_FIELD_MEMORY_LIMIT");
+pub const FIELD_RECEIVED_AT_MS: i32 = contract::constant("INT_FIELD_RECEIVED_AT_MS");
+pub const FIELD_ATTEMPT: i32 = contract::constant("INT_FIELD_ATTEMPT");
+pub const FIELD_DEADLINE_MS: i32 = contract::constant("INT_FIELD_DEADLINE_MS");
+
+/// `publish_flags` flags.
+pub const PUBLISH_RETAIN: i32 = contract::constant("PUBLISH_RETAIN");
+/// Most bytes one `random` call fills.
+pub const MAX_RANDOM: usize = contract::constant("MAX_RANDOM") as usize;
 
 /// Publishes accepted per invocation.
 pub const MAX_PUBLISHES: u32 = 1000;
@@ -86,6 +93,8 @@ pub struct HostState {
     /// The function's share of the log, shared with its other instances.
     pub(crate) log_budget: Arc<LogBudget>,
     pub(crate) spec: Arc<FunctionSpec>,
+    /// The gateway's `[device] id`, if the runtime was told it.
+    pub(crate) device_id: Option<Arc<str>>,
     /// `log` target for this function's lines (`fn::<name>`).
     pub(crate) log_target: String,
     pub(crate) sinks: Sinks,
@@ -125,6 +134,7 @@ pub struct CallState {
 impl HostState {
     pub(crate) fn new(
         spec: Arc<FunctionSpec>,
+        device_id: Option<Arc<str>>,
         sinks: Sinks,
         max_payload: usize,
         capture_logs: bool,
@@ -135,6 +145,7 @@ impl HostState {
             log_budget,
             log_target: format!("fn::{}", spec.name),
             spec,
+            device_id,
             sinks,
             max_payload,
             memory: None,
@@ -204,7 +215,14 @@ impl HostState {
         self.spec.redact_and_cut(bytes, MAX_ECHO)
     }
 
-    fn publish(&mut self, topic: &[u8], payload: &[u8], qos: i32) -> i32 {
+    fn publish(&mut self, topic: &[u8], payload: &[u8], qos: i32, flags: i32) -> i32 {
+        if flags & !PUBLISH_RETAIN != 0 {
+            let reason = format!(
+                "publish to `{}` refused: unknown flags {flags:#x} (known: PUBLISH_RETAIN = {PUBLISH_RETAIN})",
+                self.echo(topic)
+            );
+            return self.refuse(ERR_INVALID, &reason);
+        }
         let Ok(topic) = std::str::from_utf8(topic) else {
             let reason = format!(
                 "publish to `{}` refused: the topic is not valid UTF-8",
@@ -248,6 +266,7 @@ impl HostState {
             payload: Bytes::copy_from_slice(payload),
             qos,
             depth: depth.saturating_add(1),
+            retain: flags & PUBLISH_RETAIN != 0,
         };
         match self
             .sinks
@@ -448,6 +467,7 @@ impl HostState {
             FIELD_FUNCTION_VERSION => Some(&self.spec.version),
             FIELD_EVENT_SOURCE => event.map(|e| e.source.as_str()),
             FIELD_EVENT_SUBJECT => event.map(|e| e.subject.as_str()),
+            FIELD_DEVICE_ID => self.device_id.as_deref(),
             _ => None,
         }
     }
@@ -526,7 +546,7 @@ fn out_of_bounds(call: &str, start: usize, len: usize, size: usize) -> wasmi::Er
 fn memory_of(caller: &Caller<'_, HostState>, call: &str) -> HostResult<Memory> {
     caller.data().memory.ok_or_else(|| {
         wasmi::Error::new(format!(
-            "{IMPORT_MODULE}.{call}: called before the instance was ready"
+            "{IMPORT_MODULE}.{call}: called from the module's start function, which cannot call ledge (do it in ledge_init)"
         ))
     })
 }
@@ -584,22 +604,30 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
     linker.func_wrap(
         IMPORT_MODULE,
         "publish",
-        |mut caller: Caller<'_, HostState>,
+        |caller: Caller<'_, HostState>,
          topic_ptr: i32,
          topic_len: i32,
          payload_ptr: i32,
          payload_len: i32,
          qos: i32|
          -> HostResult<i32> {
-            check_deadline(caller.data())?;
-            let memory = memory_of(&caller, "publish")?;
-            let (data, state) = memory.data_and_store_mut(&mut caller);
-            let topic = guest_slice(data, topic_ptr, topic_len, "publish")?;
-            let payload = guest_slice(data, payload_ptr, payload_len, "publish")?;
-            let work = matching_work(topic.len(), state.spec.allow_publish.len()) + payload.len();
-            let code = state.publish(topic, payload, qos);
-            settle(&mut caller, work)?;
-            Ok(code)
+            let message = (topic_ptr, topic_len, payload_ptr, payload_len);
+            publish_call(caller, "publish", message, qos, 0)
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "publish_flags",
+        |caller: Caller<'_, HostState>,
+         topic_ptr: i32,
+         topic_len: i32,
+         payload_ptr: i32,
+         payload_len: i32,
+         qos: i32,
+         flags: i32|
+         -> HostResult<i32> {
+            let message = (topic_ptr, topic_len, payload_ptr, payload_len);
+            publish_call(caller, "publish_flags", message, qos, flags)
         },
     )?;
     linker.func_wrap(
@@ -673,6 +701,7 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
         IMPORT_MODULE,
         "context_int",
         |mut caller: Caller<'_, HostState>, field: i32| -> HostResult<i64> {
+            memory_of(&caller, "context_int")?;
             let value = caller.data().int_field(field);
             settle(&mut caller, 0)?;
             Ok(value)
@@ -714,8 +743,34 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
         IMPORT_MODULE,
         "now_ms",
         |mut caller: Caller<'_, HostState>| -> HostResult<i64> {
+            memory_of(&caller, "now_ms")?;
             settle(&mut caller, 0)?;
             Ok(unix_ms() as i64)
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "random",
+        |mut caller: Caller<'_, HostState>, buf_ptr: i32, buf_len: i32| -> HostResult<i32> {
+            check_deadline(caller.data())?;
+            let memory = memory_of(&caller, "random")?;
+            let (data, state) = memory.data_and_store_mut(&mut caller);
+            let buffer = guest_slice_mut(data, buf_ptr, buf_len, "random")?;
+            let work = buffer.len().min(MAX_RANDOM);
+            let code = if buffer.len() > MAX_RANDOM {
+                let reason = format!(
+                    "random({} bytes) refused: at most {MAX_RANDOM} bytes a call",
+                    buffer.len()
+                );
+                state.refuse(ERR_TOO_LARGE, &reason)
+            } else {
+                match fill_random(buffer) {
+                    Ok(()) => OK,
+                    Err(()) => state.refuse(ERR_UNAVAILABLE, "random: the OS gave no random bytes"),
+                }
+            };
+            settle(&mut caller, work)?;
+            Ok(code)
         },
     )?;
     linker.func_wrap(
@@ -738,7 +793,109 @@ pub fn define_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error
             Ok(code)
         },
     )?;
+    define_toolchain_imports(linker)
+}
+
+/// The imports AssemblyScript emits on its own (`env.abort`, `env.seed`),
+/// so its modules load without `--use abort=...` tricks. They read memory
+/// through the caller's export, not [`HostState::memory`], because
+/// AssemblyScript runs top-level code (which may abort) as the start
+/// function, before the instance is ready.
+fn define_toolchain_imports(linker: &mut Linker<HostState>) -> Result<(), wasmi::Error> {
+    linker.func_wrap(
+        "env",
+        "abort",
+        |mut caller: Caller<'_, HostState>,
+         message: i32,
+         file: i32,
+         line: i32,
+         column: i32|
+         -> HostResult<()> {
+            let memory = caller
+                .get_export("memory")
+                .and_then(wasmi::Extern::into_memory);
+            let text = |ptr: i32| {
+                memory
+                    .and_then(|m| as_string(m.data(&caller), ptr))
+                    .unwrap_or_default()
+            };
+            let (message, file) = (text(message), text(file));
+            let spec = &caller.data().spec;
+            let message = spec.redact_and_cut(message.as_bytes(), MAX_ABORT_TEXT);
+            let file = spec.redact_and_cut(file.as_bytes(), MAX_ABORT_TEXT);
+            let message = if message.is_empty() {
+                "(no message)".to_owned()
+            } else {
+                message
+            };
+            let at = if file.is_empty() {
+                String::new()
+            } else {
+                format!(" at {file}:{}:{}", line as u32, column as u32)
+            };
+            settle(&mut caller, 0)?;
+            Err(wasmi::Error::new(format!("abort: {message}{at}")))
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "seed",
+        |mut caller: Caller<'_, HostState>| -> HostResult<f64> {
+            let mut bits = [0u8; 8];
+            fill_random(&mut bits)
+                .map_err(|()| wasmi::Error::new("env.seed: the OS gave no random bytes"))?;
+            settle(&mut caller, 0)?;
+            // A positive integer below 2^53: exact as an f64, never 0 or NaN
+            // (AssemblyScript reinterprets the bits as its PRNG's seed).
+            Ok((u64::from_le_bytes(bits) >> 12) as f64 + 1.0)
+        },
+    )?;
     Ok(())
+}
+
+/// Most characters of an `abort` message or file name kept.
+const MAX_ABORT_TEXT: usize = 1024;
+
+/// An AssemblyScript string: UTF-16LE code units at `ptr`, whose byte
+/// length is the u32 just before it (the object header's `rtSize`).
+/// `None` for a null or out-of-bounds string.
+fn as_string(memory: &[u8], ptr: i32) -> Option<String> {
+    let start = ptr as u32 as usize;
+    let header = memory.get(start.checked_sub(4)?..start)?;
+    let len = u32::from_le_bytes(header.try_into().ok()?) as usize;
+    let len = len.min(MAX_ABORT_TEXT * 2) & !1;
+    let bytes = memory.get(start..start.checked_add(len)?)?;
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+        .collect();
+    Some(String::from_utf16_lossy(&units))
+}
+
+/// Random bytes from the operating system.
+fn fill_random(buffer: &mut [u8]) -> Result<(), ()> {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new().fill(buffer).map_err(|_| ())
+}
+
+/// The `publish` and `publish_flags` imports: `message` is (topic ptr,
+/// topic len, payload ptr, payload len).
+fn publish_call(
+    mut caller: Caller<'_, HostState>,
+    call: &str,
+    (topic_ptr, topic_len, payload_ptr, payload_len): (i32, i32, i32, i32),
+    qos: i32,
+    flags: i32,
+) -> HostResult<i32> {
+    check_deadline(caller.data())?;
+    let memory = memory_of(&caller, call)?;
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    let topic = guest_slice(data, topic_ptr, topic_len, call)?;
+    let payload = guest_slice(data, payload_ptr, payload_len, call)?;
+    let work = matching_work(topic.len(), state.spec.allow_publish.len()) + payload.len();
+    let code = state.publish(topic, payload, qos, flags);
+    settle(&mut caller, work)?;
+    Ok(code)
 }
 
 /// The bytes of a text the host reads at most `max` of (plus a margin for
@@ -772,6 +929,77 @@ mod tests {
         assert_eq!(copy_out(&mut buffer, b"hello"), 5);
         assert_eq!(&buffer, b"hel");
         assert_eq!(copy_out(&mut [], b"hello"), 5);
+    }
+
+    /// The linker provides every import of the contract table with the
+    /// table's signature (the loader and the bindings trust the table).
+    #[test]
+    fn the_linker_matches_the_contract_table() {
+        use super::super::contract::{self, WasmType};
+        let ty = |t: &WasmType| match t {
+            WasmType::I32 => "i32",
+            WasmType::I64 => "i64",
+            WasmType::F64 => "f64",
+        };
+        let mut imports = String::new();
+        let mut all: Vec<(&str, &str, Vec<WasmType>, Option<WasmType>)> = contract::IMPORTS
+            .iter()
+            .map(|i| (contract::IMPORT_MODULE, i.name, i.param_types(), i.result))
+            .collect();
+        all.extend(
+            contract::TOOLCHAIN_IMPORTS
+                .iter()
+                .map(|i| (i.module, i.name, i.params.to_vec(), i.result)),
+        );
+        for (module, name, params, result) in &all {
+            let params: Vec<&str> = params.iter().map(ty).collect();
+            let result = result.as_ref().map(|r| format!("(result {})", ty(r)));
+            imports.push_str(&format!(
+                "(import \"{module}\" \"{name}\" (func (param {}) {}))\n",
+                params.join(" "),
+                result.unwrap_or_default()
+            ));
+        }
+        let text = format!(
+            "(module {imports} (memory (export \"memory\") 1)
+               (func (export \"ledge_alloc\") (param i32) (result i32) (i32.const 0))
+               (func (export \"ledge_handle\") (param i32 i32) (result i32) (i32.const 0)))"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("all.wasm");
+        std::fs::write(&path, wat::parse_str(&text).unwrap()).unwrap();
+        let config = dir.path().join("ledge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[function]]\nname = \"all\"\nmodule = \"{}\"\n",
+                path.display()
+            ),
+        )
+        .unwrap();
+        let plan = crate::config::load(&config).unwrap();
+        let runtime = crate::runtime::Runtime::new(plan.broker.max_payload).unwrap();
+        if let Err(e) = runtime.load(plan.functions[0].clone()) {
+            panic!("a module importing the whole contract does not load: {e}");
+        }
+    }
+
+    #[test]
+    fn assemblyscript_strings_decode_from_utf16_with_their_length_header() {
+        let mut memory = vec![0u8; 64];
+        memory[8..12].copy_from_slice(&6u32.to_le_bytes());
+        for (i, unit) in "hé!".encode_utf16().enumerate() {
+            memory[12 + 2 * i..14 + 2 * i].copy_from_slice(&unit.to_le_bytes());
+        }
+        assert_eq!(as_string(&memory, 12).as_deref(), Some("hé!"));
+        assert_eq!(as_string(&memory, 0), None, "null");
+        assert_eq!(as_string(&memory, 2), None, "no room for the header");
+        memory[8..12].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(
+            as_string(&memory, 12),
+            None,
+            "length past the end of memory"
+        );
     }
 
     #[test]

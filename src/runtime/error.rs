@@ -20,6 +20,10 @@ pub enum InvokeError {
     /// The handler returned non-zero; the message is the guest's own.
     #[error("{0}")]
     Handler(String),
+    /// The handler returned `STATUS_PERMANENT` (2): the event itself is
+    /// wrong, so retrying it cannot help; the message is the guest's own.
+    #[error("{0}")]
+    Permanent(String),
     #[error("timed out after {}ms", .0.as_millis())]
     Timeout(Duration),
     #[error("fuel budget of {0} exhausted")]
@@ -46,14 +50,21 @@ impl InvokeError {
     pub fn poisons_instance(&self) -> bool {
         !matches!(
             self,
-            Self::Handler(_) | Self::NotDurable(_) | Self::Throttled(_)
+            Self::Handler(_) | Self::Permanent(_) | Self::NotDurable(_) | Self::Throttled(_)
         )
+    }
+
+    /// True if retrying the event cannot succeed: the function said so
+    /// (`STATUS_PERMANENT`). The event goes straight to `on_failure`.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Permanent(_))
     }
 
     /// A short stable name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Handler(_) => "handler_error",
+            Self::Permanent(_) => "permanent_error",
             Self::Timeout(_) => "timeout",
             Self::FuelExhausted(_) => "fuel_exhausted",
             Self::MemoryLimit(_) => "memory_limit",

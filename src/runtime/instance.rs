@@ -10,9 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmi::{Memory, Store, TrapCode, TypedFunc, TypedResumableCall, WasmParams, WasmResults};
+use wasmi::{
+    Global, Memory, Store, TrapCode, TypedFunc, TypedResumableCall, WasmParams, WasmResults,
+};
 
 use super::abi::{DeadlinePassed, HostState, LogLine};
+use super::contract;
+use super::trap_site::{TrapSites, SITE_EXPORT};
 use super::{InvokeError, LoadedFunction};
 use crate::event::{unix_ms, Event};
 use crate::sinks::Sinks;
@@ -33,6 +37,10 @@ const TARGET_SLICE: Duration = Duration::from_millis(1);
 /// debug build; far more than copying data segments (64 bytes per fuel) or
 /// a constructor needs.
 const INSTANTIATE_FUEL: u64 = 10_000_000;
+/// `ledge_handle` statuses with a meaning of their own; any other non-zero
+/// status is a failure the retry policy may retry.
+const STATUS_OK: i32 = contract::constant("STATUS_OK");
+const STATUS_PERMANENT: i32 = contract::constant("STATUS_PERMANENT");
 /// A handler's error text is cut here (after redaction): it is logged,
 /// reported and kept in dead letters.
 const MAX_ERROR_TEXT: usize = 4 << 10;
@@ -58,6 +66,9 @@ pub struct Outcome {
     pub logs_dropped: u32,
     /// Highest spool seq the invocation forwarded, to wait on.
     pub forward_seq: Option<u64>,
+    /// The instance's linear memory after the call (it only grows, so its
+    /// peak): Lambda's "Max Memory Used".
+    pub memory_bytes: usize,
 }
 
 /// A warm instance of one function.
@@ -66,6 +77,9 @@ pub struct Instance {
     alloc: TypedFunc<i32, i32>,
     handle: TypedFunc<(i32, i32), i32>,
     memory: Memory,
+    /// Where the guest is (an instrumented module's function index) and the
+    /// names to report it by; `None` for a module without names.
+    site: Option<(Global, Arc<TrapSites>)>,
     /// Fuel spent by this instance over its life.
     fuel_used: u64,
     /// Fuel left in the current invocation's `max_fuel` budget, if any.
@@ -85,6 +99,7 @@ impl Instance {
         let runtime = &function.runtime;
         let state = HostState::new(
             spec,
+            runtime.device_id.clone(),
             sinks.into(),
             runtime.max_payload,
             capture_logs,
@@ -120,11 +135,16 @@ impl Instance {
             .get_typed_func::<(i32, i32), i32>(&store, "ledge_handle")
             .map_err(instantiate)?;
         store.data_mut().memory = Some(memory);
+        let site = function.trap_sites.as_ref().and_then(|sites| {
+            let global = instance.get_global(&store, SITE_EXPORT)?;
+            Some((global, Arc::clone(sites)))
+        });
         let mut this = Self {
             store,
             alloc,
             handle,
             memory,
+            site,
             fuel_used: 0,
             fuel_left: None,
         };
@@ -157,17 +177,24 @@ impl Instance {
         self.begin_call(Some(invocation), invocation.attempt);
         let fuel_before = self.fuel_used;
         let result = self.call_handler(&invocation.event.payload);
+        let memory_bytes = self.memory.data_size(&self.store);
         let host = self.store.data_mut();
         let spec = &host.spec;
         let state = &mut host.call;
         let result = match result {
-            Ok(0) => Ok(std::mem::take(&mut state.response)),
-            Ok(status) if state.response.is_empty() => Err(InvokeError::Handler(format!(
-                "handler returned status {status}"
-            ))),
-            Ok(_) => Err(InvokeError::Handler(
-                spec.redact_and_cut(&state.response, MAX_ERROR_TEXT),
-            )),
+            Ok(STATUS_OK) => Ok(std::mem::take(&mut state.response)),
+            Ok(status) => {
+                let message = if state.response.is_empty() {
+                    format!("handler returned status {status}")
+                } else {
+                    spec.redact_and_cut(&state.response, MAX_ERROR_TEXT)
+                };
+                Err(if status == STATUS_PERMANENT {
+                    InvokeError::Permanent(message)
+                } else {
+                    InvokeError::Handler(message)
+                })
+            }
             Err(e) => Err(e),
         };
         host.log_budget.summarise(&spec.name);
@@ -186,6 +213,7 @@ impl Instance {
             logs: std::mem::take(&mut state.logs),
             logs_dropped: state.logs_dropped,
             forward_seq: state.forward_seq,
+            memory_bytes,
         }
     }
 
@@ -260,7 +288,7 @@ impl Instance {
                     if error.downcast_ref::<DeadlinePassed>().is_some() {
                         return Err(InvokeError::Timeout(self.store.data().spec.timeout));
                     }
-                    return Err(InvokeError::Trap(error.to_string()));
+                    return Err(self.trap(error.to_string()));
                 }
                 TypedResumableCall::OutOfFuel(out_of_fuel) => {
                     self.account(slice);
@@ -341,7 +369,19 @@ impl Instance {
                 InvokeError::MemoryLimit(spec.memory_limit)
             }
             Some(TrapCode::OutOfFuel) => InvokeError::FuelExhausted(spec.max_fuel.unwrap_or(0)),
-            _ => InvokeError::Trap(error.to_string()),
+            _ => self.trap(error.to_string()),
+        }
+    }
+
+    /// A trap, naming the function the guest was in when the module says.
+    fn trap(&self, message: String) -> InvokeError {
+        let name = self.site.as_ref().and_then(|(global, sites)| {
+            let index = global.get(&self.store).i32()?;
+            sites.name(index as u32)
+        });
+        match name {
+            Some(name) => InvokeError::Trap(format!("{message} (in function `{name}`)")),
+            None => InvokeError::Trap(message),
         }
     }
 }

@@ -239,6 +239,7 @@ mod tests {
             payload: bytes::Bytes::new(),
             qos: Qos::AtMostOnce,
             depth: 0,
+            retain: false,
         }
     }
 

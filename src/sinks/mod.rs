@@ -42,6 +42,9 @@ pub struct OutgoingMessage {
     /// for ledge's own messages, the publishing event's depth + 1 for a
     /// function's.
     pub depth: u8,
+    /// MQTT retain: the broker keeps the message for later subscribers
+    /// (a function's `publish_flags` with `PUBLISH_RETAIN`; false elsewhere).
+    pub retain: bool,
 }
 
 /// Why a publish was not accepted. Nothing was sent in either case.

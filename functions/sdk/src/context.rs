@@ -30,6 +30,11 @@ impl Context {
         string(field::FUNCTION_VERSION)
     }
 
+    /// The gateway's `[device] id` (empty if the host does not say).
+    pub fn device_id(&self) -> String {
+        string(field::DEVICE_ID)
+    }
+
     /// Milliseconds left before the invocation times out.
     pub fn remaining_ms(&self) -> u64 {
         int(int_field::REMAINING_MS)

@@ -6,7 +6,8 @@
 //! takes that allocation back as the [`Event`]'s payload, runs the handler,
 //! frees the payload, and turns the handler's `Result` into a response and a
 //! status. A handler error never traps: its text becomes the response and the
-//! status is 1, which the host reports as the invocation's error.
+//! status is 1, which the host reports as the invocation's error (and may
+//! retry), or 2 for a [`Failure::Permanent`], which the host does not retry.
 //!
 //! [`handler!`]: crate::handler!
 
@@ -17,6 +18,83 @@ use crate::{Context, Event, sys};
 
 /// Status for a failed invocation (the ABI accepts any non-zero value).
 const FAILED: i32 = 1;
+/// Status for a failure no retry can fix (`STATUS_PERMANENT`).
+const PERMANENT: i32 = 2;
+
+/// A handler error that says whether retrying the event can help.
+///
+/// Any `Display` error converts into `Failure::Retryable`, so `?` works as
+/// before; return `Failure::permanent(..)` for an event that is wrong in
+/// itself (unparseable, out of range): ledge then sends it straight to the
+/// function's `on_failure` instead of retrying it.
+///
+/// ```
+/// use ledge_sdk::{Context, Event, Failure};
+///
+/// fn handle(event: &Event, _ctx: &Context) -> Result<String, Failure> {
+///     let text = event.payload_str().map_err(Failure::permanent)?;
+///     let value: f64 = text.trim().parse().map_err(Failure::permanent)?;
+///     Ok(format!("{}", value * 2.0))
+/// }
+/// # assert_eq!(ledge_sdk::mock::invoke(handle, b"x"), Err("invalid float literal".into()));
+/// # assert_eq!(ledge_sdk::mock::last_status(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Failed this time; the host retries per the function's policy.
+    Retryable(String),
+    /// Failed for good: not retried.
+    Permanent(String),
+}
+
+impl Failure {
+    /// A failure retrying cannot fix.
+    pub fn permanent(why: impl Display) -> Failure {
+        Failure::Permanent(why.to_string())
+    }
+
+    /// A failure the host may retry.
+    pub fn retryable(why: impl Display) -> Failure {
+        Failure::Retryable(why.to_string())
+    }
+}
+
+// `Failure` itself is not `Display`, which is what lets every `Display`
+// error convert into it (as anyhow does for its error type).
+impl<E: Display> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        Failure::Retryable(error.to_string())
+    }
+}
+
+/// What a handler may return as its error: anything `Display` (a
+/// retryable failure), or a [`Failure`].
+pub trait HandlerError {
+    /// The error message the host reports.
+    fn message(&self) -> String;
+    /// True if retrying cannot help.
+    fn is_permanent(&self) -> bool {
+        false
+    }
+}
+
+impl<E: Display> HandlerError for E {
+    fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl HandlerError for Failure {
+    fn message(&self) -> String {
+        match self {
+            Failure::Retryable(why) | Failure::Permanent(why) => why.clone(),
+        }
+    }
+
+    fn is_permanent(&self) -> bool {
+        matches!(self, Failure::Permanent(_))
+    }
+}
 
 /// An error message is kept to this many bytes if the host rejects the whole
 /// message as too large, so a small `max_payload` still gets the gist.
@@ -28,7 +106,8 @@ const SHORT_ERROR: usize = 1024;
 /// `ledge_handle`, `ledge_init`) for a function
 /// `fn my_fn(event: &Event, ctx: &Context) -> Result<O, E>` where `O` is any
 /// `Into<Vec<u8>>` (`Vec<u8>`, `String`, `&'static str`, ...) and `E` is any
-/// `Display`. `Ok` bytes become the response; `Err` text becomes the error.
+/// `Display` or a [`Failure`]. `Ok` bytes become the response; `Err` text
+/// becomes the error.
 ///
 /// `handler!(my_fn, init = my_init)` also runs `fn my_init() -> Result<(), E>`
 /// once per instance before the first event; an error fails the instance.
@@ -99,7 +178,7 @@ pub unsafe fn handle<F, O, E>(ptr: *mut u8, len: usize, handler: F) -> i32
 where
     F: FnOnce(&Event, &Context) -> Result<O, E>,
     O: Into<Vec<u8>>,
-    E: Display,
+    E: HandlerError,
 {
     // SAFETY: `alloc(len)` made this allocation with capacity `len`, and the
     // host initialised all `len` bytes (forwarded to the caller).
@@ -112,7 +191,7 @@ pub(crate) fn run<F, O, E>(payload: Vec<u8>, handler: F) -> i32
 where
     F: FnOnce(&Event, &Context) -> Result<O, E>,
     O: Into<Vec<u8>>,
-    E: Display,
+    E: HandlerError,
 {
     let event = Event::new(payload);
     let outcome = handler(&event, &Context::new());
@@ -120,23 +199,30 @@ where
     drop(event);
     match outcome {
         Ok(response) => respond(&response.into()),
-        Err(err) => fail(&err.to_string()),
+        Err(err) if err.is_permanent() => fail(&err.message(), PERMANENT),
+        Err(err) => fail(&err.message(), FAILED),
     }
 }
 
 fn respond(response: &[u8]) -> i32 {
     match sys::respond(response) {
         sys::OK => 0,
-        sys::ERR_TOO_LARGE => fail(&format!(
-            "response of {} bytes is larger than max_payload",
-            response.len()
-        )),
-        code => fail(&format!("host rejected the response with code {code}")),
+        sys::ERR_TOO_LARGE => fail(
+            &format!(
+                "response of {} bytes is larger than max_payload",
+                response.len()
+            ),
+            FAILED,
+        ),
+        code => fail(
+            &format!("host rejected the response with code {code}"),
+            FAILED,
+        ),
     }
 }
 
-/// Sets `message` as the error response and returns the failure status.
-fn fail(message: &str) -> i32 {
+/// Sets `message` as the error response and returns `status`.
+fn fail(message: &str, status: i32) -> i32 {
     if sys::respond(message.as_bytes()) != sys::OK {
         let mut cut = message.len().min(SHORT_ERROR);
         while !message.is_char_boundary(cut) {
@@ -145,7 +231,7 @@ fn fail(message: &str) -> i32 {
         // If even this is refused the host reports "handler returned status 1".
         sys::respond(&message.as_bytes()[..cut]);
     }
-    FAILED
+    status
 }
 
 /// Runs once per instance: routes panic messages to the log, then runs the

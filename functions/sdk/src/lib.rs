@@ -35,6 +35,7 @@
 //! | [`log`](mod@log) | log lines, plus the [`info!`] family of macros |
 //! | [`gpio`] | named GPIO lines: switch an actuator, read an input |
 //! | [`handler!`] | the ABI exports, the payload buffer, the response |
+//! | [`Failure`] | an error that says whether retrying can help |
 //! | [`mock`] | (not on wasm32) a fake host for `cargo test` |
 //!
 //! # Testing
@@ -64,11 +65,28 @@ pub mod mock;
 
 pub use context::Context;
 pub use event::{Event, Source};
-pub use publish::{PublishError, Qos, forward, publish};
+pub use handler::{Failure, HandlerError};
+pub use publish::{PublishError, Qos, forward, publish, publish_retained};
 
 /// Wall-clock time, in milliseconds since the UNIX epoch.
 pub fn now_ms() -> u64 {
     non_negative(sys::now_ms())
+}
+
+/// Fills `buf` with random bytes from the gateway's operating system
+/// (for ids, nonces, jitter); `Err` if the host could not provide them.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), RandomUnavailable> {
+    sys::random(buf).map_err(|_| RandomUnavailable)
+}
+
+/// The host could not provide random bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RandomUnavailable;
+
+impl core::fmt::Display for RandomUnavailable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("the host has no random bytes to give")
+    }
 }
 
 /// The host's integers are never negative except as error codes, which the

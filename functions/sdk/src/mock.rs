@@ -34,6 +34,8 @@ pub struct Published {
     pub payload: Vec<u8>,
     /// The QoS number (0, 1 or 2).
     pub qos: i32,
+    /// Published with [`publish_retained`](crate::publish_retained).
+    pub retain: bool,
 }
 
 /// The mock's defaults stand for a function loaded from config and invoked
@@ -41,7 +43,7 @@ pub struct Published {
 struct Host {
     env: BTreeMap<String, String>,
     /// `context` string fields, indexed by field number.
-    strings: [String; 5],
+    strings: [String; 6],
     /// `context_int` fields, indexed by field number.
     ints: [i64; 5],
     /// What the next `publish` returns when the message is acceptable.
@@ -50,6 +52,10 @@ struct Host {
     forwarded: Vec<Published>,
     logs: Vec<(Level, String)>,
     response: Vec<u8>,
+    /// The status the last [`invoke`] returned.
+    status: i32,
+    /// State of the mock's random bytes: deterministic, so tests are.
+    random: u64,
     /// GPIO lines the function may use: name → (value, is an output).
     gpio: BTreeMap<String, (bool, bool)>,
 }
@@ -69,6 +75,7 @@ impl Default for Host {
                 "$LATEST".into(),
                 "invoke".into(),
                 String::new(),
+                "test-gateway".into(),
             ],
             ints: [1_000, 16 << 20, NOW_MS, 1, NOW_MS + 1_000],
             publish_result: OK,
@@ -76,6 +83,8 @@ impl Default for Host {
             forwarded: Vec::new(),
             logs: Vec::new(),
             response: Vec::new(),
+            status: 0,
+            random: 0x9e37_79b9_7f4a_7c15,
             gpio: BTreeMap::new(),
         }
     }
@@ -134,6 +143,12 @@ pub fn gpio(name: &str) -> Option<bool> {
     with(|host| host.gpio.get(name).map(|(value, _)| *value))
 }
 
+/// The status the last [`invoke`] returned: 0 success, 1 failure, 2
+/// permanent failure (a [`Failure::Permanent`](crate::Failure)).
+pub fn last_status() -> i32 {
+    with(|host| host.status)
+}
+
 /// Everything published so far, oldest first.
 pub fn published() -> Vec<Published> {
     with(|host| host.published.clone())
@@ -151,11 +166,14 @@ pub fn invoke<F, O, E>(handler: F, payload: &[u8]) -> Result<Vec<u8>, String>
 where
     F: FnOnce(&Event, &Context) -> Result<O, E>,
     O: Into<Vec<u8>>,
-    E: core::fmt::Display,
+    E: crate::HandlerError,
 {
     with(|host| host.response.clear());
     let status = crate::handler::run(payload.to_vec(), handler);
-    let response = with(|host| std::mem::take(&mut host.response));
+    let response = with(|host| {
+        host.status = status;
+        std::mem::take(&mut host.response)
+    });
     match status {
         0 => Ok(response),
         _ if response.is_empty() => Err(format!("handler returned status {status}")),
@@ -211,6 +229,7 @@ pub(crate) mod raw {
                     topic: topic.into(),
                     payload: payload.into(),
                     qos: 1,
+                    retain: false,
                 });
             }
             host.publish_result
@@ -224,6 +243,39 @@ pub(crate) mod raw {
         payload_len: usize,
         qos: i32,
     ) -> i32 {
+        unsafe { publish_flags(topic_ptr, topic_len, payload_ptr, payload_len, qos, 0) }
+    }
+
+    pub(crate) unsafe fn random(buf: *mut u8, buf_len: usize) -> i32 {
+        if buf_len > sys::MAX_RANDOM {
+            return sys::ERR_TOO_LARGE;
+        }
+        // SAFETY: the SDK passes a buffer writable for `buf_len` bytes.
+        let buf = unsafe { std::slice::from_raw_parts_mut(buf, buf_len) };
+        with(|host| {
+            for byte in buf {
+                // xorshift64: varied bytes, the same sequence every test.
+                host.random ^= host.random << 13;
+                host.random ^= host.random >> 7;
+                host.random ^= host.random << 17;
+                *byte = host.random as u8;
+            }
+        });
+        OK
+    }
+
+    pub(crate) unsafe fn publish_flags(
+        topic_ptr: *const u8,
+        topic_len: usize,
+        payload_ptr: *const u8,
+        payload_len: usize,
+        qos: i32,
+        flags: i32,
+    ) -> i32 {
+        if flags & !sys::PUBLISH_RETAIN != 0 {
+            return sys::ERR_INVALID;
+        }
+        let retain = flags & sys::PUBLISH_RETAIN != 0;
         let (topic, payload) =
             unsafe { (bytes(topic_ptr, topic_len), bytes(payload_ptr, payload_len)) };
         let Ok(topic) = std::str::from_utf8(topic) else {
@@ -241,6 +293,7 @@ pub(crate) mod raw {
                     topic: topic.into(),
                     payload: payload.into(),
                     qos,
+                    retain,
                 });
             }
             host.publish_result

@@ -85,6 +85,21 @@ pub fn publish(topic: &str, payload: impl AsRef<[u8]>, qos: Qos) -> Result<(), P
     }
 }
 
+/// Like [`publish`], but retained: the broker keeps the message and hands
+/// it to every later subscriber of `topic` (the last known state of a
+/// door, a relay, a setting). An empty payload clears the retained message.
+pub fn publish_retained(
+    topic: &str,
+    payload: impl AsRef<[u8]>,
+    qos: Qos,
+) -> Result<(), PublishError> {
+    let flags = sys::PUBLISH_RETAIN;
+    match sys::publish_flags(topic.as_bytes(), payload.as_ref(), qos as i32, flags) {
+        code if code >= sys::OK => Ok(()),
+        code => Err(PublishError::from_code(code)),
+    }
+}
+
 /// Forwards `payload` upstream durably: ledge stores it in its on-flash spool
 /// and delivers it to `<prefix>/events/<topic>` on the upstream broker when
 /// the link is up, at least once, in order. Checked against the function's

@@ -28,7 +28,13 @@ pub(crate) mod field {
     pub(crate) const FUNCTION_VERSION: i32 = 2;
     pub(crate) const EVENT_SOURCE: i32 = 3;
     pub(crate) const EVENT_SUBJECT: i32 = 4;
+    pub(crate) const DEVICE_ID: i32 = 5;
 }
+
+/// `publish_flags` flag: the broker keeps the message for new subscribers.
+pub(crate) const PUBLISH_RETAIN: i32 = 1;
+/// Most bytes one `random` call fills.
+pub(crate) const MAX_RANDOM: usize = 65536;
 
 /// Integer fields of `context_int`.
 pub(crate) mod int_field {
@@ -51,6 +57,15 @@ mod raw {
             payload_len: usize,
             qos: i32,
         ) -> i32;
+        pub(crate) fn publish_flags(
+            topic_ptr: *const u8,
+            topic_len: usize,
+            payload_ptr: *const u8,
+            payload_len: usize,
+            qos: i32,
+            flags: i32,
+        ) -> i32;
+        pub(crate) fn random(buf_ptr: *mut u8, buf_len: usize) -> i32;
         pub(crate) fn forward(
             topic_ptr: *const u8,
             topic_len: usize,
@@ -100,6 +115,33 @@ pub(crate) fn publish(topic: &[u8], payload: &[u8], qos: i32) -> i32 {
             qos,
         )
     }
+}
+
+pub(crate) fn publish_flags(topic: &[u8], payload: &[u8], qos: i32, flags: i32) -> i32 {
+    // SAFETY: both pairs describe live slices for the whole call.
+    unsafe {
+        raw::publish_flags(
+            topic.as_ptr(),
+            topic.len(),
+            payload.as_ptr(),
+            payload.len(),
+            qos,
+            flags,
+        )
+    }
+}
+
+/// Fills `buf` with random bytes, in calls of at most [`MAX_RANDOM`];
+/// the first failing code, if any.
+pub(crate) fn random(buf: &mut [u8]) -> Result<(), i32> {
+    for chunk in buf.chunks_mut(MAX_RANDOM) {
+        // SAFETY: `chunk` is a live, writable slice for the whole call.
+        let code = unsafe { raw::random(chunk.as_mut_ptr(), chunk.len()) };
+        if code != OK {
+            return Err(code);
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn respond(bytes: &[u8]) -> i32 {

@@ -210,3 +210,46 @@ fn forward_records_durable_messages_for_upstream() {
         "forward is not a local publish"
     );
 }
+
+#[test]
+fn context_names_the_device() {
+    assert_eq!(Context::new().device_id(), "test-gateway");
+}
+
+#[test]
+fn publish_retained_sets_the_retain_flag() {
+    crate::publish_retained("state/door", "open", Qos::AtLeastOnce).unwrap();
+    publish("events/door", "opened", Qos::AtMostOnce).unwrap();
+    let sent = mock::published();
+    assert_eq!(
+        sent.iter()
+            .map(|m| (m.topic.as_str(), m.retain))
+            .collect::<Vec<_>>(),
+        [("state/door", true), ("events/door", false)]
+    );
+}
+
+#[test]
+fn fill_random_fills_buffers_larger_than_one_host_call() {
+    let mut big = vec![0u8; 70_000];
+    crate::fill_random(&mut big).unwrap();
+    // Both host calls (64 KiB and the rest) wrote varied bytes.
+    assert!(big[..1000].iter().any(|b| *b != big[0]));
+    assert!(big[66_000..].iter().any(|b| *b != big[66_000]));
+}
+
+#[test]
+fn a_permanent_failure_returns_status_2_and_others_status_1() {
+    use crate::Failure;
+    let permanent = |_: &Event, _: &Context| Err::<Vec<u8>, _>(Failure::permanent("bad reading"));
+    assert_eq!(mock::invoke(permanent, b"x"), Err("bad reading".into()));
+    assert_eq!(mock::last_status(), 2);
+    let retryable = |_: &Event, _: &Context| -> Result<Vec<u8>, Failure> {
+        Err(crate::PublishError::Unavailable)?
+    };
+    assert!(mock::invoke(retryable, b"x").is_err());
+    assert_eq!(mock::last_status(), 1);
+    let plain = |_: &Event, _: &Context| Err::<Vec<u8>, _>("plain text error");
+    assert!(mock::invoke(plain, b"x").is_err());
+    assert_eq!(mock::last_status(), 1);
+}

@@ -234,6 +234,7 @@ fn deliver(
             payload: payload.into(),
             qos: Qos::AtLeastOnce,
             depth: 0,
+            retain: false,
         };
         if let Err(e) = publisher.publish(message) {
             log::debug!(target: "ledge::sensor", "sensor {}: reading not published: {e}", spec.name);
