@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
+use crate::lifecycle::{ReloadRequest, Reloads};
 use crate::telemetry::StatusSources;
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -34,16 +35,6 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }
-
-/// A request to re-read the config and the function store and apply them
-/// (what SIGHUP does); the outcome goes to `reply`.
-pub struct ReloadRequest {
-    /// For the log: who asked.
-    pub why: String,
-    pub reply: Option<oneshot::Sender<Result<String, String>>>,
-}
-
-pub type Reloads = mpsc::UnboundedSender<ReloadRequest>;
 
 /// How long a `reload` may take: in-flight invocations finish first.
 const RELOAD_DEADLINE: Duration = Duration::from_secs(60);

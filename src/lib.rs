@@ -45,6 +45,7 @@ pub mod dispatch;
 pub mod event;
 pub mod hex;
 pub mod hw;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;

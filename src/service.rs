@@ -16,6 +16,31 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+/// Started and serving.
+pub const READY: &str = "READY=1\nSTATUS=serving";
+/// Asked to stop; draining in-flight work.
+pub const STOPPING: &str = "STOPPING=1\nSTATUS=draining";
+
+/// Reloading; systemd wants the monotonic time with `RELOADING=1`. Send
+/// `READY=1` when done.
+pub fn reloading() -> String {
+    format!(
+        "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+        monotonic_usec()
+    )
+}
+
+/// CLOCK_MONOTONIC in µs.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64) * 1_000_000 + (now.tv_nsec as u64) / 1_000
+}
+
 /// Sends notifications to the service manager, if there is one.
 pub struct Notifier {
     socket: Option<(UnixDatagram, String)>,

@@ -11,6 +11,7 @@ pub mod document;
 pub mod effective;
 pub mod moves;
 pub mod ota;
+pub mod probation;
 pub mod signing;
 pub mod store;
 pub mod watch;

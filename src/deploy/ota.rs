@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::config::{DeployPlan, FunctionSpec};
-use crate::control::{ReloadRequest, Reloads};
+use crate::lifecycle::{ReloadRequest, Reloads};
 use crate::runtime::Runtime;
 
 use super::document::{self, Deployment};
@@ -33,7 +33,7 @@ pub struct Incoming {
     pub payload: Vec<u8>,
 }
 
-/// Where reports go: `node::report_deploy` with the device's sink.
+/// Where reports go (the node hands in `probation::Reporter::report`).
 pub type Report = Box<dyn Fn(serde_json::Value) + Send>;
 
 pub struct Receiver {
