@@ -14,8 +14,11 @@ pub enum EventSource {
     Mqtt,
     Sensor,
     Schedule,
-    /// A direct `ledge invoke` from the command line.
+    /// A direct invocation: `ledge invoke`, a synchronous request over
+    /// MQTT, or Lambda's Invoke API.
     Invoke,
+    /// A request to an HTTP route (`source = "http"` triggers).
+    Http,
 }
 
 impl EventSource {
@@ -25,6 +28,7 @@ impl EventSource {
             Self::Sensor => "sensor",
             Self::Schedule => "schedule",
             Self::Invoke => "invoke",
+            Self::Http => "http",
         }
     }
 }
@@ -39,7 +43,8 @@ impl fmt::Display for EventSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub source: EventSource,
-    /// The MQTT topic, the sensor name, or the schedule (`every 5m`).
+    /// The MQTT topic, the sensor name, the schedule (`every 5m`), or the
+    /// HTTP route key (`POST /readings/{sensor}`).
     pub subject: String,
     pub payload: Bytes,
     /// When ledge received or produced the event, UNIX milliseconds.

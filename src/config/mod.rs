@@ -11,6 +11,7 @@
 
 pub mod files;
 pub mod gpio;
+pub mod http;
 pub mod lint;
 pub mod plan;
 pub mod raw;

@@ -102,6 +102,8 @@ pub struct Plan {
     pub board_flag: Option<String>,
     /// GPIO outputs and which driver serves the lines.
     pub gpio: GpioPlan,
+    /// The HTTP server (`[http]`), if any.
+    pub http: Option<super::http::HttpPlan>,
 }
 
 /// Which version of a function a trigger or invoke names: `f`,
@@ -462,6 +464,7 @@ pub enum TriggerSource {
     Sensor {
         sensor: String,
     },
+    Http(Box<super::http::HttpRoute>),
 }
 
 /// When a schedule fires.
@@ -500,6 +503,7 @@ impl fmt::Display for TriggerSource {
             Self::Mqtt { filter } => write!(f, "mqtt {filter}"),
             Self::Schedule { timing, .. } => write!(f, "schedule {timing}"),
             Self::Sensor { sensor } => write!(f, "sensor {sensor}"),
+            Self::Http(route) => write!(f, "http {route}"),
         }
     }
 }
@@ -616,6 +620,7 @@ pub fn resolve(
             None
         }
     });
+    let http = super::http::section(&mut resolver, raw.http, &raw.metrics.listen, metrics_listen);
     let gpio_grants: Vec<Vec<Spanned<String>>> = raw
         .functions
         .iter()
@@ -632,6 +637,7 @@ pub fn resolve(
     let gpio_outputs = resolver.gpio_outputs(raw.gpio_outputs);
     resolver.check_gpio(&gpio_grants, &gpio_outputs, &sensors, &sensor_spans);
     let routes = resolver.routes(raw.triggers, &functions, &sensors);
+    super::http::check_routes(&mut resolver, http.as_ref(), &routes);
     let deploy = resolver.deploy(&raw.deploy);
     let log_json = match raw
         .log
@@ -677,6 +683,7 @@ pub fn resolve(
             backend: gpio_backend,
             outputs: gpio_outputs,
         },
+        http,
     })
 }
 
@@ -709,6 +716,15 @@ impl Resolver<'_> {
         self.map.locate(span)
     }
 
+    /// A problem found after its span was resolved to a location.
+    pub(super) fn fail_at(&mut self, location: Location, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: location.file.clone(),
+            location: Some(location),
+            message: message.into(),
+        });
+    }
+
     /// A problem that has no place in the file (a command-line flag).
     pub(super) fn fail_unlocated(&mut self, message: impl Into<String>) {
         self.errors.push(ConfigError {
@@ -738,7 +754,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn size(&mut self, value: &Option<Spanned<String>>, default: u64) -> u64 {
+    pub(super) fn size(&mut self, value: &Option<Spanned<String>>, default: u64) -> u64 {
         match value {
             None => default,
             Some(v) => parse_size(v.get_ref()).unwrap_or_else(|e| {
@@ -748,7 +764,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn duration(&mut self, value: &Option<Spanned<String>>, default: Duration) -> Duration {
+    pub(super) fn duration(&mut self, value: &Option<Spanned<String>>, default: Duration) -> Duration {
         match value {
             None => default,
             Some(v) => match parse_duration(v.get_ref()) {
@@ -765,7 +781,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn positive(&mut self, value: &Option<Spanned<i64>>, default: usize, max: usize) -> usize {
+    pub(super) fn positive(&mut self, value: &Option<Spanned<i64>>, default: usize, max: usize) -> usize {
         match value {
             None => default,
             Some(v) => match usize::try_from(*v.get_ref()) {
@@ -1852,8 +1868,15 @@ impl Resolver<'_> {
             "mqtt" => schedule_keys().or(extra(&t.sensor, "sensor")),
             "schedule" => extra(&t.topic, "topic").or(extra(&t.sensor, "sensor")),
             "sensor" => extra(&t.topic, "topic").or(schedule_keys()),
+            "http" => extra(&t.topic, "topic")
+                .or(extra(&t.sensor, "sensor"))
+                .or(schedule_keys()),
             _ => None,
-        };
+        }
+        .or_else(|| {
+            let http = super::http::stray_keys(t).filter(|_| kind != "http");
+            http.map(|(span, key)| (span, key.to_owned()))
+        });
         if let Some((span, key)) = stray {
             self.fail(
                 span,
@@ -1902,10 +1925,13 @@ impl Resolver<'_> {
                     sensor: sensor.get_ref().clone(),
                 })
             }
+            "http" => super::http::trigger(self, t),
             other => {
                 self.fail(
                     t.source.span(),
-                    format!("unknown trigger source `{other}` (known: mqtt, schedule, sensor)"),
+                    format!(
+                        "unknown trigger source `{other}` (known: mqtt, schedule, sensor, http)"
+                    ),
                 );
                 None
             }

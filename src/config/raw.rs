@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub deploy: RawDeploy,
+    /// The HTTP server (docs/http.md).
+    pub http: Option<super::http::RawHttp>,
     #[serde(default, rename = "forward")]
     pub forwards: Vec<Spanned<RawForward>>,
     #[serde(default, rename = "function")]
@@ -214,6 +216,12 @@ pub struct RawTrigger {
     pub batch_size: Option<Spanned<i64>>,
     /// Poll-based: how long to gather a batch before sending a smaller one.
     pub batch_window: Option<Spanned<String>>,
+    /// `source = "http"`: the method (or "ANY"), path, auth and throttle.
+    pub method: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub auth: Option<Spanned<String>>,
+    pub rate: Option<Spanned<f64>>,
+    pub burst: Option<Spanned<i64>>,
 }
 
 /// An I2C bus: its number or a path.

@@ -32,7 +32,9 @@ pub fn append(spool: &Spool, event: &Event) -> Result<u64, AppendError> {
     let source = match event.source {
         EventSource::Mqtt => 0,
         EventSource::Sensor => 1,
-        EventSource::Schedule | EventSource::Invoke => 2,
+        EventSource::Schedule => 2,
+        EventSource::Invoke => 3,
+        EventSource::Http => 4,
     };
     let record = body::encode(&TriggerBody::V1 {
         source,
@@ -53,6 +55,9 @@ fn decode(record: &crate::spool::Record) -> Option<Event> {
     let source = match source {
         0 => EventSource::Mqtt,
         1 => EventSource::Sensor,
+        3 => EventSource::Invoke,
+        4 => EventSource::Http,
+        // 2, and sources a later ledge may add.
         _ => EventSource::Schedule,
     };
     Some(Event {

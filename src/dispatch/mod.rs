@@ -50,7 +50,8 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::config::{FunctionId, Plan, Target, TriggerSource};
+use crate::config::http::HttpRoute;
+use crate::config::{FunctionId, FunctionSpec, Plan, Target, TriggerSource};
 use crate::event::{Event, EventSource};
 use crate::metrics::FunctionMetrics;
 use crate::runtime::LoadedFunction;
@@ -109,6 +110,9 @@ pub struct Durable {
 /// A function as the dispatcher sees it.
 struct Slot {
     name: String,
+    /// The function's settings, for callers that describe it (Lambda's
+    /// GetFunction).
+    spec: Arc<FunctionSpec>,
     /// `None` when the function is disabled (its module failed to load).
     queue: Option<Arc<EventQueue<Job>>>,
     metrics: Arc<FunctionMetrics>,
@@ -144,6 +148,17 @@ struct Routes {
     sensor: HashMap<String, Vec<(Target, bool)>>,
     /// `f:alias`, and `f` when it has a default alias.
     aliases: HashMap<String, Target>,
+    /// HTTP routes; the server matches requests against them and submits
+    /// to their function by name.
+    http: Vec<Arc<HttpRoute>>,
+}
+
+/// Why an event for a named function was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// `not_found`, `disabled` or `unavailable`, as in `sync` replies.
+    pub status: &'static str,
+    pub message: String,
 }
 
 /// The dispatcher every long-lived source submits to. A config reload
@@ -171,6 +186,15 @@ impl Routing {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .submit(event, overflow)
+    }
+
+    /// Queues an asynchronous event for a named function through the
+    /// current dispatcher (see [`Dispatcher::submit_async`]).
+    pub fn submit_async(&self, function: &str, event: Event) -> Result<(), Refused> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .submit_async(function, Arc::new(event))
     }
 
     /// Queues a synchronous request through the current dispatcher (see
@@ -223,6 +247,7 @@ impl Dispatcher {
             .map(|(((id, spec), loaded), stream)| Slot {
                 spill: stream.clone().filter(|_| fed.contains(&id)),
                 name: spec.qualified_name(),
+                spec: Arc::new(spec.clone()),
                 queue: loaded.as_ref().map(|_| {
                     Arc::new(EventQueue::new(
                         spec.queue_size,
@@ -263,6 +288,7 @@ impl Dispatcher {
                     .push((target, route.durable)),
                 // Schedules know their function; they call `submit_routed`.
                 TriggerSource::Schedule { .. } => {}
+                TriggerSource::Http(route) => routes.http.push(Arc::new((**route).clone())),
             }
         }
         Self {
@@ -388,7 +414,7 @@ impl Dispatcher {
                     add(target, *durable);
                 }
             }
-            EventSource::Schedule | EventSource::Invoke => {}
+            EventSource::Schedule | EventSource::Invoke | EventSource::Http => {}
         }
         let mut submitted = Submitted::default();
         if count == 0 {
@@ -554,36 +580,12 @@ impl Dispatcher {
     /// answers at once if it cannot run: unknown, disabled, or its queue
     /// full (throttled, like Lambda's 429).
     pub fn submit_sync(&self, function: &str, event: Arc<Event>, reply: sync::Reply) {
-        // `f:$LATEST` is the draft itself, never the alias a bare `f` follows.
-        let slot = match function.strip_suffix(":$LATEST") {
-            Some(name) => self.slots.iter().find(|s| s.name == name),
-            None => match self.routes.aliases.get(function) {
-                Some(target) => self.slots.get(self.pick(*target)),
-                None => self.slots.iter().find(|s| s.name == function),
-            },
-        };
-        let Some(slot) = slot else {
-            let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
-            reply.refuse(
-                function,
-                "not_found",
-                &format!(
-                    "no function `{function}` on this device (defined: {})",
-                    known.join(", ")
-                ),
-            );
-            return;
-        };
-        let Some(queue) = &slot.queue else {
-            slot.metrics
-                .dropped_disabled
-                .fetch_add(1, Ordering::Relaxed);
-            reply.refuse(
-                function,
-                "disabled",
-                "the function's module failed to load (see the log)",
-            );
-            return;
+        let (slot, queue) = match self.runnable(function) {
+            Ok(found) => found,
+            Err(refused) => {
+                reply.refuse(function, refused.status, &refused.message);
+                return;
+            }
         };
         let mut job = Job::new(event);
         job.reply = Some(Box::new(reply));
@@ -602,6 +604,90 @@ impl Dispatcher {
         if let Some(reply) = job.reply {
             reply.refuse(function, status, &error);
         }
+    }
+
+    /// Queues an event for the function named `function` (as
+    /// `submit_sync` names it) on the asynchronous path: a full queue
+    /// spills to its stream, failures are retried and end at the failure
+    /// destination, like an event from a trigger.
+    pub fn submit_async(&self, function: &str, event: Arc<Event>) -> Result<(), Refused> {
+        let id = self
+            .find(function)
+            .ok_or_else(|| self.not_found(function))?;
+        self.enabled(id)?;
+        let mut submitted = Submitted::default();
+        self.submit_one(id, event, false, Overflow::Spill, &mut submitted);
+        Ok(())
+    }
+
+    /// The function (version) a name picks now: `f:$LATEST` is the draft
+    /// itself, `f:alias` and a bare `f` with a default alias go where the
+    /// alias sends them (a canary takes its share), `f:7` is version 7.
+    pub fn find(&self, function: &str) -> Option<FunctionId> {
+        match function.strip_suffix(":$LATEST") {
+            Some(name) => self.slots.iter().position(|s| s.name == name),
+            None => match self.routes.aliases.get(function) {
+                Some(target) => Some(self.pick(*target)).filter(|&id| id < self.slots.len()),
+                None => self.slots.iter().position(|s| s.name == function),
+            },
+        }
+    }
+
+    /// The slot and queue of a function that can take an event now.
+    fn runnable(&self, function: &str) -> Result<(&Slot, &Arc<EventQueue<Job>>), Refused> {
+        let id = self
+            .find(function)
+            .ok_or_else(|| self.not_found(function))?;
+        self.enabled(id)
+    }
+
+    /// The slot and queue of function `id`, unless it is disabled.
+    fn enabled(&self, id: FunctionId) -> Result<(&Slot, &Arc<EventQueue<Job>>), Refused> {
+        let Some(slot) = self.slots.get(id) else {
+            return Err(self.not_found(&id.to_string()));
+        };
+        let Some(queue) = &slot.queue else {
+            slot.metrics
+                .dropped_disabled
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Refused {
+                status: "disabled",
+                message: "the function's module failed to load (see the log)".to_owned(),
+            });
+        };
+        Ok((slot, queue))
+    }
+
+    fn not_found(&self, function: &str) -> Refused {
+        let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
+        Refused {
+            status: "not_found",
+            message: format!(
+                "no function `{function}` on this device (defined: {})",
+                known.join(", ")
+            ),
+        }
+    }
+
+    /// The HTTP routes of this config.
+    pub fn http_routes(&self) -> &[Arc<HttpRoute>] {
+        &self.routes.http
+    }
+
+    /// Every function (version) with its settings, and whether it is
+    /// enabled (its module loaded).
+    pub fn functions(&self) -> impl Iterator<Item = (&Arc<FunctionSpec>, bool)> {
+        self.slots.iter().map(|s| (&s.spec, s.queue.is_some()))
+    }
+
+    /// A function (version) by id, with whether it is enabled.
+    pub fn function(&self, id: FunctionId) -> Option<(&Arc<FunctionSpec>, bool)> {
+        self.slots.get(id).map(|s| (&s.spec, s.queue.is_some()))
+    }
+
+    /// Where an alias (`f:live`, or `f` with a default alias) sends events.
+    pub fn alias(&self, name: &str) -> Option<Target> {
+        self.routes.aliases.get(name).copied()
     }
 
     /// Queues a job without throttling it: `Err` hands it back if the

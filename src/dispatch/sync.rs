@@ -22,13 +22,17 @@
 //! `status` is `ok`, `error` (with `error` and `error_kind`), `throttled`
 //! (the function's queue is full: retry later, like HTTP 429),
 //! `not_found`, `disabled` or `bad_request`.
+//!
+//! A caller inside ledge (the HTTP server) waits on a [`Waiter`] instead:
+//! the same outcome, as an [`Answer`] rather than a document, with the
+//! invocation's log lines when it asked for them (Lambda's `Tail` logs).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::runtime::InvokeError;
+use crate::runtime::{InvokeError, LogLine};
 use crate::sinks::{OutgoingMessage, PublishSink, Qos};
 
 /// Where the response to one synchronous request goes.
@@ -47,6 +51,83 @@ pub enum ReplyPath {
         client: rumqttc::v5::AsyncClient,
         correlation_data: Option<bytes::Bytes>,
     },
+    /// A task in this process waits for the answer.
+    Waiter(Waiter),
+}
+
+/// The sending half of an in-process request: answered once, by the
+/// worker that ran it or by the dispatcher that refused it. Dropped
+/// unanswered (ledge stopping), the receiver sees the channel closed.
+pub struct Waiter {
+    sender: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Answer>>>,
+    /// Keep the invocation's log lines for the caller.
+    tail: bool,
+}
+
+/// What an in-process caller gets back.
+#[derive(Debug)]
+pub enum Answer {
+    /// The function did not run: `status` as in the reply documents
+    /// (`not_found`, `disabled`, `throttled`, `unavailable`).
+    Refused { status: String, message: String },
+    /// It ran, successfully or not.
+    Ran(Box<Ran>),
+}
+
+/// One finished synchronous invocation.
+#[derive(Debug)]
+pub struct Ran {
+    pub function: String,
+    pub version: String,
+    pub request_id: String,
+    pub result: Result<Vec<u8>, InvokeError>,
+    pub duration: Duration,
+    /// With `tail`: the lines it logged and its `REPORT` line.
+    pub logs: Vec<LogLine>,
+    pub report: Option<String>,
+}
+
+/// What a worker hands back besides the result, when the caller asked
+/// for the invocation's logs.
+pub struct Tail {
+    pub logs: Vec<LogLine>,
+    pub report: String,
+}
+
+impl Reply {
+    /// A reply to a waiting task in this process, and the receiver it
+    /// waits on. `tail`: also return the invocation's log lines.
+    pub fn waiter(tail: bool) -> (Self, tokio::sync::oneshot::Receiver<Answer>) {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let reply = Self {
+            topic: String::new(),
+            correlation_id: None,
+            via: ReplyPath::Waiter(Waiter {
+                sender: std::sync::Mutex::new(Some(sender)),
+                tail,
+            }),
+        };
+        (reply, receiver)
+    }
+
+    /// True if the caller wants the invocation's log lines.
+    pub fn wants_logs(&self) -> bool {
+        matches!(&self.via, ReplyPath::Waiter(w) if w.tail)
+    }
+}
+
+impl Waiter {
+    fn answer(&self, answer: Answer) {
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        // The caller may have gone (client disconnected): nothing to do.
+        if let Some(sender) = sender {
+            let _ = sender.send(answer);
+        }
+    }
 }
 
 impl Reply {
@@ -67,6 +148,7 @@ impl Reply {
                     retain: false,
                 })
                 .map_err(|e| e.to_string()),
+            ReplyPath::Waiter(_) => Ok(()),
             ReplyPath::Mqtt5 {
                 client,
                 correlation_data,
@@ -94,18 +176,39 @@ impl Reply {
 
     /// A refusal before any function ran.
     pub fn refuse(&self, function: &str, status: &str, error: &str) {
+        if let ReplyPath::Waiter(waiter) = &self.via {
+            waiter.answer(Answer::Refused {
+                status: status.to_owned(),
+                message: error.to_owned(),
+            });
+            return;
+        }
         self.send(json!({ "status": status, "function": function, "error": error }));
     }
 
-    /// The outcome of the invocation.
+    /// The outcome of the invocation; `tail` when [`Self::wants_logs`].
     pub fn outcome(
         &self,
         function: &str,
         version: &str,
         request_id: &str,
-        result: &Result<Vec<u8>, InvokeError>,
+        result: Result<Vec<u8>, InvokeError>,
         duration: Duration,
+        tail: Option<Tail>,
     ) {
+        if let ReplyPath::Waiter(waiter) = &self.via {
+            let (logs, report) = tail.map_or((Vec::new(), None), |t| (t.logs, Some(t.report)));
+            waiter.answer(Answer::Ran(Box::new(Ran {
+                function: function.to_owned(),
+                version: version.to_owned(),
+                request_id: request_id.to_owned(),
+                result,
+                duration,
+                logs,
+                report,
+            })));
+            return;
+        }
         let mut document = json!({
             "function": function,
             "version": version,
@@ -115,7 +218,7 @@ impl Reply {
         match result {
             Ok(response) => {
                 document["status"] = "ok".into();
-                document["response"] = String::from_utf8_lossy(response).into_owned().into();
+                document["response"] = String::from_utf8_lossy(&response).into_owned().into();
             }
             Err(e) => {
                 document["status"] = "error".into();

@@ -279,8 +279,9 @@ impl Worker {
                 return;
             }
         }
+        let tail = reply.as_ref().is_some_and(|r| r.wants_logs());
         self.metrics.concurrent.fetch_add(1, Ordering::Relaxed);
-        let (result, duration) = self.run_once(&invocation, instance);
+        let (result, duration, tail) = self.run_once(&invocation, instance, tail);
         self.metrics.concurrent.fetch_sub(1, Ordering::Relaxed);
         if let Some(reply) = reply {
             // Synchronous: the caller gets the outcome and decides.
@@ -288,8 +289,9 @@ impl Worker {
                 &self.function.spec.name,
                 &self.function.spec.version,
                 &invocation.request_id,
-                &result,
+                result,
                 duration,
+                tail,
             );
             return;
         }
@@ -300,12 +302,18 @@ impl Worker {
         }
     }
 
-    /// Runs one attempt: its response or error, and how long it took.
+    /// Runs one attempt: its response or error, how long it took, and
+    /// with `tail` the lines it logged and its REPORT line.
     fn run_once(
         &self,
         invocation: &Invocation,
         instance: &mut Option<Instance>,
-    ) -> (Result<Vec<u8>, InvokeError>, Duration) {
+        tail: bool,
+    ) -> (
+        Result<Vec<u8>, InvokeError>,
+        Duration,
+        Option<super::sync::Tail>,
+    ) {
         let warm = match instance {
             Some(warm) => warm,
             // The previous instance trapped or never started: a fresh one
@@ -315,16 +323,26 @@ impl Worker {
                 Err(e) => {
                     self.metrics.record_invocation(Duration::ZERO, true, false);
                     self.log_failure(invocation, &e, Duration::ZERO);
-                    return (Err(e), Duration::ZERO);
+                    return (Err(e), Duration::ZERO, None);
                 }
             },
         };
+        warm.tail_logs(tail);
         let mut outcome = warm.invoke(invocation);
         self.await_forwards(&mut outcome);
         if self.report(invocation, &outcome) {
             *instance = None;
         }
-        (outcome.result, outcome.duration)
+        let tail = tail.then(|| super::sync::Tail {
+            report: crate::logging::report_line(
+                outcome.duration,
+                outcome.fuel_used,
+                self.function.spec.memory_limit,
+                outcome.memory_bytes,
+            ),
+            logs: std::mem::take(&mut outcome.logs),
+        });
+        (outcome.result, outcome.duration, tail)
     }
 
     /// Retries a failed event after its backoff, or, after the last attempt

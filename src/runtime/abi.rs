@@ -104,6 +104,9 @@ pub struct HostState {
     pub(crate) memory: Option<Memory>,
     /// Keep log lines in `call.logs` instead of writing them to the log.
     pub(crate) capture_logs: bool,
+    /// Keep log lines in `call.logs` as well as writing them to the log
+    /// (a caller asked for the invocation's log tail).
+    pub(crate) tail_logs: bool,
     pub(crate) call: CallState,
 }
 
@@ -150,6 +153,7 @@ impl HostState {
             max_payload,
             memory: None,
             capture_logs,
+            tail_logs: false,
             call: CallState::default(),
         }
     }
@@ -166,6 +170,7 @@ impl HostState {
         // nothing and counts against nothing: a function logging every
         // reading at info must not be throttled, or summarised, at warn.
         let wanted = self.capture_logs
+            || self.tail_logs
             || log::log_enabled!(target: &self.log_target, level)
             || self
                 .sinks
@@ -179,6 +184,12 @@ impl HostState {
         if self.capture_logs {
             self.call.logs.push(LogLine { level, message });
             return;
+        }
+        if self.tail_logs {
+            self.call.logs.push(LogLine {
+                level,
+                message: message.clone(),
+            });
         }
         log::log!(target: &self.log_target, level, "[{}] {}", self.call.request_id, message);
         if let Some(ship) = &self.sinks.logs {

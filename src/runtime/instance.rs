@@ -60,7 +60,8 @@ pub struct Outcome {
     pub duration: Duration,
     pub fuel_used: u64,
     /// Lines the function logged, when the instance captures logs
-    /// (`ledge invoke`); empty otherwise (they went to the log).
+    /// (`ledge invoke`) or tails them; empty otherwise (they went to the
+    /// log).
     pub logs: Vec<LogLine>,
     /// Lines over the per-invocation limit, dropped.
     pub logs_dropped: u32,
@@ -169,6 +170,12 @@ impl Instance {
             }
         }
         Ok(this)
+    }
+
+    /// Keep the lines the next invocations log in their
+    /// [`Outcome::logs`] too (they still go to the log): Lambda's `Tail`.
+    pub fn tail_logs(&mut self, on: bool) {
+        self.store.data_mut().tail_logs = on;
     }
 
     /// Runs one invocation to completion, failure, or timeout.
