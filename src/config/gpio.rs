@@ -12,9 +12,9 @@ use toml::Spanned;
 
 use super::plan::{Resolver, SensorKind, SensorSpec};
 use super::raw::{RawDevice, RawGpioOutput, RawSensor};
-use super::units::parse_duration;
 use crate::board::Board;
 use crate::hw::gpio::{Backend, Bias, EdgeKind, InputConfig};
+use crate::units::parse_duration;
 
 /// Where a line is: a chip (label, device name or path) and an offset.
 #[derive(Debug, Clone, PartialEq, Eq)]

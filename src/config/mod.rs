@@ -15,7 +15,6 @@ pub mod lint;
 pub mod plan;
 pub mod raw;
 pub mod redact;
-pub mod units;
 
 use std::fmt;
 use std::ops::Range;

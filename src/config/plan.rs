@@ -21,13 +21,13 @@ use super::raw::{
     RawBroker, RawBus, RawConfig, RawDeploy, RawDevice, RawForward, RawFunction, RawSensor,
     RawSpool, RawTrigger, RawUpstream,
 };
-use super::units::{parse_duration, parse_size};
 use super::{ConfigError, ConfigErrors, Location, SourceMap};
-use crate::sources::schedule::cron::Cron;
-use crate::sources::schedule::tz::TimeZone;
-use crate::sources::sensor::bme280::Quantity;
+use crate::hw::bme280::Quantity;
 use crate::spool::{FsyncPolicy, OnFull, SpoolOptions};
+use crate::time::cron::Cron;
+use crate::time::tz::TimeZone;
 use crate::topic::{validate_topic_name, TopicFilter};
+use crate::units::{parse_duration, parse_size};
 
 /// Default linear-memory cap of a function.
 pub const DEFAULT_MEMORY: u64 = 16 << 20;
@@ -418,7 +418,7 @@ pub enum OnFailure {
 impl fmt::Display for Timing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Every(every) => write!(f, "every {}", super::units::format_duration(*every)),
+            Self::Every(every) => write!(f, "every {}", crate::units::format_duration(*every)),
             Self::Cron(c) => write!(f, "cron {} ({})", c.expression, c.timezone),
         }
     }
@@ -1259,8 +1259,8 @@ impl Resolver<'_> {
                 .map_or(0..0, Spanned::span);
             self.fail(span, format!(
                 "max_bytes ({}) must be at least 4 × segment_size ({}) so old segments can be dropped or reclaimed while the newest fills",
-                super::units::format_size(max_bytes),
-                super::units::format_size(segment_size)
+                crate::units::format_size(max_bytes),
+                crate::units::format_size(segment_size)
             ));
         }
         SpoolOptions {
@@ -1727,7 +1727,7 @@ impl Resolver<'_> {
         let defaults = DeployPlan::default();
         let mut trusted_keys = Vec::new();
         for key in &raw.trusted_keys {
-            match crate::deploy::signing::parse_public_key(key.get_ref()) {
+            match crate::signing::parse_public_key(key.get_ref()) {
                 Ok(parsed) => trusted_keys.push(parsed),
                 Err(e) => self.fail(key.span(), e),
             }

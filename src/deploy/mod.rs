@@ -11,6 +11,5 @@ pub mod document;
 pub mod effective;
 pub mod moves;
 pub mod ota;
-pub mod signing;
 pub mod store;
 pub mod watch;
