@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::broker::{Message, Mosquitto, TestClient};
 use common::process::{ledge, Ledge};
 use ledge::deploy::document::{self, Deployment};
-use ledge::deploy::signing;
 use ledge::deploy::store::{self, Settings};
+use ledge::signing;
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -1,5 +1,5 @@
 //! The config file exactly as the user wrote it: serde structs that mirror the
-//! TOML keys one to one (stage one of two; `plan.rs` is stage two).
+//! TOML keys one to one (stage one of two; `resolve/` is stage two).
 //!
 //! Nothing here is trusted or defaulted beyond "absent". Fields whose value is
 //! checked later carry their source span (`Spanned`) so a later error can say

@@ -4,6 +4,9 @@
 //! Keys travel as text: a public key is `<key id>:<64 hex digits>` (what
 //! `[deploy] trusted_keys` lists), a secret key file holds the 32-byte seed
 //! as 64 hex digits. Signatures are 128 hex digits.
+//!
+//! Beside the pipeline because two layers use it: the config checks
+//! `[deploy] trusted_keys`, and `deploy` signs and verifies documents.
 
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 

@@ -1,89 +1,27 @@
-//! The GPIO and board part of the config: `[device] board` / `--board`,
-//! `[device] gpio_fake`, `kind = "gpio"` sensors, `[[gpio_output]]` and
-//! `allow_gpio`. Resolved here, beside `plan.rs`, with the same rules: every
-//! problem is collected with its file:line:col.
+//! GPIO: `[device] gpio_fake` (which driver serves the lines),
+//! `kind = "gpio"` sensors, `[[gpio_output]]` and `allow_gpio`. A line is
+//! named by a board pin (`pin`, through the board profile) or by `chip` and
+//! `line`; names are one namespace and each line is used once.
+//!
+//! Files read: none (lines are opened when ledge runs, by `hw::gpio`).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::plan::{Resolver, SensorKind, SensorSpec};
-use super::raw::{RawDevice, RawGpioOutput, RawSensor};
-use super::units::parse_duration;
+use super::Resolver;
 use crate::board::Board;
+use crate::config::plan::{
+    is_identifier, GpioInputSpec, GpioOutputSpec, LineAddress, SensorKind, SensorSpec,
+};
+use crate::config::raw::{RawDevice, RawGpioOutput, RawSensor};
+use crate::config::Location;
 use crate::hw::gpio::{Backend, Bias, EdgeKind, InputConfig};
-
-/// Where a line is: a chip (label, device name or path) and an offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineAddress {
-    pub chip: String,
-    pub line: u32,
-    /// The board pin name it was given by, if any.
-    pub pin: Option<String>,
-}
-
-impl fmt::Display for LineAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} line {}", self.chip, self.line)?;
-        if let Some(pin) = &self.pin {
-            write!(f, " ({pin})")?;
-        }
-        Ok(())
-    }
-}
-
-/// `[[gpio_output]]`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GpioOutputSpec {
-    pub name: String,
-    pub address: LineAddress,
-    /// The safe state (logical): at start, at stop, after a crash.
-    pub default: bool,
-    pub active_low: bool,
-    /// Restore the safe state when the function that wrote the line last
-    /// crashes (trap, timeout, memory or fuel limit).
-    pub restore_on_crash: bool,
-}
-
-/// GPIO for the whole node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GpioPlan {
-    pub backend: Backend,
-    pub outputs: Vec<GpioOutputSpec>,
-}
-
-/// A `kind = "gpio"` sensor, resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GpioInputSpec {
-    pub address: LineAddress,
-    pub config: InputConfig,
-}
+use crate::units::parse_duration;
 
 impl Resolver<'_> {
-    /// The board profile: `--board` wins over `[device] board`.
-    pub(super) fn board(&mut self, raw: &RawDevice, flag: Option<&str>) -> Option<Board> {
-        let (name, span) = match (flag, &raw.board) {
-            (Some(flag), _) => (flag.to_owned(), None),
-            (None, Some(board)) => (board.get_ref().clone(), Some(board.span())),
-            (None, None) => return None,
-        };
-        let board = crate::board::find(&name);
-        if board.is_none() {
-            let message = format!(
-                "unknown board `{name}` (known: {})",
-                crate::board::names().join(", ")
-            );
-            match span {
-                Some(span) => self.fail(span, message),
-                None => self.fail_unlocated(format!("--board: {message}")),
-            }
-        }
-        board
-    }
-
     pub(super) fn gpio_backend(&self, raw: &RawDevice) -> Backend {
         match &raw.gpio_fake {
             Some(dir) => Backend::Fake(self.path(dir.get_ref())),
@@ -125,7 +63,8 @@ impl Resolver<'_> {
             }
             Some(chip) => chip.get_ref().clone(),
             None => self
-                .board_profile()
+                .board
+                .as_ref()
                 .map_or_else(|| "gpiochip0".to_owned(), |b| b.gpio_chip().to_owned()),
         };
         Some(LineAddress {
@@ -137,7 +76,7 @@ impl Resolver<'_> {
 
     fn pin(&mut self, pin: &Spanned<String>) -> Option<LineAddress> {
         let name = pin.get_ref();
-        let Some(board) = self.board_profile().cloned() else {
+        let Some(board) = self.board.clone() else {
             self.fail(
                 pin.span(),
                 format!("pin `{name}` needs a board profile to name lines: set [device] board (or --board), or give `chip` and `line`"),
@@ -252,11 +191,11 @@ impl Resolver<'_> {
         let mut outputs: Vec<GpioOutputSpec> = Vec::with_capacity(raw.len());
         let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
         // Each line once: (chip, offset) -> the output that has it, and where.
-        let mut lines: HashMap<(String, u32), (String, super::Location)> = HashMap::new();
+        let mut lines: HashMap<(String, u32), (String, Location)> = HashMap::new();
         for entry in raw {
             let o = entry.into_inner();
             let name = o.name.get_ref().clone();
-            if !super::plan::is_identifier(&name, "") {
+            if !is_identifier(&name, "") {
                 self.fail(
                     o.name.span(),
                     "gpio_output name must be 1-64 letters, digits, `-` or `_`",
@@ -393,14 +332,11 @@ fn pin_summary(board: &Board) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::time::Duration;
 
-    use super::*;
-    use crate::config::{parse, parse_with, Plan};
-
-    fn plan(text: &str, board: Option<&str>) -> Result<Plan, String> {
-        parse_with(Path::new("/cfg/ledge.toml"), text, board).map_err(|e| e.to_string())
-    }
+    use crate::config::resolve::plan_on as plan;
+    use crate::config::SensorKind;
+    use crate::hw::gpio::{Backend, Bias, EdgeKind};
 
     #[test]
     fn pins_resolve_through_the_board_to_its_chip_and_line() {
@@ -457,41 +393,6 @@ mod tests {
     }
 
     #[test]
-    fn the_boards_sensor_paths_apply_unless_sysfs_root_is_given() {
-        let text = "[device]\nboard = \"rpi3\"\n[[sensor]]\nname = \"t\"\nkind = \"w1\"\ndevice = \"28-01\"\n[[sensor]]\nname = \"soc\"\nkind = \"thermal\"\n";
-        let on_board = plan(text, None).unwrap();
-        let paths: Vec<String> = on_board
-            .sensors
-            .iter()
-            .map(|s| match &s.kind {
-                SensorKind::OneWire { path } | SensorKind::Sysfs { path, .. } => {
-                    path.display().to_string()
-                }
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(
-            paths,
-            [
-                "/sys/bus/w1/devices/28-01/w1_slave",
-                "/sys/class/thermal/thermal_zone0/temp"
-            ]
-        );
-        let moved = plan(
-            &text.replace("kind = \"w1\"", "kind = \"w1\"\nsysfs_root = \"fake\""),
-            None,
-        )
-        .unwrap();
-        let SensorKind::OneWire { path } = &moved.sensors[0].kind else {
-            panic!()
-        };
-        assert_eq!(
-            path.display().to_string(),
-            "/cfg/fake/bus/w1/devices/28-01/w1_slave"
-        );
-    }
-
-    #[test]
     fn chip_and_line_work_without_a_board() {
         let text = "[[gpio_output]]\nname = \"relay\"\nchip = \"gpiochip2\"\nline = 5\ndefault = 1\nrestore_on_crash = false\n";
         let plan = plan(text, None).unwrap();
@@ -525,22 +426,5 @@ mod tests {
             err.contains("gpiochip0 line 5 is already used by `relay`"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn board_defaults_apply_and_the_file_overrides_them() {
-        let text = "[[function]]\nname = \"f\"\nmodule = \"f.wasm\"\n";
-        let plain = parse(Path::new("/cfg/ledge.toml"), text).unwrap();
-        assert_eq!(plain.functions[0].memory_limit, 16 << 20);
-        let zero = plan(text, Some("zero2w")).unwrap();
-        assert_eq!(zero.functions[0].memory_limit, 8 << 20);
-        assert_eq!(zero.spool.max_bytes, 16 << 20);
-        assert_eq!(zero.spool.segment_size, 2 << 20, "4 segments must fit");
-        let text = "[spool]\nmax_bytes = \"64MiB\"\n[[function]]\nname = \"f\"\nmodule = \"f.wasm\"\nmemory = \"4MiB\"\n";
-        let mine = plan(text, Some("zero2w")).unwrap();
-        assert_eq!(mine.functions[0].memory_limit, 4 << 20);
-        assert_eq!(mine.spool.max_bytes, 64 << 20);
-        let err = plan(text, Some("rpi9")).unwrap_err();
-        assert!(err.contains("--board: unknown board `rpi9`"), "{err}");
     }
 }

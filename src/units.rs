@@ -1,5 +1,6 @@
-//! Human units in the config: sizes (`"16MiB"`, `"256KiB"`, `"4096"`) and
-//! durations (`"200ms"`, `"5m"`, `"1.5s"`).
+//! Human units: sizes (`"16MiB"`, `"256KiB"`, `"4096"`) and durations
+//! (`"200ms"`, `"5m"`, `"1.5s"`), as the config file, command-line flags
+//! and the spool's `fsync = "interval:..."` policy write them.
 //!
 //! Both parse into plain integers (bytes, `Duration`) so the rest of ledge never
 //! sees strings. Errors say which forms are accepted, because the user is
