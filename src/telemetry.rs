@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -20,13 +20,6 @@ use crate::sinks::spool::SpoolSink;
 use crate::spool::body::{self, MetricBody};
 use crate::spool::{Kind, Spool};
 use crate::uplink::{UplinkStatus, CURSOR};
-
-/// When this ledge started (UNIX ms): fixed by the first call, which
-/// `ledge run` makes as it starts.
-pub fn started_ms() -> u64 {
-    static STARTED: OnceLock<u64> = OnceLock::new();
-    *STARTED.get_or_init(crate::event::unix_ms)
-}
 
 /// Everything a status document is made from.
 pub struct StatusSources {
@@ -88,11 +81,11 @@ impl StatusSources {
             "device": self.device,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs(),
-            "started_ms": started_ms(),
+            "started_ms": crate::time::started_ms(),
             "local_broker": { "connected": self.link.connected.load(Ordering::Acquire) },
             "functions": self.functions(),
         });
-        if let Some(boot) = crate::uplink::presence::boot_ms() {
+        if let Some(boot) = crate::time::boot_ms() {
             doc["boot_ms"] = boot.into();
         }
         if let Some(broker) = self.broker_status() {

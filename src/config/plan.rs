@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::Location;
 use crate::hw::bme280::Quantity;
-use crate::hw::gpio::{Backend, InputConfig};
+pub use crate::hw::gpio::{Backend, GpioOutputSpec, InputConfig, LineAddress};
 use crate::spool::SpoolOptions;
 use crate::time::cron::Cron;
 use crate::time::tz::TimeZone;
@@ -533,38 +533,6 @@ pub enum SensorKind {
         address: u8,
         measure: Quantity,
     },
-}
-
-/// Where a line is: a chip (label, device name or path) and an offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineAddress {
-    pub chip: String,
-    pub line: u32,
-    /// The board pin name it was given by, if any.
-    pub pin: Option<String>,
-}
-
-impl fmt::Display for LineAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} line {}", self.chip, self.line)?;
-        if let Some(pin) = &self.pin {
-            write!(f, " ({pin})")?;
-        }
-        Ok(())
-    }
-}
-
-/// `[[gpio_output]]`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GpioOutputSpec {
-    pub name: String,
-    pub address: LineAddress,
-    /// The safe state (logical): at start, at stop, after a crash.
-    pub default: bool,
-    pub active_low: bool,
-    /// Restore the safe state when the function that wrote the line last
-    /// crashes (trap, timeout, memory or fuel limit).
-    pub restore_on_crash: bool,
 }
 
 /// GPIO for the whole node.

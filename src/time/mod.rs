@@ -1,5 +1,6 @@
 //! Wall-clock time without a clock: cron expressions ([`cron`]) and the time
-//! zones they are read in ([`tz`]).
+//! zones they are read in ([`tz`]); and when this process and this machine
+//! started ([`started_ms`], [`boot_ms`]).
 //!
 //! Both are pure calculators that map an instant to another instant, so the
 //! config checks expressions and zones when it resolves a schedule trigger,
@@ -10,3 +11,6 @@
 
 pub mod cron;
 pub mod tz;
+mod uptime;
+
+pub use uptime::{boot_ms, started_ms};
