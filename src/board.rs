@@ -170,8 +170,8 @@ mod tests {
         embedded.sort();
         assert_eq!(files, embedded, "a boards/*.toml is not in PROFILES");
         for board in &boards {
-            crate::config::units::parse_size(&board.defaults.spool_max_bytes).unwrap();
-            crate::config::units::parse_size(&board.defaults.function_memory).unwrap();
+            crate::units::parse_size(&board.defaults.spool_max_bytes).unwrap();
+            crate::units::parse_size(&board.defaults.function_memory).unwrap();
         }
     }
 

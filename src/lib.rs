@@ -18,21 +18,25 @@
 //! `node` (starts, reloads and stops everything for `ledge run`), `service`
 //! (systemd readiness and watchdog), `cli`.
 //!
-//! | guarantee | where it is kept |
-//! |---|---|
-//! | a function reaches only topics its `allow_publish` names | `runtime::abi` |
-//! | a runaway, bombing or trapping function fails only its own invocation | `runtime::instance`, `dispatch::worker` |
-//! | wasm never runs on the async reactor thread | `dispatch::worker` |
-//! | queues are bounded; overflow is counted and logged, never silent | `dispatch::queue` |
-//! | a full queue holds an embedded-broker client back or spills to flash, never drops | `dispatch`, `broker::connection` (tests/acknowledged.rs, tests/metrics.rs) |
-//! | an acknowledgement means stored: a QoS 1 message is acknowledged once its records are durable | `sources::mqtt`, `broker::connection`, `mqtt::link` (tests/acknowledged.rs) |
-//! | each message runs each function once, however many filters match | `broker::router`, `topic::disjoint_cover` (tests/embedded_broker.rs) |
-//! | no local client can take ledge's place; idle sockets cannot exhaust the broker | `broker` (tests/embedded_broker.rs) |
-//! | a chain of 16 function publishes is stopped (recursive loops) | `dispatch` (tests/fairness.rs) |
-//! | a bad module disables only its own function | `node` |
-//! | every config error names file:line:col | `config` |
-//! | a function drives only the GPIO lines its `allow_gpio` names | `runtime::abi` |
-//! | actuators are in their safe state at start, at stop and after their writer crashes | `hw::gpio::lines`, `node` |
+//! | guarantee | where it is kept | test module (`tests/it/…`) |
+//! |---|---|---|
+//! | a function reaches only topics its `allow_publish` names | `runtime::abi` | `a_function_cannot_escape_its_limits` |
+//! | a runaway, bombing or trapping function fails only its own invocation | `runtime::instance`, `dispatch::worker` | `a_function_cannot_escape_its_limits` |
+//! | wasm never runs on the async reactor thread | `dispatch::worker` | `the_invocation_contract` |
+//! | queues are bounded; overflow is counted and logged, never silent | `dispatch::queue` | `observability::counts` |
+//! | a full queue holds an embedded-broker client back or spills to flash, never drops | `dispatch`, `broker::connection` | `acknowledged_means_stored::bursts` |
+//! | an acknowledgement means stored: a QoS 1 message is acknowledged once its records are durable | `sources::mqtt`, `broker::connection`, `mqtt::link` | `acknowledged_means_stored` |
+//! | each message runs each function once, however many filters match | `broker::router`, `topic::disjoint_cover` | `each_message_runs_each_function_once` |
+//! | no local client can take ledge's place; idle sockets cannot exhaust the broker | `broker` | `the_embedded_broker` |
+//! | a chain of 16 function publishes is stopped (recursive loops) | `dispatch` | `a_function_cannot_escape_its_limits::recursive_loops` |
+//! | nothing accepted is lost while the uplink is down, or across kill -9 | `spool`, `uplink` | `nothing_lost_offline` |
+//! | a bad module disables only its own function; every config error names file:line:col | `node::pipeline`, `config` | `bad_input_is_named` |
+//! | deployments are verified before they run and roll back on failure | `deploy` | `deployments` |
+//! | secrets never appear in logs, status or metrics | `config::resolve::secrets`, `logging` | `secrets_stay_secret` |
+//! | a function drives only the GPIO lines its `allow_gpio` names; actuators are safe at start, stop and crash | `runtime::abi`, `hw::gpio::lines`, `node` | `sensors_and_gpio` |
+//!
+//! Layers: `config`, `spool`, `units`, `time`, `signing`, `hex` sit below the
+//! pipeline and never import it (checked by `tests/it/layers.rs`).
 
 pub mod board;
 #[cfg(feature = "local-broker")]
@@ -52,10 +56,13 @@ pub mod mqtt;
 pub mod node;
 pub mod runtime;
 pub mod service;
+pub mod signing;
 pub mod sinks;
 pub mod sources;
 pub mod spool;
 pub mod telemetry;
+pub mod time;
 pub mod topic;
+pub mod units;
 pub mod uplink;
 pub mod users;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -20,13 +20,6 @@ use crate::sinks::spool::SpoolSink;
 use crate::spool::body::{self, MetricBody};
 use crate::spool::{Kind, Spool};
 use crate::uplink::{UplinkStatus, CURSOR};
-
-/// When this ledge started (UNIX ms): fixed by the first call, which
-/// `ledge run` makes as it starts.
-pub fn started_ms() -> u64 {
-    static STARTED: OnceLock<u64> = OnceLock::new();
-    *STARTED.get_or_init(crate::event::unix_ms)
-}
 
 /// Everything a status document is made from.
 pub struct StatusSources {
@@ -88,11 +81,11 @@ impl StatusSources {
             "device": self.device,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs(),
-            "started_ms": started_ms(),
+            "started_ms": crate::time::started_ms(),
             "local_broker": { "connected": self.link.connected.load(Ordering::Acquire) },
             "functions": self.functions(),
         });
-        if let Some(boot) = crate::uplink::presence::boot_ms() {
+        if let Some(boot) = crate::time::boot_ms() {
             doc["boot_ms"] = boot.into();
         }
         if let Some(broker) = self.broker_status() {
@@ -642,47 +635,6 @@ fn function_families(x: &mut Exposition, doc: &Value, device: &str) {
             .map(|(name, f)| (label(name), &f["event_age_histogram"]))
             .collect(),
     );
-}
-
-/// Serves `prometheus(status)` to every HTTP request on `listener` until
-/// `shutdown` changes. One response per connection, then close: all a
-/// scraper needs, in a few lines rather than an HTTP crate.
-pub async fn serve_prometheus(
-    listener: tokio::net::TcpListener,
-    sources: Arc<StatusSources>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let mut stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    log::warn!(target: "ledge::metrics", "metrics endpoint accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let sources = Arc::clone(&sources);
-        tokio::spawn(async move {
-            let exchange = async {
-                // The request line and headers; their content does not matter.
-                let mut request = [0u8; 2048];
-                let _ = stream.read(&mut request).await?;
-                let body = prometheus(&sources.status());
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                stream.write_all(head.as_bytes()).await?;
-                stream.write_all(body.as_bytes()).await?;
-                stream.shutdown().await
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), exchange).await;
-        });
-    }
 }
 
 /// Spools a status snapshot every `interval` (into the telemetry stream)

@@ -521,7 +521,7 @@ test_without_root_files_keep_the_callers_ownership_with_a_warning() {
 }
 
 test_an_aarch64_binary_installs_for_rpi4_checked_under_qemu() {
-    # cross/build.sh's output, or tests/cross_aarch64.rs's (cargo test).
+    # cross/build.sh's output, or tests/cross_aarch64.rs's (cargo test --test cross_aarch64).
     local arm=${LEDGE_AARCH64_BIN:-} candidate
     for candidate in "$repo"/target/{,cross/}aarch64-unknown-linux-musl/release/ledge; do
         [[ -n $arm || ! -f $candidate ]] || arm=$candidate

@@ -29,7 +29,7 @@ command -v shellcheck >/dev/null || packages+=(shellcheck)
 [[ -x /usr/sbin/sshd ]] || packages+=(openssh-server)
 command -v ssh >/dev/null || packages+=(openssh-client)
 [[ -f /usr/share/zoneinfo/Europe/Berlin ]] || packages+=(tzdata)
-command -v clang >/dev/null || packages+=(clang)   # C functions (tests/languages.rs)
+command -v clang >/dev/null || packages+=(clang)   # C functions (tests/it/languages)
 command -v wasm-ld >/dev/null || packages+=(lld)   # their linker
 command -v npm >/dev/null || packages+=(npm)       # assemblyscript, below
 if [[ ${#packages[@]} -gt 0 ]]; then
@@ -38,7 +38,7 @@ if [[ ${#packages[@]} -gt 0 ]]; then
 fi
 echo "ok: mosquitto, mosquitto-clients, prometheus (promtool), qemu-user-static, shellcheck, openssh-server, openssh-client, tzdata, clang, lld, npm"
 
-step "assemblyscript (AssemblyScript functions, tests/languages.rs)"
+step "assemblyscript (AssemblyScript functions, tests/it/languages)"
 # Pinned, into target/ (a cache: installed once per checkout).
 assemblyscript=assemblyscript@0.28.20
 if [[ ! -x target/npm/node_modules/.bin/asc ]] || ! grep -q '"version": "0.28.20"' target/npm/node_modules/assemblyscript/package.json; then
@@ -67,8 +67,11 @@ shellcheck tests/run.sh tests/soak-kill.sh cross/build.sh cross/profiles.sh func
 step "guest SDK and example function tests (host-side)"
 (cd functions && cargo test --locked --quiet)
 
-step "ledge tests (unit, runtime, CLI, end-to-end over MQTT, aarch64 under qemu)"
+step "ledge tests (unit, runtime, CLI, end-to-end over MQTT: tests/it)"
 cargo test --locked -- --test-threads "${LEDGE_TEST_THREADS:-2}"
+
+step "aarch64 cross build under qemu (tests/cross_aarch64.rs, left out of plain cargo test)"
+cargo test --locked --test cross_aarch64 -- --test-threads "${LEDGE_TEST_THREADS:-2}"
 
 step "flash.sh and the systemd unit"
 tests/flash.sh

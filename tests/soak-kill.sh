@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 iterations=${1:-500}
 echo "kill -9 soak: $iterations iterations"
-LEDGE_KILL_ITERATIONS=$iterations cargo test --locked --test upstream_sync \
-    kill_9_at_random_moments_never_loses_an_acknowledged_event -- --nocapture
+LEDGE_KILL_ITERATIONS=$iterations cargo test --locked --test it \
+    nothing_lost_offline::upstream_sync::kill_9_at_random_moments_never_loses_an_acknowledged_event -- --nocapture

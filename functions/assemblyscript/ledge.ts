@@ -1,6 +1,6 @@
 // ledge.ts: the ledge_v1 guest ABI for AssemblyScript (docs/abi.md).
 //
-// GENERATED from src/runtime/contract.rs by tests/bindings.rs: do not edit; after changing the table run `LEDGE_BLESS=1 cargo test --test bindings`.
+// GENERATED from src/runtime/contract.rs by tests/it/the_guest_abi/bindings.rs: do not edit; after changing the table run `LEDGE_BLESS=1 cargo test --test it the_guest_abi::bindings`.
 //
 // Build: asc assembly/index.ts --runtime incremental --exportRuntime=false -O3 \
 //   --outFile f.wasm (env.abort and env.seed are provided by ledge).

@@ -1,6 +1,6 @@
 /* ledge.h: the ledge_v1 guest ABI for C (docs/abi.md).
  *
- * GENERATED from src/runtime/contract.rs by tests/bindings.rs: do not edit; after changing the table run `LEDGE_BLESS=1 cargo test --test bindings`.
+ * GENERATED from src/runtime/contract.rs by tests/it/the_guest_abi/bindings.rs: do not edit; after changing the table run `LEDGE_BLESS=1 cargo test --test it the_guest_abi::bindings`.
  *
  * Build: clang --target=wasm32 -nostdlib -O2 -mbulk-memory -Ifunctions/include \
  *   -Wl,--no-entry -Wl,-z,stack-size=65536 -o f.wasm f.c

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use super::{load_config_on, CliError};
-use crate::config::units::{format_duration, format_size};
 use crate::config::{Plan, SensorKind};
 use crate::runtime::{LoadedFunction, Runtime};
+use crate::units::{format_duration, format_size};
 
 pub fn check(config: &Path, board: Option<&str>) -> Result<(), CliError> {
     let plan = load_config_on(config, board)?;

@@ -14,8 +14,9 @@ use anyhow::anyhow;
 use super::{load_config, CliError};
 use crate::config::{FunctionSpec, Plan};
 use crate::deploy::document::{self, Deployment};
+use crate::deploy::ota;
 use crate::deploy::store::{self, AliasTarget, Probation, Store, Version};
-use crate::deploy::{ota, signing};
+use crate::signing;
 
 fn usage(e: impl std::fmt::Display) -> CliError {
     CliError::Usage(anyhow!("{e}"))
@@ -625,13 +626,13 @@ pub fn sign(request: &SignRequest<'_>) -> Result<(), CliError> {
     let mut settings = store::Settings::default();
     if let Some(memory) = request.memory {
         settings.memory_bytes = Some(
-            crate::config::units::parse_size(memory)
+            crate::units::parse_size(memory)
                 .map_err(|e| usage(format!("--memory {memory}: {e}")))?,
         );
     }
     if let Some(timeout) = request.timeout {
         settings.timeout_ms = Some(
-            crate::config::units::parse_duration(timeout)
+            crate::units::parse_duration(timeout)
                 .map_err(|e| usage(format!("--timeout {timeout}: {e}")))?
                 .as_millis() as u64,
         );

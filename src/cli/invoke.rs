@@ -333,7 +333,7 @@ fn sensor_payload(sensor: &str, payload: Vec<u8>, now_ms: u64) -> Result<Vec<u8>
 /// it (`--subject "every 30s"` sets the interval it names).
 fn schedule_payload(subject: &str, now_ms: u64) -> String {
     let every = subject.strip_prefix("every ").unwrap_or(subject);
-    let utc = crate::sources::schedule::tz::TimeZone::Utc.format_iso((now_ms / 1000) as i64);
+    let utc = crate::time::tz::TimeZone::Utc.format_iso((now_ms / 1000) as i64);
     let iso = format!("{}.{:03}Z", utc.trim_end_matches('Z'), now_ms % 1000);
     serde_json::json!({
         "every": every,

@@ -485,7 +485,7 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         } => {
             let timeout = wait_timeout
                 .map(|text| {
-                    crate::config::units::parse_duration(&text)
+                    crate::units::parse_duration(&text)
                         .map_err(|e| CliError::Usage(anyhow::anyhow!("--wait-timeout {text}: {e}")))
                 })
                 .transpose()?;

@@ -6,7 +6,7 @@ use super::{load_config_on, CliError};
 
 pub fn run(config: &Path, board: Option<&str>) -> Result<(), CliError> {
     let plan = load_config_on(config, board)?;
-    crate::telemetry::started_ms();
+    crate::time::started_ms();
     crate::logging::init_with_format(plan.log_level.as_deref(), plan.log_json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

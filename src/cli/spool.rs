@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 
 use super::{load_config, CliError};
-use crate::config::units::format_size;
 use crate::spool::body::{self, EventBody, LogBody, MetricBody};
 use crate::spool::{segment, Kind};
+use crate::units::format_size;
 
 /// Where the spool is: from `--dir`, or `<data_dir>/spool/<stream>` of a config.
 pub fn locate(config: &Path, dir: Option<&PathBuf>, stream: &str) -> Result<PathBuf, CliError> {

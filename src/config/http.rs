@@ -1,9 +1,7 @@
-//! The HTTP part of the config: the `[http]` section (the server's address,
-//! HTTPS files, limits, credentials and CORS) and `source = "http"`
-//! triggers (method, path, auth, throttling). Resolved here, beside
-//! `plan.rs`, with the same rules: every problem is collected with its
-//! file:line:col, and `ledge check` refuses a server reachable beyond this
-//! machine unless every route on it needs a credential.
+//! The HTTP part of the plan: the `[http]` server (address, HTTPS files,
+//! limits, credentials, CORS) and `source = "http"` routes (method, path
+//! with `{param}` and `{proxy+}`, auth, throttling), as
+//! `config::resolve::http` checks and builds them from the raw config.
 //!
 //! Credential files are read here and kept as [`ApiKeys`] (SHA-256 hashes
 //! only) and [`Credentials`] (access key id → secret, never printed).
@@ -15,12 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use toml::Spanned;
-
-use super::plan::{Resolver, Route, Secret, TriggerSource};
-use super::raw::RawTrigger;
-use super::Location;
+use super::plan::Secret;
 
 /// `[http] listen` when the section does not say.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -37,41 +30,6 @@ const MIN_API_KEY: usize = 20;
 pub const RESERVED_PATHS: [&str; 2] = ["/metrics", "/healthz"];
 /// The first segment of Lambda's own API (`/2015-03-31/functions/...`).
 pub const LAMBDA_API_PREFIX: &str = "2015-03-31";
-
-/// `[http]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHttp {
-    pub listen: Option<Spanned<String>>,
-    /// HTTPS: the server's certificate chain and private key (PEM).
-    pub cert_file: Option<Spanned<String>>,
-    pub key_file: Option<Spanned<String>>,
-    pub max_body: Option<Spanned<String>>,
-    pub read_timeout: Option<Spanned<String>>,
-    pub max_connections: Option<Spanned<i64>>,
-    /// `name:key` lines; routes with `auth = "api_key"` take `x-api-key`.
-    pub api_keys_file: Option<Spanned<String>>,
-    /// `access_key_id:secret_access_key` lines; routes with
-    /// `auth = "aws_iam"` take SigV4-signed requests.
-    pub credentials_file: Option<Spanned<String>>,
-    pub cors: Option<RawCors>,
-}
-
-/// `[http.cors]` as written (API Gateway HTTP API's CORS settings).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCors {
-    #[serde(default)]
-    pub allow_origins: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub allow_methods: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub allow_headers: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub expose_headers: Vec<Spanned<String>>,
-    pub max_age: Option<Spanned<String>>,
-    pub allow_credentials: Option<Spanned<bool>>,
-}
 
 /// The HTTP server, resolved.
 #[derive(Debug, Clone)]
@@ -227,7 +185,10 @@ impl RoutePath {
                         "path `{text}`: `{{{inner}}}` is not a parameter name (letters, digits, `-`, `_`)"
                     ));
                 }
-                if segments.iter().any(|s| matches!(s, Segment::Param(n) | Segment::Greedy(n) if n == name)) {
+                if segments
+                    .iter()
+                    .any(|s| matches!(s, Segment::Param(n) | Segment::Greedy(n) if n == name))
+                {
                     return Err(format!("path `{text}` names parameter `{name}` twice"));
                 }
                 if greedy && !last {
@@ -241,12 +202,16 @@ impl RoutePath {
                     Segment::Param(name.to_owned())
                 });
             } else if part.is_empty() {
-                return Err(format!("path `{text}` has an empty segment (`//` or a trailing `/`)"));
+                return Err(format!(
+                    "path `{text}` has an empty segment (`//` or a trailing `/`)"
+                ));
             } else if let Some(bad) = part
                 .chars()
                 .find(|c| !(c.is_ascii_alphanumeric() || "-._~:@!$&'()*+,;=".contains(*c)))
             {
-                return Err(format!("path `{text}`: `{bad}` is not allowed in a path segment"));
+                return Err(format!(
+                    "path `{text}`: `{bad}` is not allowed in a path segment"
+                ));
             } else {
                 segments.push(Segment::Literal((*part).to_owned()));
             }
@@ -306,7 +271,8 @@ impl RoutePath {
             .collect()
     }
 
-    fn first_literal(&self) -> Option<&str> {
+    /// The first segment, if it is a literal (reserved prefixes).
+    pub fn first_literal(&self) -> Option<&str> {
         match self.segments.first() {
             Some(Segment::Literal(l)) => Some(l),
             _ => None,
@@ -367,14 +333,19 @@ impl ApiKeys {
             };
             let (name, key) = (name.trim(), key.trim());
             if !super::plan::is_identifier(name, ".") {
-                return Err(fail("the name must be 1-64 letters, digits, `-`, `_` or `.`"));
+                return Err(fail(
+                    "the name must be 1-64 letters, digits, `-`, `_` or `.`",
+                ));
             }
             if key.len() < MIN_API_KEY || !key.chars().all(|c| c.is_ascii_graphic()) {
                 return Err(fail(&format!(
                     "a key must be at least {MIN_API_KEY} printable characters without spaces"
                 )));
             }
-            if by_hash.insert(sha256(key.as_bytes()), name.to_owned()).is_some() {
+            if by_hash
+                .insert(sha256(key.as_bytes()), name.to_owned())
+                .is_some()
+            {
                 return Err(fail("this key is listed twice"));
             }
         }
@@ -453,366 +424,6 @@ impl Credentials {
     }
 }
 
-/// Resolves `[http]`, or the plain server `[metrics] listen` asks for
-/// when there is no `[http]`. `metrics_listen` is that key, already parsed.
-pub(super) fn section(
-    r: &mut Resolver<'_>,
-    raw: Option<RawHttp>,
-    metrics_key: &Option<Spanned<String>>,
-    metrics_listen: Option<SocketAddr>,
-) -> Option<HttpPlan> {
-    let plan = raw.map(|raw| resolve(r, raw));
-    if let (Some(address), Some(key)) = (metrics_listen, metrics_key) {
-        let guarded = plan.as_ref().is_some_and(HttpPlan::guards_builtins);
-        if !address.ip().is_loopback() && !guarded {
-            r.fail(
-                key.span(),
-                format!(
-                    "[metrics] listen {address} is beyond this machine and would serve /metrics and /healthz to anyone: listen on 127.0.0.1, or set [http] api_keys_file or credentials_file (the built-in paths then need a key)"
-                ),
-            );
-        }
-    }
-    plan
-}
-
-fn resolve(r: &mut Resolver<'_>, raw: RawHttp) -> HttpPlan {
-    let listen = match &raw.listen {
-        None => DEFAULT_LISTEN.parse().ok(),
-        Some(text) => match text.get_ref().parse::<SocketAddr>() {
-            Ok(address) => Some(address),
-            Err(e) => {
-                r.fail(
-                    text.span(),
-                    format!("[http] listen must be an address like \"{DEFAULT_LISTEN}\": {e}"),
-                );
-                None
-            }
-        },
-    };
-    let mut plan = HttpPlan::plain(listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))));
-    plan.max_body = r.size(&raw.max_body, DEFAULT_MAX_BODY) as usize;
-    if plan.max_body == 0 {
-        if let Some(v) = &raw.max_body {
-            r.fail(v.span(), "max_body must be more than 0 bytes");
-        }
-    }
-    plan.read_timeout = r.duration(&raw.read_timeout, DEFAULT_READ_TIMEOUT);
-    plan.max_connections = r.positive(&raw.max_connections, DEFAULT_MAX_CONNECTIONS, 100_000);
-    plan.tls = tls_files(r, &raw);
-    plan.api_keys = raw.api_keys_file.as_ref().and_then(|file| {
-        let text = read_key_file(r, file, "api_keys_file")?;
-        ApiKeys::parse(&text)
-            .map_err(|e| r.fail(file.span(), format!("api_keys_file {}: {e}", file.get_ref())))
-            .ok()
-            .map(Arc::new)
-    });
-    plan.credentials = raw.credentials_file.as_ref().and_then(|file| {
-        let text = read_key_file(r, file, "credentials_file")?;
-        Credentials::parse(&text)
-            .map_err(|e| {
-                r.fail(
-                    file.span(),
-                    format!("credentials_file {}: {e}", file.get_ref()),
-                )
-            })
-            .ok()
-            .map(Arc::new)
-    });
-    plan.cors = raw.cors.as_ref().map(|c| cors(r, c));
-    if !plan.listen.ip().is_loopback() && !plan.guards_builtins() {
-        let span = raw.listen.as_ref().map_or(0..0, Spanned::span);
-        r.fail(
-            span,
-            format!(
-                "[http] listens on {}, beyond this machine, but no credentials are configured: Lambda's API, /metrics and /healthz would answer anyone. Set api_keys_file or credentials_file, or listen on 127.0.0.1",
-                plan.listen
-            ),
-        );
-    }
-    plan
-}
-
-fn tls_files(r: &mut Resolver<'_>, raw: &RawHttp) -> Option<(PathBuf, PathBuf)> {
-    match (&raw.cert_file, &raw.key_file) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => {
-            if cfg!(not(feature = "tls")) {
-                r.fail(
-                    cert.span(),
-                    "this ledge was built without TLS (feature `tls`); HTTPS is not available",
-                );
-                return None;
-            }
-            let mut files = (r.path(cert.get_ref()), r.path(key.get_ref()));
-            for (spanned, path) in [(cert, &mut files.0), (key, &mut files.1)] {
-                if !path.is_file() {
-                    r.fail(
-                        spanned.span(),
-                        format!("{} is not a readable file", path.display()),
-                    );
-                }
-            }
-            Some(files)
-        }
-        (Some(one), None) | (None, Some(one)) => {
-            r.fail(
-                one.span(),
-                "HTTPS needs both cert_file and key_file (PEM)",
-            );
-            None
-        }
-    }
-}
-
-fn read_key_file(r: &mut Resolver<'_>, file: &Spanned<String>, key: &str) -> Option<String> {
-    let path = r.path(file.get_ref());
-    match super::files::read_capped(&path, super::files::MAX_SECRET_FILE) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => Some(text),
-            Err(_) => {
-                r.fail(file.span(), format!("{key} {} is not UTF-8 text", path.display()));
-                None
-            }
-        },
-        Err(e) => {
-            r.fail(file.span(), format!("cannot read {key}: {e}"));
-            None
-        }
-    }
-}
-
-fn cors(r: &mut Resolver<'_>, raw: &RawCors) -> CorsPlan {
-    let list = |values: &[Spanned<String>]| -> Vec<String> {
-        values.iter().map(|v| v.get_ref().trim().to_owned()).collect()
-    };
-    for origin in &raw.allow_origins {
-        let text = origin.get_ref();
-        let ok = text == "*"
-            || ((text.starts_with("http://") || text.starts_with("https://"))
-                && !text.ends_with('/')
-                && !text.contains(char::is_whitespace));
-        if !ok {
-            r.fail(
-                origin.span(),
-                format!("`{text}` is not an origin: `*` or scheme://host[:port], no path, e.g. \"https://hmi.local\""),
-            );
-        }
-    }
-    let methods: Vec<String> = raw
-        .allow_methods
-        .iter()
-        .map(|m| {
-            let upper = m.get_ref().trim().to_ascii_uppercase();
-            if upper != "*" && !is_method(&upper) {
-                r.fail(m.span(), format!("`{}` is not an HTTP method", m.get_ref()));
-            }
-            upper
-        })
-        .collect();
-    for header in raw.allow_headers.iter().chain(&raw.expose_headers) {
-        let text = header.get_ref();
-        if text != "*" && !is_token(text) {
-            r.fail(header.span(), format!("`{text}` is not a header name"));
-        }
-    }
-    let allow_credentials = raw.allow_credentials.as_ref().is_some_and(|c| *c.get_ref());
-    if allow_credentials && raw.allow_origins.iter().any(|o| o.get_ref() == "*") {
-        if let Some(c) = &raw.allow_credentials {
-            r.fail(
-                c.span(),
-                "allow_credentials cannot go with allow_origins = [\"*\"] (browsers refuse it): list the origins",
-            );
-        }
-    }
-    CorsPlan {
-        allow_origins: list(&raw.allow_origins),
-        allow_methods: if methods.is_empty() {
-            vec!["*".to_owned()]
-        } else {
-            methods
-        },
-        allow_headers: list(&raw.allow_headers),
-        expose_headers: list(&raw.expose_headers),
-        max_age: raw.max_age.as_ref().map(|v| r.duration(&Some(v.clone()), Duration::ZERO)),
-        allow_credentials,
-    }
-}
-
-fn is_method(text: &str) -> bool {
-    matches!(
-        text,
-        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS"
-    )
-}
-
-/// An HTTP token (header names): visible ASCII but separators.
-fn is_token(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
-}
-
-/// The span and name of an http-only key set on a trigger of another
-/// source.
-pub(super) fn stray_keys(t: &RawTrigger) -> Option<(std::ops::Range<usize>, &'static str)> {
-    let text = |field: &Option<Spanned<String>>, name| field.as_ref().map(|f| (f.span(), name));
-    text(&t.method, "method")
-        .or(text(&t.path, "path"))
-        .or(text(&t.auth, "auth"))
-        .or(t.rate.as_ref().map(|f| (f.span(), "rate")))
-        .or(t.burst.as_ref().map(|f| (f.span(), "burst")))
-}
-
-/// A `source = "http"` trigger.
-pub(super) fn trigger(r: &mut Resolver<'_>, t: &RawTrigger) -> Option<TriggerSource> {
-    if let Some(size) = &t.batch_size {
-        r.fail(size.span(), "an http trigger answers its caller; it cannot be batched");
-    }
-    if t.durable == Some(true) {
-        r.fail(
-            t.source.span(),
-            "an http trigger answers its caller; it cannot be durable (use Lambda's API with X-Amz-Invocation-Type: Event for queued, retried events)",
-        );
-    }
-    let method = match &t.method {
-        None => None,
-        Some(m) => {
-            let upper = m.get_ref().trim().to_ascii_uppercase();
-            if upper == "ANY" {
-                None
-            } else if is_method(&upper) {
-                Some(upper)
-            } else {
-                r.fail(
-                    m.span(),
-                    format!(
-                        "unknown method `{}` (known: GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, ANY)",
-                        m.get_ref()
-                    ),
-                );
-                None
-            }
-        }
-    };
-    let Some(path_text) = &t.path else {
-        r.fail(
-            t.source.span(),
-            "an http trigger needs `path` (e.g. \"/readings/{sensor}\")",
-        );
-        return None;
-    };
-    let path = match RoutePath::parse(path_text.get_ref()) {
-        Ok(path) => path,
-        Err(e) => {
-            r.fail(path_text.span(), e);
-            return None;
-        }
-    };
-    if RESERVED_PATHS.contains(&path.text.as_str())
-        || path.first_literal() == Some(LAMBDA_API_PREFIX)
-    {
-        r.fail(
-            path_text.span(),
-            format!(
-                "path `{path}` is ledge's own (/metrics, /healthz and Lambda's API under /{LAMBDA_API_PREFIX}/)"
-            ),
-        );
-        return None;
-    }
-    let auth = match t.auth.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
-        None | Some(("none", _)) => RouteAuth::None,
-        Some(("api_key", _)) => RouteAuth::ApiKey,
-        Some(("aws_iam", _)) => RouteAuth::AwsIam,
-        Some((other, span)) => {
-            r.fail(
-                span,
-                format!("unknown auth `{other}` (known: none, api_key, aws_iam)"),
-            );
-            RouteAuth::None
-        }
-    };
-    let throttle = match (&t.rate, &t.burst) {
-        (None, None) => None,
-        (None, Some(burst)) => {
-            r.fail(burst.span(), "`burst` needs `rate` (requests a second)");
-            None
-        }
-        (Some(rate), burst) => {
-            let value = *rate.get_ref();
-            if !(value.is_finite() && value > 0.0 && value <= 1e6) {
-                r.fail(rate.span(), "rate must be more than 0 and at most 1000000 requests a second");
-            }
-            let burst = match burst {
-                None => value.ceil().max(1.0) as u32,
-                Some(b) => match u32::try_from(*b.get_ref()) {
-                    Ok(n) if (1..=1_000_000).contains(&n) => n,
-                    _ => {
-                        r.fail(b.span(), "burst must be between 1 and 1000000");
-                        1
-                    }
-                },
-            };
-            Some(Throttle { rate: value, burst })
-        }
-    };
-    Some(TriggerSource::Http(Box::new(HttpRoute {
-        method,
-        path,
-        function: t.function.get_ref().trim().to_owned(),
-        auth,
-        throttle,
-    })))
-}
-
-/// Checks the http routes against the server they are served on: there is
-/// one, the credentials they need are configured, beyond loopback each
-/// needs one, and no two share a route key.
-pub(super) fn check_routes(r: &mut Resolver<'_>, http: Option<&HttpPlan>, routes: &[Route]) {
-    let mut seen: HashMap<String, Location> = HashMap::new();
-    for route in routes {
-        let TriggerSource::Http(http_route) = &route.source else {
-            continue;
-        };
-        let location = route.location.clone();
-        let Some(plan) = http else {
-            r.fail_at(
-                location,
-                "an http trigger needs an [http] section (e.g. `[http]` with `listen = \"127.0.0.1:8080\"`)",
-            );
-            continue;
-        };
-        let key = http_route.key();
-        if let Some(first) = seen.get(&key) {
-            r.fail_at(
-                location.clone(),
-                format!("route `{key}` is defined twice (first at {first})"),
-            );
-        } else {
-            seen.insert(key.clone(), location.clone());
-        }
-        match http_route.auth {
-            RouteAuth::ApiKey if plan.api_keys.is_none() => r.fail_at(
-                location,
-                format!("route `{key}` has auth = \"api_key\" but [http] has no api_keys_file"),
-            ),
-            RouteAuth::AwsIam if plan.credentials.is_none() => r.fail_at(
-                location,
-                format!("route `{key}` has auth = \"aws_iam\" but [http] has no credentials_file"),
-            ),
-            RouteAuth::None if !plan.listen.ip().is_loopback() => r.fail_at(
-                location,
-                format!(
-                    "route `{key}` is served on {}, beyond this machine, without auth: set auth = \"api_key\" or \"aws_iam\", or listen on 127.0.0.1",
-                    plan.listen
-                ),
-            ),
-            _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -870,8 +481,9 @@ mod tests {
 
     #[test]
     fn api_keys_are_kept_as_hashes_and_found_by_value() {
-        let keys = ApiKeys::parse("# plant\nhmi: 0123456789abcdefghijKLM\n\nplc:zyxwvutsrqponmlkjihg\n")
-            .unwrap();
+        let keys =
+            ApiKeys::parse("# plant\nhmi: 0123456789abcdefghijKLM\n\nplc:zyxwvutsrqponmlkjihg\n")
+                .unwrap();
         assert_eq!(keys.name_of("0123456789abcdefghijKLM"), Some("hmi"));
         assert_eq!(keys.name_of("zyxwvutsrqponmlkjihg"), Some("plc"));
         assert_eq!(keys.name_of("zyxwvutsrqponmlkjihh"), None);

@@ -2,32 +2,35 @@
 //! rest of ledge trusts.
 //!
 //! Two stages, as in ripgrep's flags: [`raw`] mirrors the file key by key;
-//! [`plan`] checks it (names unique, triggers point at real functions, sizes
-//! and durations parsed, paths resolved against the config file's folder) and
-//! produces the resolved plan. Every error carries `file:line:col`, and all
-//! errors in a file are reported at once rather than one per attempt.
+//! `resolve` checks it, one resolver per section (names unique, triggers
+//! point at real functions, sizes and durations parsed, paths resolved
+//! against the config file's folder), and produces the [`plan`] types.
+//! Every error carries `file:line:col`, and all errors in a file are
+//! reported at once rather than one per attempt.
+//!
+//! Files read: the config file ([`read_text`]), and those its sections name
+//! (secret files, the users file, zoneinfo, `/etc/hostname`): each resolver's
+//! module doc lists its own. [`files`] reads them all, capped.
 //!
 //! Key-by-key documentation lives in docs/config.md.
 
 pub mod files;
-pub mod gpio;
 pub mod http;
 pub mod lint;
 pub mod plan;
 pub mod raw;
 pub mod redact;
-pub mod units;
+mod resolve;
 
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-pub use gpio::{GpioInputSpec, GpioOutputSpec, GpioPlan, LineAddress};
 pub use plan::{
     BatchSpec, BrokerMode, BrokerPlan, CatchUp, CronTiming, DeployPlan, DevicePlan, FailurePolicy,
-    ForwardRule, FunctionId, FunctionSpec, OnFailure, Plan, Qualifier, Report, Route, Secret,
-    SensorKind, SensorSpec, Target, Timing, TlsFiles, TriggerSource, UpstreamPlan, Waveform,
-    QUEUE_BYTES,
+    ForwardRule, FunctionId, FunctionSpec, GpioInputSpec, GpioOutputSpec, GpioPlan, LineAddress,
+    OnFailure, Plan, Qualifier, Report, Route, Secret, SensorKind, SensorSpec, Target, Timing,
+    TlsFiles, TriggerSource, UpstreamPlan, Waveform, QUEUE_BYTES,
 };
 
 /// A place in a config file, for error messages.
@@ -212,7 +215,7 @@ pub fn parse_with(path: &Path, text: &str, board: Option<&str>) -> Result<Plan, 
         };
         ConfigErrors(vec![error])
     })?;
-    plan::resolve(&map, raw, board)
+    resolve::resolve(&map, raw, board)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The config file exactly as the user wrote it: serde structs that mirror the
-//! TOML keys one to one (stage one of two; `plan.rs` is stage two).
+//! TOML keys one to one (stage one of two; `resolve/` is stage two).
 //!
 //! Nothing here is trusted or defaulted beyond "absent". Fields whose value is
 //! checked later carry their source span (`Spanned`) so a later error can say
@@ -31,7 +31,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub deploy: RawDeploy,
     /// The HTTP server (docs/http.md).
-    pub http: Option<super::http::RawHttp>,
+    pub http: Option<RawHttp>,
     #[serde(default, rename = "forward")]
     pub forwards: Vec<Spanned<RawForward>>,
     #[serde(default, rename = "function")]
@@ -306,4 +306,39 @@ pub struct RawGpioOutput {
     pub default: Option<Spanned<i64>>,
     pub active_low: Option<bool>,
     pub restore_on_crash: Option<bool>,
+}
+
+/// `[http]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<Spanned<String>>,
+    /// HTTPS: the server's certificate chain and private key (PEM).
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub max_body: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
+    /// `name:key` lines; routes with `auth = "api_key"` take `x-api-key`.
+    pub api_keys_file: Option<Spanned<String>>,
+    /// `access_key_id:secret_access_key` lines; routes with
+    /// `auth = "aws_iam"` take SigV4-signed requests.
+    pub credentials_file: Option<Spanned<String>>,
+    pub cors: Option<RawCors>,
+}
+
+/// `[http.cors]` as written (API Gateway HTTP API's CORS settings).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    #[serde(default)]
+    pub allow_origins: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow_methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub expose_headers: Vec<Spanned<String>>,
+    pub max_age: Option<Spanned<String>>,
+    pub allow_credentials: Option<Spanned<bool>>,
 }

@@ -23,8 +23,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::signing;
 use super::store::{check_name, Settings};
+use crate::signing;
 
 pub const FORMAT: &str = "ledge-deploy-1";
 /// Chunks must fit common broker message limits with room to spare.

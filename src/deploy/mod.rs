@@ -12,6 +12,5 @@ pub mod effective;
 pub mod moves;
 pub mod ota;
 pub mod probation;
-pub mod signing;
 pub mod store;
 pub mod watch;

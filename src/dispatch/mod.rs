@@ -14,14 +14,26 @@
 //!   spilled events, new ones follow them through it, roughly in order;
 //! - only an event the stream refuses too (full disk, `on_full = "reject"`)
 //!   goes to the failure destination, counted and logged in summary.
+//!
+//! Here: the dispatcher, its routing table and per-function slots. Beside
+//! it: `routing` (the swap point reloads use), `submit` (routing one event
+//! and overflow), `queue`, `worker` (the threads that run functions),
+//! `durable` (feeders of function streams), `sync` (request/response),
+//! `named` (functions by name: lookup, async submits, descriptions),
+//! `request_id`.
 
 mod durable;
+mod named;
 pub mod queue;
 pub mod request_id;
+mod routing;
+mod submit;
 pub mod sync;
 mod worker;
 
 pub use durable::{feed, feed_batches, CURSOR as DURABLE_CURSOR};
+pub use named::Refused;
+pub use routing::Routing;
 
 /// What a source can do when a function's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +58,11 @@ pub struct Submitted {
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::config::http::HttpRoute;
-use crate::config::{FunctionId, FunctionSpec, Plan, Target, TriggerSource};
+use crate::config::{FunctionId, Plan, Target, TriggerSource};
 use crate::event::{Event, EventSource};
 use crate::metrics::FunctionMetrics;
 use crate::runtime::LoadedFunction;
@@ -112,7 +123,7 @@ struct Slot {
     name: String,
     /// The function's settings, for callers that describe it (Lambda's
     /// GetFunction).
-    spec: Arc<FunctionSpec>,
+    spec: Arc<crate::config::FunctionSpec>,
     /// `None` when the function is disabled (its module failed to load).
     queue: Option<Arc<EventQueue<Job>>>,
     metrics: Arc<FunctionMetrics>,
@@ -150,67 +161,7 @@ struct Routes {
     aliases: HashMap<String, Target>,
     /// HTTP routes; the server matches requests against them and submits
     /// to their function by name.
-    http: Vec<Arc<HttpRoute>>,
-}
-
-/// Why an event for a named function was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    /// `not_found`, `disabled` or `unavailable`, as in `sync` replies.
-    pub status: &'static str,
-    pub message: String,
-}
-
-/// The dispatcher every long-lived source submits to. A config reload
-/// builds a new dispatcher and swaps it in here: a submit holds the read
-/// lock for its whole call, so once `replace` returns no event can still
-/// reach the old dispatcher, and closing it loses nothing.
-#[derive(Clone)]
-pub struct Routing(Arc<RwLock<Arc<Dispatcher>>>);
-
-impl Routing {
-    pub fn new(dispatcher: Arc<Dispatcher>) -> Self {
-        Self(Arc::new(RwLock::new(dispatcher)))
-    }
-
-    /// The dispatcher events go to now.
-    pub fn current(&self) -> Arc<Dispatcher> {
-        // A poisoned lock only means a submit panicked; the pointer is intact.
-        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Routes an event through the current dispatcher (see
-    /// [`Dispatcher::submit`]).
-    pub fn submit(&self, event: Event, overflow: Overflow) -> Submitted {
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .submit(event, overflow)
-    }
-
-    /// Queues an asynchronous event for a named function through the
-    /// current dispatcher (see [`Dispatcher::submit_async`]).
-    pub fn submit_async(&self, function: &str, event: Event) -> Result<(), Refused> {
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .submit_async(function, Arc::new(event))
-    }
-
-    /// Queues a synchronous request through the current dispatcher (see
-    /// [`Dispatcher::submit_sync`]).
-    pub fn submit_sync(&self, function: &str, event: Event, reply: sync::Reply) {
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .submit_sync(function, Arc::new(event), reply)
-    }
-
-    /// Makes `next` the dispatcher for every later event; returns the old one.
-    pub fn replace(&self, next: Arc<Dispatcher>) -> Arc<Dispatcher> {
-        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
-        std::mem::replace(&mut *current, next)
-    }
+    http: Vec<Arc<crate::config::http::HttpRoute>>,
 }
 
 pub struct Dispatcher {
@@ -368,326 +319,6 @@ impl Dispatcher {
         filters.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         filters.dedup();
         filters
-    }
-
-    /// Routes an event to every function whose trigger matches it. Events
-    /// for durable triggers go to the function's stream; the returned
-    /// records must be durable before the event's source acknowledges it.
-    /// A full queue is handled as `overflow` says (see the module docs).
-    pub fn submit(&self, event: Event, overflow: Overflow) -> Submitted {
-        let mut targets: [(FunctionId, bool); 8] = [(0, false); 8];
-        let mut count = 0;
-        let mut more: Vec<(FunctionId, bool)> = Vec::new();
-        let mut add = |target: &Target, durable: bool| {
-            // A durable event goes to the stream of the alias's main
-            // version; its feeder splits the stream with the canary.
-            let function = if durable {
-                target.function
-            } else {
-                self.pick(*target)
-            };
-            if let Some(existing) = targets[..count]
-                .iter_mut()
-                .chain(more.iter_mut())
-                .find(|(f, _)| *f == function)
-            {
-                existing.1 |= durable;
-            } else if count < targets.len() {
-                targets[count] = (function, durable);
-                count += 1;
-            } else {
-                more.push((function, durable));
-            }
-        };
-        match event.source {
-            EventSource::Mqtt => {
-                for (filter, target, durable) in &self.routes.mqtt {
-                    if filter.matches(&event.subject) {
-                        add(target, *durable);
-                    }
-                }
-            }
-            EventSource::Sensor => {
-                for (target, durable) in
-                    self.routes.sensor.get(&event.subject).into_iter().flatten()
-                {
-                    add(target, *durable);
-                }
-            }
-            EventSource::Schedule | EventSource::Invoke | EventSource::Http => {}
-        }
-        let mut submitted = Submitted::default();
-        if count == 0 {
-            return submitted;
-        }
-        let event = Arc::new(event);
-        for &(function, durable) in targets[..count].iter().chain(more.iter()) {
-            self.submit_one(
-                function,
-                Arc::clone(&event),
-                durable,
-                overflow,
-                &mut submitted,
-            );
-        }
-        submitted
-    }
-
-    /// Delivers an event to one function (a schedule's), through its stream
-    /// if `durable`.
-    pub fn submit_routed(
-        &self,
-        function: FunctionId,
-        event: Arc<Event>,
-        durable: bool,
-    ) -> Option<Durable> {
-        let mut submitted = Submitted::default();
-        self.submit_one(function, event, durable, Overflow::Spill, &mut submitted);
-        submitted.waits.pop()
-    }
-
-    fn submit_one(
-        &self,
-        function: FunctionId,
-        event: Arc<Event>,
-        durable: bool,
-        overflow: Overflow,
-        submitted: &mut Submitted,
-    ) {
-        let Some(slot) = self.slots.get(function) else {
-            return;
-        };
-        let Some(queue) = &slot.queue else {
-            slot.metrics
-                .dropped_disabled
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        if event.depth > crate::event::MAX_CHAIN {
-            self.stop_loop(slot, &event);
-            return;
-        }
-        if durable {
-            if let Some(stream) = &slot.stream {
-                match durable::append(stream, &event) {
-                    Ok(seq) => {
-                        submitted.waits.push(Durable {
-                            spool: Arc::clone(stream),
-                            seq,
-                        });
-                        return;
-                    }
-                    Err(e) => {
-                        log::warn!(target: "ledge::dispatch", "{}: durable trigger could not store an event ({e}); running it from memory", slot.name)
-                    }
-                }
-            }
-        }
-        // Spilled events are waiting in the stream: new ones queue behind
-        // them, so a burst runs roughly in arrival order.
-        if overflow == Overflow::Spill && slot.spilling.load(Ordering::Acquire) {
-            slot.metrics.throttled.fetch_add(1, Ordering::Relaxed);
-            if let Err(event) = self.spill(slot, event) {
-                self.overflowed(slot, event, "its stream refused it");
-            }
-            return;
-        }
-        let job = Job::new(event);
-        let job = match queue.push(job) {
-            Ok(()) => return,
-            Err(PushError::Closed(_)) => return,
-            Err(PushError::Full(job)) => job,
-        };
-        slot.metrics.throttled.fetch_add(1, Ordering::Relaxed);
-        match overflow {
-            Overflow::HoldBack => {
-                if queue.push_over(job).is_ok() {
-                    submitted.hold_back = true;
-                }
-            }
-            Overflow::Spill => {
-                if let Err(event) = self.spill(slot, job.event) {
-                    self.overflowed(slot, event, "the queue is full and the stream refused it");
-                }
-            }
-        }
-    }
-
-    /// Appends an event to the function's stream for its feeder; hands the
-    /// event back if there is no stream or it refused.
-    fn spill(&self, slot: &Slot, event: Arc<Event>) -> Result<(), Arc<Event>> {
-        let Some(stream) = &slot.spill else {
-            return Err(event);
-        };
-        match durable::append(stream, &event) {
-            Ok(_) => {
-                slot.spilling.store(true, Ordering::Release);
-                slot.metrics.spilled.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(_) => Err(event),
-        }
-    }
-
-    /// An event at the end of a chain of `MAX_CHAIN` function publishes: a
-    /// recursive loop, stopped here (counted, logged at most every 10 s).
-    fn stop_loop(&self, slot: &Slot, event: &Event) {
-        let stopped = slot.metrics.loops_stopped.fetch_add(1, Ordering::Relaxed) + 1;
-        let now_ms = self.started.elapsed().as_millis() as u64 + 1;
-        let last = slot.last_loop_log_ms.load(Ordering::Relaxed);
-        if last == 0 || now_ms.saturating_sub(last) >= OVERFLOW_LOG_EVERY_MS {
-            slot.last_loop_log_ms.store(now_ms, Ordering::Relaxed);
-            log::warn!(
-                target: "ledge::dispatch",
-                "{}: not run: the event on `{}` was published by functions {} times in a row, a recursive loop (a function publishing to its own trigger, or functions feeding each other); {stopped} such events stopped so far",
-                slot.name,
-                crate::logging::shorten(&event.subject, 128),
-                crate::event::MAX_CHAIN,
-            );
-        }
-    }
-
-    /// An event that could be neither queued nor spilled: to the failure
-    /// destination, logged in summary.
-    fn overflowed(&self, slot: &Slot, event: Arc<Event>, why: &str) {
-        slot.unlogged_overflows.fetch_add(1, Ordering::Relaxed);
-        let now_ms = self.started.elapsed().as_millis() as u64 + 1;
-        let last = slot.last_overflow_log_ms.load(Ordering::Relaxed);
-        if last == 0 || now_ms.saturating_sub(last) >= OVERFLOW_LOG_EVERY_MS {
-            slot.last_overflow_log_ms.store(now_ms, Ordering::Relaxed);
-            let count = slot.unlogged_overflows.swap(0, Ordering::Relaxed);
-            log::warn!(
-                target: "ledge::dispatch",
-                "{}: {count} events not run: {why} (first: {} {}); they go to the failure destination",
-                slot.name,
-                event.source,
-                crate::logging::shorten(&event.subject, 128),
-            );
-        }
-        let Some(destination) = slot.failure.get() else {
-            return;
-        };
-        let invocation = crate::runtime::Invocation {
-            request_id: request_id::next(),
-            event,
-            attempt: 0,
-        };
-        let error = crate::runtime::InvokeError::Throttled(format!("not queued: {why}"));
-        destination.dead_letter(&invocation, &error, why, true);
-    }
-
-    /// Queues a synchronous request for the function named `function`, or
-    /// answers at once if it cannot run: unknown, disabled, or its queue
-    /// full (throttled, like Lambda's 429).
-    pub fn submit_sync(&self, function: &str, event: Arc<Event>, reply: sync::Reply) {
-        let (slot, queue) = match self.runnable(function) {
-            Ok(found) => found,
-            Err(refused) => {
-                reply.refuse(function, refused.status, &refused.message);
-                return;
-            }
-        };
-        let mut job = Job::new(event);
-        job.reply = Some(Box::new(reply));
-        let (job, status, error) = match queue.push(job) {
-            Ok(()) => return,
-            Err(PushError::Full(job)) => {
-                slot.metrics.throttled.fetch_add(1, Ordering::Relaxed);
-                let error = format!(
-                    "{} requests already wait for this function; retry later",
-                    queue.capacity()
-                );
-                (job, "throttled", error)
-            }
-            Err(PushError::Closed(job)) => (job, "unavailable", "ledge is stopping".to_owned()),
-        };
-        if let Some(reply) = job.reply {
-            reply.refuse(function, status, &error);
-        }
-    }
-
-    /// Queues an event for the function named `function` (as
-    /// `submit_sync` names it) on the asynchronous path: a full queue
-    /// spills to its stream, failures are retried and end at the failure
-    /// destination, like an event from a trigger.
-    pub fn submit_async(&self, function: &str, event: Arc<Event>) -> Result<(), Refused> {
-        let id = self
-            .find(function)
-            .ok_or_else(|| self.not_found(function))?;
-        self.enabled(id)?;
-        let mut submitted = Submitted::default();
-        self.submit_one(id, event, false, Overflow::Spill, &mut submitted);
-        Ok(())
-    }
-
-    /// The function (version) a name picks now: `f:$LATEST` is the draft
-    /// itself, `f:alias` and a bare `f` with a default alias go where the
-    /// alias sends them (a canary takes its share), `f:7` is version 7.
-    pub fn find(&self, function: &str) -> Option<FunctionId> {
-        match function.strip_suffix(":$LATEST") {
-            Some(name) => self.slots.iter().position(|s| s.name == name),
-            None => match self.routes.aliases.get(function) {
-                Some(target) => Some(self.pick(*target)).filter(|&id| id < self.slots.len()),
-                None => self.slots.iter().position(|s| s.name == function),
-            },
-        }
-    }
-
-    /// The slot and queue of a function that can take an event now.
-    fn runnable(&self, function: &str) -> Result<(&Slot, &Arc<EventQueue<Job>>), Refused> {
-        let id = self
-            .find(function)
-            .ok_or_else(|| self.not_found(function))?;
-        self.enabled(id)
-    }
-
-    /// The slot and queue of function `id`, unless it is disabled.
-    fn enabled(&self, id: FunctionId) -> Result<(&Slot, &Arc<EventQueue<Job>>), Refused> {
-        let Some(slot) = self.slots.get(id) else {
-            return Err(self.not_found(&id.to_string()));
-        };
-        let Some(queue) = &slot.queue else {
-            slot.metrics
-                .dropped_disabled
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(Refused {
-                status: "disabled",
-                message: "the function's module failed to load (see the log)".to_owned(),
-            });
-        };
-        Ok((slot, queue))
-    }
-
-    fn not_found(&self, function: &str) -> Refused {
-        let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
-        Refused {
-            status: "not_found",
-            message: format!(
-                "no function `{function}` on this device (defined: {})",
-                known.join(", ")
-            ),
-        }
-    }
-
-    /// The HTTP routes of this config.
-    pub fn http_routes(&self) -> &[Arc<HttpRoute>] {
-        &self.routes.http
-    }
-
-    /// Every function (version) with its settings, and whether it is
-    /// enabled (its module loaded).
-    pub fn functions(&self) -> impl Iterator<Item = (&Arc<FunctionSpec>, bool)> {
-        self.slots.iter().map(|s| (&s.spec, s.queue.is_some()))
-    }
-
-    /// A function (version) by id, with whether it is enabled.
-    pub fn function(&self, id: FunctionId) -> Option<(&Arc<FunctionSpec>, bool)> {
-        self.slots.get(id).map(|s| (&s.spec, s.queue.is_some()))
-    }
-
-    /// Where an alias (`f:live`, or `f` with a default alias) sends events.
-    pub fn alias(&self, name: &str) -> Option<Target> {
-        self.routes.aliases.get(name).copied()
     }
 
     /// Queues a job without throttling it: `Err` hands it back if the

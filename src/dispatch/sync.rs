@@ -118,11 +118,7 @@ impl Reply {
 
 impl Waiter {
     fn answer(&self, answer: Answer) {
-        let sender = self
-            .sender
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
         // The caller may have gone (client disconnected): nothing to do.
         if let Some(sender) = sender {
             let _ = sender.send(answer);

@@ -268,7 +268,27 @@ impl From<ReloadError> for NodeError {
     }
 }
 
-/// Metrics shipping, the Prometheus endpoint and the control socket. One
+/// The HTTP servers to start, each with whether it serves the API (the
+/// config's routes and Lambda's) or only `/metrics` and `/healthz`:
+/// `[http]`, and `[metrics] listen` when it names another address (with
+/// `[http]`'s credentials guarding it).
+fn http_servers(plan: &Plan) -> Vec<(crate::config::http::HttpPlan, bool)> {
+    let mut servers: Vec<_> = plan.http.iter().map(|h| (h.clone(), true)).collect();
+    if let Some(address) = plan.metrics_listen {
+        if plan.http.as_ref().map(|h| h.listen) != Some(address) {
+            let mut metrics = crate::config::http::HttpPlan::plain(address);
+            if let Some(http) = &plan.http {
+                metrics.api_keys.clone_from(&http.api_keys);
+                metrics.credentials.clone_from(&http.credentials);
+            }
+            servers.push((metrics, false));
+        }
+    }
+    servers
+}
+
+/// Metrics shipping, the HTTP servers (with the Prometheus endpoint) and
+/// the control socket. One
 /// that cannot start is logged and left out; ledge runs on without it.
 async fn start_services(
     plan: &Plan,
@@ -286,18 +306,25 @@ async fn start_services(
             stopped.clone(),
         ));
     }
-    if let Some(address) = plan.metrics_listen {
-        match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => {
-                log::info!(target: "ledge::metrics", "Prometheus metrics on http://{address}/metrics");
-                services.spawn(crate::telemetry::serve_prometheus(
-                    listener,
-                    Arc::clone(status),
-                    stopped.clone(),
-                ));
+    for (server, api) in http_servers(plan) {
+        let stats = Arc::new(crate::sources::http::Stats::default());
+        let routing = status.routing.clone();
+        let listen = server.listen;
+        match crate::sources::http::Server::bind(server, api, routing, Arc::clone(status), stats)
+            .await
+        {
+            Ok(server) => {
+                let scheme = if server.is_https() { "https" } else { "http" };
+                let address = server.local_addr().unwrap_or(listen);
+                if api {
+                    log::info!(target: "ledge::http", "HTTP routes, Lambda's API, /metrics and /healthz on {scheme}://{address}");
+                } else {
+                    log::info!(target: "ledge::metrics", "Prometheus metrics on {scheme}://{address}/metrics");
+                }
+                services.spawn(server.run(stopped.clone()));
             }
             Err(e) => {
-                log::error!(target: "ledge::metrics", "cannot serve metrics on {address}: {e}; running without the endpoint")
+                log::error!(target: "ledge::http", "{e}; running without the HTTP server")
             }
         }
     }

@@ -5,7 +5,7 @@
 //! This table is the one source for everything that states the contract:
 //! the loader checks modules against it (names and signatures), and the
 //! bindings in `functions/include/ledge.h`, `functions/assemblyscript/ledge.ts`
-//! and `docs/abi-table.md` are rendered from it by `tests/bindings.rs`, which
+//! and `docs/abi-table.md` are rendered from it by `tests/it/the_guest_abi/bindings.rs`, which
 //! fails when a committed file differs from what the table renders. No one
 //! copies a signature by hand. The host functions themselves live in `abi`;
 //! a unit test there instantiates a module importing every entry here with

@@ -138,7 +138,7 @@ impl FsyncPolicy {
             "always" => Ok(Self::Always),
             "batch" => Ok(Self::Batch),
             _ => match text.strip_prefix("interval:") {
-                Some(period) => crate::config::units::parse_duration(period)
+                Some(period) => crate::units::parse_duration(period)
                     .map(Self::Interval)
                     .and_then(|p| match p {
                         Self::Interval(d) if d.is_zero() => Err("the interval must be longer than zero".to_owned()),
@@ -158,7 +158,7 @@ impl std::fmt::Display for FsyncPolicy {
             Self::Always => f.write_str("always"),
             Self::Batch => f.write_str("batch"),
             Self::Interval(d) => {
-                write!(f, "interval:{}", crate::config::units::format_duration(*d))
+                write!(f, "interval:{}", crate::units::format_duration(*d))
             }
         }
     }

@@ -19,10 +19,10 @@ pub fn online(device: &str) -> Vec<u8> {
         "state": "online",
         "device": device,
         "version": env!("CARGO_PKG_VERSION"),
-        "started_ms": crate::telemetry::started_ms(),
+        "started_ms": crate::time::started_ms(),
         "at_ms": crate::event::unix_ms(),
     });
-    if let Some(boot) = boot_ms() {
+    if let Some(boot) = crate::time::boot_ms() {
         doc["boot_ms"] = boot.into();
     }
     doc.to_string().into_bytes()
@@ -35,36 +35,16 @@ pub fn offline(device: &str, reason: &str) -> Vec<u8> {
         "state": "offline",
         "device": device,
         "version": env!("CARGO_PKG_VERSION"),
-        "started_ms": crate::telemetry::started_ms(),
+        "started_ms": crate::time::started_ms(),
         "reason": reason,
     })
     .to_string()
     .into_bytes()
 }
 
-/// When the gateway booted (UNIX ms), from `btime` in /proc/stat.
-pub fn boot_ms() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    parse_btime(&stat)
-}
-
-fn parse_btime(stat: &str) -> Option<u64> {
-    stat.lines()
-        .find_map(|line| line.strip_prefix("btime "))
-        .and_then(|secs| secs.trim().parse::<u64>().ok())
-        .map(|secs| secs * 1000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn boot_time_comes_from_btime() {
-        let stat = "cpu  1 2 3\nintr 5\nbtime 1764652800\nprocesses 9\n";
-        assert_eq!(parse_btime(stat), Some(1_764_652_800_000));
-        assert_eq!(parse_btime("cpu 1\n"), None);
-    }
 
     #[test]
     fn offline_and_online_name_the_same_start() {

@@ -1,9 +1,13 @@
 //! Shared test helpers: fixtures, configs, free ports, the real `ledge`
-//! binary, a real mosquitto, and an MQTT client.
+//! binary (`process`), a real mosquitto and MQTT clients (`broker`), a
+//! whole gateway under test (`gateway`), fake hardware (`fake_hw`) and a
+//! real small disk (`disk`).
 #![allow(dead_code)]
 
 pub mod broker;
 pub mod disk;
+pub mod fake_hw;
+pub mod gateway;
 pub mod process;
 
 use std::path::{Path, PathBuf};
@@ -61,4 +65,32 @@ pub fn function_toml(name: &str, module: &Path, extra: &str) -> String {
 /// An `mqtt` `[[trigger]]` table.
 pub fn mqtt_trigger(topic: &str, function: &str) -> String {
     format!("[[trigger]]\nsource = \"mqtt\"\ntopic = \"{topic}\"\nfunction = \"{function}\"\n")
+}
+
+/// A function that publishes each event's payload to `out/<tag>`; with
+/// `fail`, it then fails ("failing on purpose"). Written as
+/// `<dir>/<tag>.wasm`: the versions deployment tests switch between.
+pub fn tagged(dir: &Path, tag: &str, fail: bool) -> PathBuf {
+    let topic = format!("out/{tag}");
+    let end = if fail {
+        "(drop (call $respond (i32.const 64) (i32.const 18))) (i32.const 1)"
+    } else {
+        "(i32.const 0)"
+    };
+    let wat = format!(
+        r#"(module
+  (import "ledge_v1" "publish" (func $publish (param i32 i32 i32 i32 i32) (result i32)))
+  (import "ledge_v1" "respond" (func $respond (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{topic}")
+  (data (i32.const 64) "failing on purpose")
+  (func (export "ledge_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "ledge_handle") (param $ptr i32) (param $len i32) (result i32)
+    (drop (call $publish (i32.const 0) (i32.const {len}) (local.get $ptr) (local.get $len) (i32.const 1)))
+    {end}))"#,
+        len = topic.len()
+    );
+    let path = dir.join(format!("{tag}.wasm"));
+    std::fs::write(&path, wat::parse_str(&wat).expect("tagged module")).expect("write module");
+    path
 }

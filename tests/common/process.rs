@@ -40,6 +40,52 @@ pub fn ledge_with_stdin(args: &[&str], input: &[u8]) -> Output {
     child.wait_with_output().expect("wait for ledge")
 }
 
+/// `ledge invoke <function> --json --event <event>` with `config`: the
+/// invocation's report and everything ledge printed.
+pub fn invoke_report(config: &Path, function: &str, event: &str) -> (serde_json::Value, String) {
+    let output = ledge(&[
+        "invoke",
+        function,
+        "--config",
+        config.to_str().expect("UTF-8 path"),
+        "--json",
+        "--event",
+        event,
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = stdout
+        .lines()
+        .find_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .unwrap_or_else(|| panic!("no JSON report from ledge invoke:\n{stdout}\n{stderr}"));
+    (report, format!("{stdout}{stderr}"))
+}
+
+/// `ledge <args> --json --config <config>` of a running ledge, parsed;
+/// fails the test if the command fails.
+fn json_of(args: &[&str], config: &Path) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--json", "--config", config.to_str().expect("UTF-8 path")]);
+    let output = ledge(&all);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "ledge {args:?} failed (is ledge running?): {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("ledge {args:?}: {e}: {stdout}"))
+}
+
+/// `ledge status --json` of the ledge running with `config`.
+pub fn status_json(config: &Path) -> serde_json::Value {
+    json_of(&["status"], config)
+}
+
+/// `ledge metrics --json` of the ledge running with `config`.
+pub fn metrics_json(config: &Path) -> serde_json::Value {
+    json_of(&["metrics"], config)
+}
+
 /// A `ledge run` in the background, with its stderr captured line by line.
 pub struct Ledge {
     child: Child,

@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::GpioOutputSpec;
 use super::{open_chip, Backend, OutputConfig, OutputLine};
-use crate::config::GpioOutputSpec;
 
 /// The value of an input cell before its first reading.
 pub const UNKNOWN: u8 = 2;

@@ -17,12 +17,14 @@
 mod cdev;
 mod fake;
 mod lines;
+mod spec;
 pub mod uapi;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use lines::{GpioLines, LineError, UNKNOWN};
+pub use spec::{GpioOutputSpec, LineAddress};
 
 /// Which transitions of an input become events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

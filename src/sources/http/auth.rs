@@ -42,7 +42,11 @@ pub enum Denied {
     Signature(SigError),
 }
 
-pub fn before_body(required: Required, plan: &HttpPlan, headers: &HeaderMap) -> Result<Check, Denied> {
+pub fn before_body(
+    required: Required,
+    plan: &HttpPlan,
+    headers: &HeaderMap,
+) -> Result<Check, Denied> {
     let api_key = headers.get("x-api-key");
     let signed = headers.contains_key(hyper::header::AUTHORIZATION);
     match required {
@@ -70,10 +74,15 @@ pub fn after_body(
         return Err(Denied::Missing("no credentials_file is configured"));
     };
     sigv4::verify(signature, credentials, request, SystemTime::now()).map_err(Denied::Signature)?;
-    Ok(json!({ "iam": { "accessKey": signature.access_key_id, "userId": signature.access_key_id } }))
+    Ok(
+        json!({ "iam": { "accessKey": signature.access_key_id, "userId": signature.access_key_id } }),
+    )
 }
 
-fn api_key_check(plan: &HttpPlan, presented: Option<&hyper::header::HeaderValue>) -> Result<Check, Denied> {
+fn api_key_check(
+    plan: &HttpPlan,
+    presented: Option<&hyper::header::HeaderValue>,
+) -> Result<Check, Denied> {
     let Some(presented) = presented else {
         return Err(Denied::Missing("this route needs an x-api-key header"));
     };

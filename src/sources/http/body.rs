@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 /// A response body sent in one piece.
+#[derive(Debug)]
 pub struct Full(Option<Bytes>);
 
 impl Full {

@@ -58,7 +58,11 @@ pub fn preflight(cors: &CorsPlan, headers: &HeaderMap) -> Response<Full> {
         set(out, header::ACCESS_CONTROL_ALLOW_HEADERS, &list);
     }
     if let Some(max_age) = cors.max_age {
-        set(out, header::ACCESS_CONTROL_MAX_AGE, &max_age.as_secs().to_string());
+        set(
+            out,
+            header::ACCESS_CONTROL_MAX_AGE,
+            &max_age.as_secs().to_string(),
+        );
     }
     answer
 }
@@ -127,7 +131,10 @@ mod tests {
     fn request(origin: &str, method: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::ORIGIN, origin.parse().unwrap());
-        h.insert(header::ACCESS_CONTROL_REQUEST_METHOD, method.parse().unwrap());
+        h.insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            method.parse().unwrap(),
+        );
         h
     }
 
@@ -138,7 +145,10 @@ mod tests {
         let h = answer.headers();
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://hmi.local");
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], "GET, POST");
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_HEADERS], "content-type, x-api-key");
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_HEADERS],
+            "content-type, x-api-key"
+        );
         assert_eq!(h[header::ACCESS_CONTROL_MAX_AGE], "600");
         assert_eq!(h[header::VARY], "Origin");
     }
@@ -153,6 +163,9 @@ mod tests {
         decorate(&plan(), &"https://evil.example".parse().unwrap(), &mut out);
         assert!(out.is_empty());
         decorate(&plan(), &"https://hmi.local".parse().unwrap(), &mut out);
-        assert_eq!(out[header::ACCESS_CONTROL_EXPOSE_HEADERS], "apigw-requestid");
+        assert_eq!(
+            out[header::ACCESS_CONTROL_EXPOSE_HEADERS],
+            "apigw-requestid"
+        );
     }
 }

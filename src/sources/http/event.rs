@@ -39,10 +39,19 @@ pub fn build(r: &Request<'_>) -> Vec<u8> {
     let mut headers = Map::new();
     let mut cookies = Vec::new();
     for name in r.headers.keys() {
-        let values = r.headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()));
+        let values = r
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
         if name == header::COOKIE {
             for value in values {
-                cookies.extend(value.split(';').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()));
+                cookies.extend(
+                    value
+                        .split(';')
+                        .map(|c| c.trim().to_owned())
+                        .filter(|c| !c.is_empty()),
+                );
             }
             continue;
         }
@@ -225,7 +234,10 @@ mod tests {
             authorizer: None,
         });
         let e: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!((e["body"].as_str(), &e["isBase64Encoded"]), (Some("/wA="), &json!(true)));
+        assert_eq!(
+            (e["body"].as_str(), &e["isBase64Encoded"]),
+            (Some("/wA="), &json!(true))
+        );
         assert!(e.get("queryStringParameters").is_none());
     }
 

@@ -120,7 +120,11 @@ async fn trigger(
 ) -> Response<Full> {
     let found = {
         let dispatcher = app.routing.current();
-        router::find(dispatcher.http_routes(), parts.method.as_str(), parts.uri.path())
+        router::find(
+            dispatcher.http_routes(),
+            parts.method.as_str(),
+            parts.uri.path(),
+        )
     };
     let (route, params) = match found {
         Match::Found { route, params } => (route, params),
@@ -287,17 +291,35 @@ pub fn refuse(app: &App, label: &str, denied: Denied, lambda: bool) -> Response<
         .auth_failures
         .fetch_add(1, Ordering::Relaxed);
     let (status, code, text) = match &denied {
-        Denied::Missing(why) => (StatusCode::UNAUTHORIZED, "MissingAuthenticationTokenException", (*why).to_owned()),
-        Denied::Invalid(why) => (StatusCode::FORBIDDEN, "UnrecognizedClientException", why.clone()),
-        Denied::Signature(e @ sigv4::SigError::UnknownKey) => {
-            (StatusCode::FORBIDDEN, "UnrecognizedClientException", e.to_string())
-        }
-        Denied::Signature(e) => (StatusCode::FORBIDDEN, "InvalidSignatureException", e.to_string()),
+        Denied::Missing(why) => (
+            StatusCode::UNAUTHORIZED,
+            "MissingAuthenticationTokenException",
+            (*why).to_owned(),
+        ),
+        Denied::Invalid(why) => (
+            StatusCode::FORBIDDEN,
+            "UnrecognizedClientException",
+            why.clone(),
+        ),
+        Denied::Signature(e @ sigv4::SigError::UnknownKey) => (
+            StatusCode::FORBIDDEN,
+            "UnrecognizedClientException",
+            e.to_string(),
+        ),
+        Denied::Signature(e) => (
+            StatusCode::FORBIDDEN,
+            "InvalidSignatureException",
+            e.to_string(),
+        ),
     };
     if lambda {
         return response::lambda_error(status, code, &text);
     }
-    let prefix = if status == StatusCode::UNAUTHORIZED { "Unauthorized" } else { "Forbidden" };
+    let prefix = if status == StatusCode::UNAUTHORIZED {
+        "Unauthorized"
+    } else {
+        "Forbidden"
+    };
     response::message(status, &format!("{prefix}: {text}"))
 }
 

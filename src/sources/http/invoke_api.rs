@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
@@ -95,7 +95,13 @@ pub async fn handle(
     let target = match name.map(|n| target(n, query.get("Qualifier"))) {
         None => None,
         Some(Ok(target)) => Some(target),
-        Some(Err(answer)) => return answer,
+        Some(Err(message)) => {
+            return lambda_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                &message,
+            )
+        }
     };
     match (operation, target) {
         (Operation::List, _) => list(app, query.get("FunctionVersion").as_deref() == Some("ALL")),
@@ -103,7 +109,11 @@ pub async fn handle(
             get(app, &target, configuration_only)
         }
         (Operation::Invoke, Some(target)) => invoke(app, request_id, &parts, &target, bytes).await,
-        _ => lambda_error(StatusCode::NOT_FOUND, "UnknownOperationException", "no function named"),
+        _ => lambda_error(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "no function named",
+        ),
     }
 }
 
@@ -125,7 +135,8 @@ impl Target {
 
 /// The function from a path segment (a name, `name:qualifier`, a partial
 /// `account:function:name` or a full ARN) and the `Qualifier` parameter.
-fn target(segment: &str, qualifier: Option<String>) -> Result<Target, Response<Full>> {
+/// Errors are `InvalidParameterValueException` messages.
+fn target(segment: &str, qualifier: Option<String>) -> Result<Target, String> {
     let text = percent_decode(segment);
     let fields: Vec<&str> = text.split(':').collect();
     let (name, from_name) = match fields.as_slice() {
@@ -139,33 +150,23 @@ fn target(segment: &str, qualifier: Option<String>) -> Result<Target, Response<F
     };
     let valid = |s: &str| {
         (1..=64).contains(&s.len())
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     if !valid(name) {
-        return Err(lambda_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterValueException",
-            &format!("`{text}` is not a function name or ARN"),
-        ));
+        return Err(format!("`{text}` is not a function name or ARN"));
     }
     let qualifier = match (from_name, qualifier) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(lambda_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValueException",
-                "The derived qualifier from the function name does not match the specified qualifier.",
-            ))
-        }
+        (Some(a), Some(b)) if a != b => return Err(
+            "The derived qualifier from the function name does not match the specified qualifier."
+                .to_owned(),
+        ),
         (Some(q), _) => Some(q.to_owned()),
         (None, q) => q,
     };
     if let Some(q) = &qualifier {
         if q != "$LATEST" && !valid(q) {
-            return Err(lambda_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValueException",
-                &format!("`{q}` is not a version or alias"),
-            ));
+            return Err(format!("`{q}` is not a version or alias"));
         }
     }
     Ok(Target {
@@ -178,7 +179,10 @@ fn not_found(app: &App, target: &Target) -> Response<Full> {
     lambda_error(
         StatusCode::NOT_FOUND,
         "ResourceNotFoundException",
-        &format!("Function not found: {}", arn(app, &target.name, target.qualifier.as_deref())),
+        &format!(
+            "Function not found: {}",
+            arn(app, &target.name, target.qualifier.as_deref())
+        ),
     )
 }
 
@@ -205,7 +209,10 @@ async fn invoke(
         "RequestResponse" => {}
         "DryRun" => {
             let dispatcher = app.routing.current();
-            return match dispatcher.find(&name).and_then(|id| dispatcher.function(id)) {
+            return match dispatcher
+                .find(&name)
+                .and_then(|id| dispatcher.function(id))
+            {
                 None => not_found(app, target),
                 Some((_, false)) => disabled(app, target),
                 Some((_, true)) => {
@@ -216,7 +223,11 @@ async fn invoke(
             };
         }
         "Event" => {
-            let event = Event::new(EventSource::Invoke, format!("lambda invoke {name}"), payload);
+            let event = Event::new(
+                EventSource::Invoke,
+                format!("lambda invoke {name}"),
+                payload,
+            );
             return match app.routing.submit_async(&name, event) {
                 Ok(()) => {
                     let mut answer = Response::new(Full::empty());
@@ -243,7 +254,11 @@ async fn invoke(
             )
         }
     }
-    let event = Event::new(EventSource::Invoke, format!("lambda invoke {name}"), payload);
+    let event = Event::new(
+        EventSource::Invoke,
+        format!("lambda invoke {name}"),
+        payload,
+    );
     let (reply, answer) = Reply::waiter(tail);
     app.routing.submit_sync(&name, event, reply);
     let answer = match tokio::time::timeout(ANSWER_WAIT, answer).await {
@@ -276,7 +291,11 @@ async fn invoke(
                 retry_after(&mut answer, Duration::from_secs(1));
                 answer
             }
-            _ => lambda_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", &message),
+            _ => lambda_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceException",
+                &message,
+            ),
         },
         Answer::Ran(ran) => ran_response(*ran),
     }
@@ -299,11 +318,13 @@ fn ran_response(ran: Ran) -> Response<Full> {
     let mut answer = match ran.result {
         Ok(bytes) => response::json(StatusCode::OK, bytes),
         Err(error) => {
-            let body = json!({ "errorMessage": error.to_string(), "errorType": error_type(&error) });
+            let body =
+                json!({ "errorMessage": error.to_string(), "errorType": error_type(&error) });
             let mut answer = response::json(StatusCode::OK, body.to_string());
-            answer
-                .headers_mut()
-                .insert("x-amz-function-error", HeaderValue::from_static("Unhandled"));
+            answer.headers_mut().insert(
+                "x-amz-function-error",
+                HeaderValue::from_static("Unhandled"),
+            );
             answer
         }
     };
@@ -347,7 +368,9 @@ fn tail_log(ran: &Ran, report: &str) -> String {
         text.push('\n');
     }
     let report = report.strip_prefix("REPORT ").unwrap_or(report);
-    text.push_str(&format!("END RequestId: {id}\nREPORT RequestId: {id}\t{report}\n"));
+    text.push_str(&format!(
+        "END RequestId: {id}\nREPORT RequestId: {id}\t{report}\n"
+    ));
     let mut start = text.len().saturating_sub(TAIL_BYTES);
     while !text.is_char_boundary(start) {
         start += 1;
@@ -452,16 +475,25 @@ mod tests {
     #[test]
     fn names_arns_and_qualifiers_resolve_to_one_target() {
         let t = |segment: &str, q: Option<&str>| {
-            target(segment, q.map(str::to_owned)).map(|t| t.dispatch_name()).ok()
+            target(segment, q.map(str::to_owned))
+                .map(|t| t.dispatch_name())
+                .ok()
         };
         assert_eq!(t("echo", None).as_deref(), Some("echo"));
         assert_eq!(t("echo", Some("live")).as_deref(), Some("echo:live"));
         assert_eq!(t("echo%3A7", None).as_deref(), Some("echo:7"));
         assert_eq!(
-            t("arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Aecho%3A%24LATEST", None).as_deref(),
+            t(
+                "arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Aecho%3A%24LATEST",
+                None
+            )
+            .as_deref(),
             Some("echo:$LATEST")
         );
-        assert_eq!(t("123456789012:function:echo", None).as_deref(), Some("echo"));
+        assert_eq!(
+            t("123456789012:function:echo", None).as_deref(),
+            Some("echo")
+        );
         assert_eq!(t("echo:7", Some("8")), None);
         assert_eq!(t("bad name", None), None);
     }
@@ -480,14 +512,18 @@ mod tests {
             }],
             report: None,
         };
-        let text = super::super::base64::decode(&tail_log(&ran, "REPORT Duration: 1.000 ms")).unwrap();
+        let text =
+            super::super::base64::decode(&tail_log(&ran, "REPORT Duration: 1.000 ms")).unwrap();
         let text = String::from_utf8(text).unwrap();
         assert_eq!(
             text,
             "START RequestId: abc Version: $LATEST\nINFO\thello\nEND RequestId: abc\nREPORT RequestId: abc\tDuration: 1.000 ms\n"
         );
         let long = Ran {
-            logs: vec![crate::runtime::LogLine { level: log::Level::Info, message: "é".repeat(3000) }],
+            logs: vec![crate::runtime::LogLine {
+                level: log::Level::Info,
+                message: "é".repeat(3000),
+            }],
             ..ran
         };
         let tail = super::super::base64::decode(&tail_log(&long, "REPORT x")).unwrap();

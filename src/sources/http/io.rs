@@ -1,48 +1,110 @@
-//! hyper's IO and timer traits over tokio, in place of hyper-util: a
-//! stream adapter that also tells the connection registry whether the
-//! client is in the middle of a request, and a timer for hyper's header
-//! read timeout.
+//! hyper's IO traits over a tokio stream, in place of hyper-util's
+//! adapter. It also keeps the connection's [`Phase`] for the server:
+//! whether the client is idle (it may be closed to make room), sending a
+//! request head (which must arrive within `read_timeout`, or the client
+//! gets a 408 and the connection closes: hyper's own header timeout closes
+//! without an answer), or being served.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Where a connection is in its request cycle, shared by its [`Io`], the
+/// request handler and the server's connection registry.
+#[derive(Default)]
+pub struct Phase(AtomicU8);
+
+const IDLE: u8 = 0;
+const HEAD: u8 = 1;
+const SERVING: u8 = 2;
+
+impl Phase {
+    /// Nothing owed either way: the connection may be closed for another.
+    pub fn is_idle(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == IDLE
+    }
+
+    /// The handler has the request: its head arrived in time.
+    pub fn serving(&self) {
+        self.0.store(SERVING, Ordering::Relaxed);
+    }
+}
+
+/// What a client that is too slow with a request head gets.
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 31\r\nconnection: close\r\n\r\n{\"message\":\"Request Timeout\"}\n";
 
 /// A connection's stream as hyper sees it.
 pub struct Io<S> {
     stream: S,
-    /// Set when request bytes arrive, cleared when response bytes leave:
-    /// clear means the client owes nothing and the connection may be
-    /// closed for another (see `connections`).
-    pub(super) busy: Arc<AtomicBool>,
-    /// True once a response went out: the connection was kept alive.
-    pub(super) answered: bool,
+    phase: Arc<Phase>,
+    read_timeout: Duration,
+    /// Armed when the first byte of a request head arrives.
+    head_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set once the head timed out: the 408 went (or was tried) and the
+    /// connection ends.
+    timed_out: bool,
 }
 
 impl<S> Io<S> {
-    pub fn new(stream: S, busy: Arc<AtomicBool>) -> Self {
+    pub fn new(stream: S, phase: Arc<Phase>, read_timeout: Duration) -> Self {
         Self {
             stream,
-            busy,
-            answered: false,
+            phase,
+            read_timeout,
+            head_deadline: None,
+            timed_out: false,
         }
     }
 
-    pub fn into_inner(self) -> S {
-        self.stream
+    /// Response bytes left: the request cycle is over.
+    fn wrote(&mut self, n: usize) {
+        if n > 0 {
+            self.phase.0.store(IDLE, Ordering::Relaxed);
+            self.head_deadline = None;
+        }
     }
 }
 
-impl<S: AsyncRead + Unpin> hyper::rt::Read for Io<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    /// True (after answering 408, best effort) if a request head has been
+    /// arriving for longer than `read_timeout`.
+    fn head_too_slow(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.phase.0.load(Ordering::Relaxed) != HEAD {
+            self.head_deadline = None;
+            return false;
+        }
+        let Some(deadline) = &mut self.head_deadline else {
+            return false;
+        };
+        if deadline.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if !self.timed_out {
+            self.timed_out = true;
+            // The socket's send buffer is empty between requests, so this
+            // small write completes at once; if not, the client gets no 408
+            // but the connection still closes.
+            let _ = Pin::new(&mut self.stream).poll_write(cx, REQUEST_TIMEOUT);
+            let _ = Pin::new(&mut self.stream).poll_flush(cx);
+        }
+        true
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Read for Io<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.head_too_slow(cx) {
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
         // SAFETY: `ReadBuf::uninit` never de-initialises bytes, and tokio
         // reports in `filled` only bytes the reader wrote; the cursor is
         // advanced by exactly that many.
@@ -53,8 +115,18 @@ impl<S: AsyncRead + Unpin> hyper::rt::Read for Io<S> {
                 other => return other,
             }
         };
-        if filled > 0 {
-            self.busy.store(true, Ordering::Relaxed);
+        if filled > 0
+            && self
+                .phase
+                .0
+                .compare_exchange(IDLE, HEAD, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let mut deadline = Box::pin(tokio::time::sleep(self.read_timeout));
+            // Registers the timer with this task, so a client that sends
+            // nothing more still gets its 408.
+            let _ = deadline.as_mut().poll(cx);
+            self.head_deadline = Some(deadline);
         }
         // SAFETY: see above; `filled` bytes were initialised.
         unsafe { buf.advance(filled) };
@@ -70,10 +142,7 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
     ) -> Poll<std::io::Result<usize>> {
         let written = Pin::new(&mut self.stream).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = written {
-            if n > 0 {
-                self.busy.store(false, Ordering::Relaxed);
-                self.answered = true;
-            }
+            self.wrote(n);
         }
         written
     }
@@ -82,10 +151,7 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 
@@ -100,37 +166,8 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
     ) -> Poll<std::io::Result<usize>> {
         let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = written {
-            if n > 0 {
-                self.busy.store(false, Ordering::Relaxed);
-                self.answered = true;
-            }
+            self.wrote(n);
         }
         written
     }
 }
-
-/// tokio's timer for hyper (its header read timeout).
-#[derive(Clone, Copy, Debug)]
-pub struct Timer;
-
-impl hyper::rt::Timer for Timer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Sleep(Box::pin(tokio::time::sleep(duration))))
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Sleep(Box::pin(tokio::time::sleep_until(deadline.into()))))
-    }
-}
-
-struct Sleep(Pin<Box<tokio::time::Sleep>>);
-
-impl Future for Sleep {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
-    }
-}
-
-impl hyper::rt::Sleep for Sleep {}

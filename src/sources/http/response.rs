@@ -29,7 +29,11 @@ pub fn json(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Full>
 /// `{"Type": "User", "message": ...}`, which the AWS SDKs turn into
 /// `<code>` exceptions.
 pub fn lambda_error(status: StatusCode, code: &'static str, message: &str) -> Response<Full> {
-    let kind = if status.is_server_error() { "Service" } else { "User" };
+    let kind = if status.is_server_error() {
+        "Service"
+    } else {
+        "User"
+    };
     let body = serde_json::json!({ "Type": kind, "message": message }).to_string();
     let mut response = json(status, body);
     response
@@ -88,7 +92,8 @@ fn structured(object: &serde_json::Map<String, Value>) -> Result<Response<Full>,
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(text)) => {
             if object.get("isBase64Encoded") == Some(&Value::Bool(true)) {
-                super::base64::decode(text).ok_or("isBase64Encoded is true but body is not base64")?
+                super::base64::decode(text)
+                    .ok_or("isBase64Encoded is true but body is not base64")?
             } else {
                 text.clone().into_bytes()
             }
@@ -146,13 +151,25 @@ mod tests {
     #[test]
     fn any_other_value_is_a_200_body() {
         let r = from_function(br#"{"alert":true}"#.to_vec()).unwrap();
-        assert_eq!((r.status(), &r.headers()[header::CONTENT_TYPE]), (StatusCode::OK, &HeaderValue::from_static("application/json")));
+        assert_eq!(
+            (r.status(), &r.headers()[header::CONTENT_TYPE]),
+            (
+                StatusCode::OK,
+                &HeaderValue::from_static("application/json")
+            )
+        );
         let r = from_function(b"31.5".to_vec()).unwrap();
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
         let r = from_function(b"hello".to_vec()).unwrap();
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
         let r = from_function(vec![0xff, 0]).unwrap();
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/octet-stream");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/octet-stream"
+        );
     }
 
     #[test]
@@ -161,8 +178,14 @@ mod tests {
             (&br#"{"statusCode":"x"}"#[..], "statusCode"),
             (br#"{"statusCode":99}"#, "statusCode"),
             (br#"{"statusCode":200,"headers":[]}"#, "headers"),
-            (br#"{"statusCode":200,"headers":{"a b":"1"}}"#, "header name"),
-            (br#"{"statusCode":200,"body":"!","isBase64Encoded":true}"#, "base64"),
+            (
+                br#"{"statusCode":200,"headers":{"a b":"1"}}"#,
+                "header name",
+            ),
+            (
+                br#"{"statusCode":200,"body":"!","isBase64Encoded":true}"#,
+                "base64",
+            ),
             (br#"{"statusCode":200,"cookies":[1]}"#, "cookie"),
         ] {
             let e = from_function(bytes.to_vec()).unwrap_err();

@@ -18,8 +18,15 @@ pub enum Match {
     None,
 }
 
+/// How well a route fits: its path's specificity, then an exact method
+/// over `ANY`.
+type Rank = (Vec<u8>, bool);
+
+/// Path parameters: name and decoded value.
+type Params = Vec<(String, String)>;
+
 pub fn find(routes: &[Arc<HttpRoute>], method: &str, path: &str) -> Match {
-    let mut best: Option<(&Arc<HttpRoute>, Vec<(String, String)>, (Vec<u8>, bool))> = None;
+    let mut best: Option<(&Arc<HttpRoute>, Params, Rank)> = None;
     let mut other_methods: Vec<String> = Vec::new();
     for route in routes {
         let Some(params) = route.path.matches(path) else {
@@ -89,8 +96,14 @@ mod tests {
 
     #[test]
     fn a_path_with_other_methods_is_405_and_none_is_404() {
-        let routes = vec![route(Some("POST"), "/r", "a"), route(Some("GET"), "/r", "b")];
-        assert_eq!(function(find(&routes, "PUT", "/r")), "405 [\"GET\", \"POST\"]");
+        let routes = vec![
+            route(Some("POST"), "/r", "a"),
+            route(Some("GET"), "/r", "b"),
+        ];
+        assert_eq!(
+            function(find(&routes, "PUT", "/r")),
+            "405 [\"GET\", \"POST\"]"
+        );
         assert_eq!(function(find(&routes, "GET", "/s")), "404");
     }
 }

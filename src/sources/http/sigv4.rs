@@ -78,10 +78,16 @@ pub fn parse(headers: &HeaderMap, credentials: &Credentials) -> Result<Signature
             _ => {}
         }
     }
-    let malformed = |what: &str| SigError::Malformed(format!("the Authorization header has no valid {what}"));
-    let scope: Vec<&str> = credential.ok_or_else(|| malformed("Credential"))?.split('/').collect();
+    let malformed =
+        |what: &str| SigError::Malformed(format!("the Authorization header has no valid {what}"));
+    let scope: Vec<&str> = credential
+        .ok_or_else(|| malformed("Credential"))?
+        .split('/')
+        .collect();
     let [access_key_id, date, region, service, "aws4_request"] = scope[..] else {
-        return Err(malformed("Credential (key/date/region/service/aws4_request)"));
+        return Err(malformed(
+            "Credential (key/date/region/service/aws4_request)",
+        ));
     };
     if credentials.secret(access_key_id).is_none() {
         return Err(SigError::UnknownKey);
@@ -92,7 +98,9 @@ pub fn parse(headers: &HeaderMap, credentials: &Credentials) -> Result<Signature
         .map(str::to_owned)
         .collect();
     if !signed_headers.iter().any(|h| h == "host") {
-        return Err(SigError::Malformed("SignedHeaders must include host".into()));
+        return Err(SigError::Malformed(
+            "SignedHeaders must include host".into(),
+        ));
     }
     let signature = signature
         .and_then(crate::hex::decode)
@@ -121,7 +129,8 @@ pub fn verify(
     let amz_date = header(request.headers, "x-amz-date")
         .ok_or_else(|| SigError::Malformed("X-Amz-Date is missing".into()))?;
     check_clock(amz_date, &signature.date, now)?;
-    let body_hash = crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, request.body).as_ref());
+    let body_hash =
+        crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, request.body).as_ref());
     if let Some(claimed) = header(request.headers, "x-amz-content-sha256") {
         if claimed != body_hash {
             return Err(SigError::Malformed(
@@ -136,14 +145,22 @@ pub fn verify(
     );
     let to_sign = format!(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()).as_ref())
+        crate::hex::encode(
+            ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()).as_ref()
+        )
     );
     let mut key = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, format!("AWS4{}", secret.expose()).as_bytes()),
+        &hmac::Key::new(
+            hmac::HMAC_SHA256,
+            format!("AWS4{}", secret.expose()).as_bytes(),
+        ),
         signature.date.as_bytes(),
     );
     for part in [&signature.region, &signature.service, "aws4_request"] {
-        key = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key.as_ref()), part.as_bytes());
+        key = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, key.as_ref()),
+            part.as_bytes(),
+        );
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, key.as_ref());
     hmac::verify(&key, to_sign.as_bytes(), &signature.signature).map_err(|_| SigError::Mismatch)
@@ -156,17 +173,26 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// `X-Amz-Date` must agree with the scope's date and be within
 /// [`MAX_SKEW`] of `now`.
 fn check_clock(amz_date: &str, scope_date: &str, now: SystemTime) -> Result<(), SigError> {
-    let bad = || SigError::Malformed(format!("X-Amz-Date `{amz_date}` is not like 20260101T120000Z"));
+    let bad = || {
+        SigError::Malformed(format!(
+            "X-Amz-Date `{amz_date}` is not like 20260101T120000Z"
+        ))
+    };
     let b = amz_date.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' || !amz_date.starts_with(scope_date) {
         return Err(bad());
     }
     let number = |range: std::ops::Range<usize>| -> Result<i64, SigError> {
-        amz_date.get(range).and_then(|s| s.parse().ok()).ok_or_else(bad)
+        amz_date
+            .get(range)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)
     };
     let days = days_from_civil(number(0..4)?, number(4..6)?, number(6..8)?);
     let signed = days * 86_400 + number(9..11)? * 3600 + number(11..13)? * 60 + number(13..15)?;
-    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     if signed.abs_diff(now) > MAX_SKEW.as_secs() {
         return Err(SigError::Clock(format!(
             "the request was signed at {amz_date}, {} s from this gateway's clock (at most {} s allowed)",
@@ -308,7 +334,10 @@ mod tests {
         assert_eq!(check("", vanilla), Ok(()));
         let ordered = "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500";
         assert_eq!(check("Param2=value2&Param1=value1", ordered), Ok(()));
-        assert_eq!(check("Param2=value3&Param1=value1", ordered), Err(SigError::Mismatch));
+        assert_eq!(
+            check("Param2=value3&Param1=value1", ordered),
+            Err(SigError::Mismatch)
+        );
         let wrong = "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf32";
         assert_eq!(check("", wrong), Err(SigError::Mismatch));
     }

@@ -174,7 +174,9 @@ impl RouteState {
             return Ok(());
         }
         self.throttled.fetch_add(1, Ordering::Relaxed);
-        Err(Duration::from_secs_f64((1.0 - bucket.tokens) / throttle.rate))
+        Err(Duration::from_secs_f64(
+            (1.0 - bucket.tokens) / throttle.rate,
+        ))
     }
 }
 

@@ -4,10 +4,11 @@
 //! - `every`: the first event fires one period after start, like a rate
 //!   schedule; a tick missed while the gateway was busy is delayed, not
 //!   doubled.
-//! - `cron`: [`cron`] parses the expression and finds the next fire time in
-//!   the schedule's [`tz`] time zone; [`planner`] decides, from the wall
-//!   clock alone, whether to run, sleep or skip missed runs; [`state`] keeps
-//!   the last handled time across restarts for `catch_up = "once"`.
+//! - `cron`: [`cron`](crate::time::cron) parses the expression and finds the
+//!   next fire time in the schedule's [`tz`](crate::time::tz) time zone;
+//!   [`planner`] decides, from the wall clock alone, whether to run, sleep or
+//!   skip missed runs; [`state`] keeps the last handled time across restarts
+//!   for `catch_up = "once"`.
 //!
 //! Either kind may add `jitter`: each run waits a random delay in
 //! `[0, jitter)` so a fleet of gateways does not hit a broker in the same
@@ -18,10 +19,8 @@
 //! within a minute (tokio's timers follow the monotonic clock, which stops
 //! during suspend and ignores steps).
 
-pub mod cron;
 pub mod planner;
 pub mod state;
-pub mod tz;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,12 +29,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::config::units::format_duration;
 use crate::config::{CronTiming, FunctionId, Timing};
 use crate::dispatch::Dispatcher;
 use crate::event::{unix_ms, Event, EventSource};
+use crate::time::tz::TimeZone;
+use crate::units::format_duration;
 use planner::{Planner, Step, PLAUSIBLE_CLOCK};
-use tz::TimeZone;
 
 /// The longest single sleep of a cron schedule between looks at the clock.
 pub const MAX_NAP: Duration = Duration::from_secs(60);
@@ -236,6 +235,7 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::cron;
 
     #[test]
     fn jitter_stays_below_its_bound_and_spreads() {

@@ -22,9 +22,9 @@
 //! step back means `last` came from a wrong clock, and the schedule restarts
 //! from now. Before 2020 the wall clock is taken as unset: the runtime waits.
 
-use super::cron::Cron;
-use super::tz::TimeZone;
 use crate::config::CatchUp;
+use crate::time::cron::Cron;
+use crate::time::tz::TimeZone;
 
 /// A run woken up this late (a busy board, a coarse timer) is still on time.
 pub const LATE_GRACE: i64 = 10;
