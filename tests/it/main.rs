@@ -21,6 +21,7 @@
 //! | the guest sees exactly the ABI docs/abi.md promises | `the_guest_abi` |
 //! | functions in C, AssemblyScript and Rust build and run; the examples are current | `languages` |
 //! | the command line answers with exit codes and output a user can rely on | `cli` |
+//! | AWS's clients and API Gateway handlers work against the HTTP server unchanged; no client can take it over | `http` |
 //!
 //! The aarch64 cross build under qemu is a binary of its own
 //! (`tests/cross_aarch64.rs`, run by tests/run.sh): it builds for minutes.
@@ -34,6 +35,7 @@ mod bad_input_is_named;
 mod cli;
 mod deployments;
 mod each_message_runs_each_function_once;
+mod http;
 mod languages;
 mod life_under_systemd;
 mod nothing_lost_offline;
