@@ -32,11 +32,23 @@ command -v ssh >/dev/null || packages+=(openssh-client)
 command -v clang >/dev/null || packages+=(clang)   # C functions (tests/it/languages)
 command -v wasm-ld >/dev/null || packages+=(lld)   # their linker
 command -v npm >/dev/null || packages+=(npm)       # assemblyscript, below
+command -v curl >/dev/null || packages+=(curl)     # the HTTP server (tests/it/http)
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)  # awscli and boto3, below
 if [[ ${#packages[@]} -gt 0 ]]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
-echo "ok: mosquitto, mosquitto-clients, prometheus (promtool), qemu-user-static, shellcheck, openssh-server, openssh-client, tzdata, clang, lld, npm"
+echo "ok: mosquitto, mosquitto-clients, prometheus (promtool), qemu-user-static, shellcheck, openssh-server, openssh-client, tzdata, clang, lld, npm, curl, python3-venv"
+
+step "awscli and boto3 (Lambda's Invoke API, tests/it/http)"
+# Into a venv in target/ (a cache, like assemblyscript below); the tests
+# find `aws` and `python3` on PATH.
+if ! target/venv/bin/python3 -c 'import boto3' 2>/dev/null || [[ ! -x target/venv/bin/aws ]]; then
+    python3 -m venv target/venv
+    target/venv/bin/pip install --quiet --disable-pip-version-check awscli boto3
+fi
+export PATH="$repo/target/venv/bin:$PATH"
+echo "ok: $(aws --version 2>&1), boto3 $(python3 -c 'import boto3; print(boto3.__version__)')"
 
 step "assemblyscript (AssemblyScript functions, tests/it/languages)"
 # Pinned, into target/ (a cache: installed once per checkout).

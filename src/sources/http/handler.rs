@@ -144,7 +144,7 @@ async fn trigger(
         retry_after(&mut answer, wait);
         return answer;
     }
-    let bytes = match read_body(app, body).await {
+    let bytes = match read_body(app, body, false).await {
         Ok(bytes) => bytes,
         Err(answer) => return answer,
     };
@@ -229,7 +229,7 @@ pub async fn authorize(
 ) -> Result<(Bytes, Option<Value>), Response<Full>> {
     let check = auth::before_body(required, &app.plan, &parts.headers)
         .map_err(|denied| refuse(app, label, denied, lambda))?;
-    let bytes = read_body(app, body).await?;
+    let bytes = read_body(app, body, lambda).await?;
     match check {
         Check::Passed(authorizer) => Ok((bytes, authorizer)),
         Check::Signed(signature) => match verify(app, &signature, parts, &bytes) {
@@ -256,9 +256,14 @@ fn verify(
 }
 
 /// The body, within `max_body` and `read_timeout`; otherwise the 413 or
-/// 408 that closes the connection.
-pub async fn read_body(app: &App, body: Incoming) -> Result<Bytes, Response<Full>> {
-    let closing = |mut answer: Response<Full>| {
+/// 408 that closes the connection (Lambda's error shapes for `lambda`).
+pub async fn read_body(app: &App, body: Incoming, lambda: bool) -> Result<Bytes, Response<Full>> {
+    let fail = |status: StatusCode, code: &'static str, message: &str| {
+        let mut answer = if lambda {
+            response::lambda_error(status, code, message)
+        } else {
+            response::message(status, message)
+        };
         answer
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -266,20 +271,23 @@ pub async fn read_body(app: &App, body: Incoming) -> Result<Bytes, Response<Full
     };
     match tokio::time::timeout(app.plan.read_timeout, body::read(body, app.plan.max_body)).await {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(BodyError::TooLarge(max))) => Err(closing(response::message(
+        Ok(Err(BodyError::TooLarge(max))) => Err(fail(
             StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
             &format!("Request Entity Too Large: the body is over {max} bytes (max_body)"),
-        ))),
-        Ok(Err(BodyError::Broken(_))) => Err(closing(response::message(
+        )),
+        Ok(Err(BodyError::Broken(_))) => Err(fail(
             StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
             "Bad Request: the body could not be read",
-        ))),
+        )),
         Err(_) => {
             app.stats.read_timeouts.fetch_add(1, Ordering::Relaxed);
-            Err(closing(response::message(
+            Err(fail(
                 StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
                 "Request Timeout: the body did not arrive within read_timeout",
-            )))
+            ))
         }
     }
 }
