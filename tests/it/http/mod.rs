@@ -4,6 +4,7 @@
 //! taking the gateway, all against the real `ledge` binary on 127.0.0.1
 //! with real curl.
 
+mod auth;
 mod invoke_api;
 mod limits;
 mod routes;
@@ -48,7 +49,7 @@ impl Answer {
 /// printed.
 pub fn curl(args: &[&str]) -> Answer {
     let output = Command::new("curl")
-        .args(["-sS", "-i", "--max-time", "20", "-H", "Expect:"])
+        .args(["-sS", "-i", "--max-time", "20"])
         .args(args)
         .output()
         .expect("run curl");
@@ -60,7 +61,11 @@ pub fn curl(args: &[&str]) -> Answer {
     parse(&String::from_utf8_lossy(&output.stdout))
 }
 
-fn parse(text: &str) -> Answer {
+fn parse(mut text: &str) -> Answer {
+    // curl prints the interim `100 Continue` of a large body first.
+    while text.starts_with("HTTP/1.1 100") {
+        text = text.split_once("\r\n\r\n").map_or("", |(_, rest)| rest);
+    }
     let (head, body) = text
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no response head in {text:?}"));
