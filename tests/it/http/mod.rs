@@ -7,6 +7,7 @@
 mod auth;
 mod invoke_api;
 mod limits;
+mod metrics_listen;
 mod routes;
 
 use std::process::Command;
