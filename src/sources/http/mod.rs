@@ -88,12 +88,10 @@ impl Server {
             Some((cert, key)) => Some(tls::acceptor(cert, key).map_err(StartError::Tls)?),
             None => None,
         };
-        let listener = TcpListener::bind(plan.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                address: plan.listen,
-                source,
-            })?;
+        let listener = listen(plan.listen).map_err(|source| StartError::Bind {
+            address: plan.listen,
+            source,
+        })?;
         Ok(Self {
             listener,
             app: Arc::new(App {
@@ -168,6 +166,24 @@ impl Server {
         }
     }
 }
+
+/// A listening socket with room for a burst of connections: tokio's
+/// default backlog (128) drops SYNs while the accept loop catches up, and
+/// each dropped one costs its client a second.
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
+/// Connections the kernel may hold for the accept loop (capped by
+/// `net.core.somaxconn`).
+const BACKLOG: u32 = 1024;
 
 /// Serves one connection until the client closes it, it errs, or the
 /// registry closes it for another.

@@ -161,3 +161,56 @@ fn healthz_says_ready_or_why_not() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["status"], "ready");
 }
+
+#[test]
+fn ten_thousand_idle_connections_leave_ledge_with_at_most_max_connections() {
+    let (gateway, port) = http_gateway("http-10k", "max_connections = 256\n");
+    let gateway = gateway.append(&route("GET", "/ping", "echo", ""));
+    let ledge = start(&gateway);
+    let address = format!("127.0.0.1:{port}");
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", ledge.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{}/status", ledge.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default()
+    };
+    let fds_before = fds();
+    let rss_before = rss();
+    let mut idle = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        idle.push(TcpStream::connect(&address).expect("connect"));
+    }
+    // The server is still reachable, answers, and holds at most 256 of
+    // them (each connection is one descriptor in ledge).
+    assert_eq!(curl(&[&format!("http://{address}/ping")]).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut open = usize::MAX;
+    while Instant::now() < deadline {
+        open = fds().saturating_sub(fds_before);
+        if open <= 257 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        open <= 257,
+        "ledge holds {open} more descriptors than before"
+    );
+    eprintln!(
+        "10,000 idle connections: ledge RSS {} before, {} after ({} descriptors more)",
+        rss_before.trim(),
+        rss().trim(),
+        open
+    );
+    drop(idle);
+    assert_eq!(curl(&[&format!("http://{address}/ping")]).status, 200);
+}
