@@ -21,6 +21,7 @@
 //! | the guest sees exactly the ABI docs/abi.md promises | `the_guest_abi` |
 //! | functions in C, AssemblyScript and Rust build and run; the examples are current | `languages` |
 //! | the command line answers with exit codes and output a user can rely on | `cli` |
+//! | lower layers never import the pipeline; no import cycles between top-level modules | `layers` |
 //!
 //! The aarch64 cross build under qemu is a binary of its own
 //! (`tests/cross_aarch64.rs`, run by tests/run.sh): it builds for minutes.
@@ -35,6 +36,7 @@ mod cli;
 mod deployments;
 mod each_message_runs_each_function_once;
 mod languages;
+mod layers;
 mod life_under_systemd;
 mod nothing_lost_offline;
 mod observability;
