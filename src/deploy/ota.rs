@@ -256,7 +256,7 @@ impl Receiver {
             return;
         }
         let path = chunk_path(&upload.dir, index);
-        if let Err(e) = write_file(&path, payload) {
+        if let Err(e) = crate::fs::write_atomic(&path, payload) {
             let deployment = upload.deployment.clone();
             let _ = std::fs::remove_dir_all(&upload.dir);
             uploads.remove(function);
@@ -404,16 +404,6 @@ fn chunks_on_disk(dir: &Path, deployment: &Deployment) -> BTreeSet<u64> {
                 .is_ok_and(|m| m.len() == deployment.chunk_len(*i))
         })
         .collect()
-}
-
-/// A chunk is written whole or not at all: temp file, fsync, rename.
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn assemble(dir: &Path, d: &Deployment, module: &Path) -> std::io::Result<()> {

@@ -11,7 +11,8 @@ use crate::common;
 /// Modules below the pipeline: data types, parsers and storage that the
 /// pipeline uses and that must build and be tested without it.
 const LOWER: &[&str] = &[
-    "board", "config", "event", "hex", "hw", "signing", "spool", "time", "topic", "units", "users",
+    "board", "config", "event", "fs", "hex", "hw", "rand", "signing", "spool", "time", "topic",
+    "units", "users",
 ];
 
 /// The pipeline and what wires it: sources → dispatch → runtime → sinks →
