@@ -33,7 +33,7 @@ use crate::sources::{schedule, sensor};
 use crate::spool::Spool;
 use crate::telemetry::StatusSources;
 use crate::topic::TopicFilter;
-use crate::uplink::{Uplink, UplinkStatus};
+use crate::uplink::{Subscriptions, Uplink, UplinkStatus};
 
 /// How long workers may keep draining queued events after a stop signal
 /// before the rest are abandoned (and counted in the log).
@@ -327,7 +327,7 @@ impl Node {
         let config_functions = Arc::new(std::sync::RwLock::new(latest_specs(&plan)));
         let uplink = match (&spool, &plan.upstream, &uplink_status) {
             (Some(spool), Some(upstream), Some(status)) => {
-                let deploy = if plan.deploy.trusted_keys.is_empty() {
+                let subscriptions = if plan.deploy.trusted_keys.is_empty() {
                     log::info!(target: "ledge::deploy", "over-the-air deployments off: no [deploy] trusted_keys");
                     None
                 } else {
@@ -345,12 +345,17 @@ impl Node {
                             report_deploy(reports.as_ref(), &device, report)
                         }),
                     };
+                    let filters = receiver.filters();
                     std::thread::Builder::new()
                         .name("ledge-deploy".to_owned())
                         .spawn(move || receiver.run(received))
                         .map_err(NodeError::Threads)?;
                     log::info!(target: "ledge::deploy", "over-the-air deployments on {}/deploy ({} trusted keys)", upstream.topic_prefix, plan.deploy.trusted_keys.len());
-                    Some(messages)
+                    Some(Subscriptions {
+                        purpose: "deployments".to_owned(),
+                        filters,
+                        deliver: messages,
+                    })
                 };
                 let uplink = Uplink {
                     plan: upstream.clone(),
@@ -358,7 +363,7 @@ impl Node {
                     spool: Arc::clone(spool),
                     telemetry: telemetry.clone(),
                     status: Arc::clone(status),
-                    deploy,
+                    subscriptions,
                 };
                 Some(tokio::spawn(uplink.run(links_stopped.clone())))
             }

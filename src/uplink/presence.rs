@@ -4,9 +4,19 @@
 //! the broker publishes when the link dies without a DISCONNECT (power cut,
 //! kill -9, a dead network). An outage of the link and a dead gateway look
 //! the same to the broker; `started_ms` tells a restarted ledge from one
-//! that only reconnected, `boot_ms` a rebooted gateway.
+//! that only reconnected, `boot_ms` a rebooted gateway. Both are kept here,
+//! below everything that reports them (the status document too).
+
+use std::sync::OnceLock;
 
 use serde_json::json;
+
+/// When this ledge started (UNIX ms): fixed by the first call, which
+/// `ledge run` makes as it starts.
+pub fn started_ms() -> u64 {
+    static STARTED: OnceLock<u64> = OnceLock::new();
+    *STARTED.get_or_init(crate::event::unix_ms)
+}
 
 /// Where the status goes.
 pub fn topic(prefix: &str) -> String {
@@ -19,7 +29,7 @@ pub fn online(device: &str) -> Vec<u8> {
         "state": "online",
         "device": device,
         "version": env!("CARGO_PKG_VERSION"),
-        "started_ms": crate::telemetry::started_ms(),
+        "started_ms": started_ms(),
         "at_ms": crate::event::unix_ms(),
     });
     if let Some(boot) = boot_ms() {
@@ -35,7 +45,7 @@ pub fn offline(device: &str, reason: &str) -> Vec<u8> {
         "state": "offline",
         "device": device,
         "version": env!("CARGO_PKG_VERSION"),
-        "started_ms": crate::telemetry::started_ms(),
+        "started_ms": started_ms(),
         "reason": reason,
     })
     .to_string()
