@@ -342,7 +342,7 @@ fn drain(root: &Path) {
         spool: Arc::clone(&spool),
         telemetry: None,
         status: Arc::new(UplinkStatus::default()),
-        deploy: None,
+        subscriptions: None,
     };
     let elapsed = runtime.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -1,10 +1,13 @@
 //! Lowercase hex, for hashes, keys, signatures and payloads that are not
-//! UTF-8 (no crate for twenty lines).
+//! UTF-8 (no crate for twenty lines). The only hex encoder in ledge.
+
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
-        out.push_str(&format!("{byte:02x}"));
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
     }
     out
 }
@@ -28,5 +31,7 @@ mod tests {
         assert_eq!(super::decode("00AB10"), Some(vec![0, 0xab, 0x10]));
         assert_eq!(super::decode("abc"), None);
         assert_eq!(super::decode("zz"), None);
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(super::decode(&super::encode(&all)), Some(all));
     }
 }

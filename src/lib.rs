@@ -16,7 +16,9 @@
 //! its in-process local side), `mqtt` (ledge's link to the local broker:
 //! in-process, or an MQTT 5 client of an external one),
 //! `node` (starts, reloads and stops everything for `ledge run`), `service`
-//! (systemd readiness and watchdog), `cli`.
+//! (systemd readiness and watchdog), `http` (the HTTP server: routes with
+//! API Gateway's events, Lambda's Invoke API, `/metrics`, `/healthz`; it
+//! submits to `dispatch` like a source and reads `telemetry`), `cli`.
 //!
 //! | guarantee | where it is kept | test module (`tests/it/…`) |
 //! |---|---|---|
@@ -33,6 +35,7 @@
 //! | a bad module disables only its own function; every config error names file:line:col | `node::pipeline`, `config` | `bad_input_is_named` |
 //! | deployments are verified before they run and roll back on failure | `deploy` | `deployments` |
 //! | secrets never appear in logs, status or metrics | `config::resolve::secrets`, `logging` | `secrets_stay_secret` |
+//! | AWS's clients and API Gateway handlers work unchanged; no HTTP client can take the server over | `http` | `http` |
 //! | a function drives only the GPIO lines its `allow_gpio` names; actuators are safe at start, stop and crash | `runtime::abi`, `hw::gpio::lines`, `node` | `sensors_and_gpio` |
 //!
 //! Layers: `config`, `spool`, `units`, `time`, `signing`, `hex` sit below the
@@ -47,13 +50,16 @@ pub mod control;
 pub mod deploy;
 pub mod dispatch;
 pub mod event;
+pub(crate) mod fs;
 pub mod hex;
+pub mod http;
 pub mod hw;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod node;
+pub(crate) mod rand;
 pub mod runtime;
 pub mod service;
 pub mod signing;

@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::{DeployPlan, FunctionSpec};
 use crate::lifecycle::{ReloadRequest, Reloads};
 use crate::runtime::Runtime;
+use crate::uplink::Incoming;
 
 use super::document::{self, Deployment};
 use super::store::{AliasTarget, Probation, Store, Version};
@@ -26,12 +27,6 @@ use super::store::{AliasTarget, Probation, Store, Version};
 const MAX_MISSING_LISTED: usize = 256;
 /// A rejection reason is cut here: it may quote what the document said.
 const MAX_REASON: usize = 512;
-
-/// A message from the upstream deploy topics.
-pub struct Incoming {
-    pub topic: String,
-    pub payload: Vec<u8>,
-}
 
 /// Where reports go (the node hands in `probation::Reporter::report`).
 pub type Report = Box<dyn Fn(serde_json::Value) + Send>;
@@ -58,7 +53,19 @@ struct Upload {
 struct Abandon(String);
 
 impl Receiver {
-    /// Handles messages until the sender side closes.
+    /// The upstream topics deployments arrive on, for the uplink to
+    /// subscribe to: the document first (a broker delivers retained
+    /// messages per subscription in order, so its chunks come after it).
+    pub fn filters(&self) -> Vec<String> {
+        let prefix = &self.prefix;
+        vec![
+            format!("{prefix}/deploy"),
+            format!("{prefix}/deploy/chunk/#"),
+        ]
+    }
+
+    /// Handles what the uplink delivers on `filters()` until the sender
+    /// side closes.
     pub fn run(self, messages: std::sync::mpsc::Receiver<Incoming>) {
         let mut uploads = self.resume_uploads();
         let document_topic = format!("{}/deploy", self.prefix);
@@ -256,7 +263,7 @@ impl Receiver {
             return;
         }
         let path = chunk_path(&upload.dir, index);
-        if let Err(e) = write_file(&path, payload) {
+        if let Err(e) = crate::fs::write_atomic(&path, payload) {
             let deployment = upload.deployment.clone();
             let _ = std::fs::remove_dir_all(&upload.dir);
             uploads.remove(function);
@@ -404,16 +411,6 @@ fn chunks_on_disk(dir: &Path, deployment: &Deployment) -> BTreeSet<u64> {
                 .is_ok_and(|m| m.len() == deployment.chunk_len(*i))
         })
         .collect()
-}
-
-/// A chunk is written whole or not at all: temp file, fsync, rename.
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn assemble(dir: &Path, d: &Deployment, module: &Path) -> std::io::Result<()> {

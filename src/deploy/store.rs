@@ -19,8 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -271,15 +269,7 @@ impl Store {
     pub fn lock(&self) -> Result<StoreLock, StoreError> {
         std::fs::create_dir_all(self.modules_dir()).map_err(io(&self.root))?;
         let path = self.root.join(".lock");
-        let file = File::create(&path).map_err(io(&path))?;
-        // SAFETY: flock on a descriptor we own; it is released when the
-        // file closes.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(StoreError::Io {
-                path,
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        let file = crate::fs::lock(&path).map_err(io(&path))?;
         Ok(StoreLock { _file: file })
     }
 
@@ -355,7 +345,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let path = self.module_path(sha256);
         std::fs::rename(file, &path).map_err(io(&path))?;
-        sync_dir(&self.modules_dir())
+        crate::fs::sync_dir(&self.modules_dir()).map_err(io(&self.modules_dir()))
     }
 
     /// Makes `module` (already stored) the function's `$LATEST`.
@@ -571,17 +561,7 @@ impl Store {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    crate::fs::write_atomic(path, bytes).map_err(io(path))
 }
 
 #[cfg(test)]

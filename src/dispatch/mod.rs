@@ -168,9 +168,6 @@ pub struct Dispatcher {
     slots: Vec<Slot>,
     routes: Routes,
     started: Instant,
-    /// State of the generator that splits events between an alias's two
-    /// versions.
-    split: AtomicU64,
     /// Notified when a full queue has room again (shared by every queue
     /// and every dispatcher of a node).
     room: Arc<tokio::sync::Notify>,
@@ -246,7 +243,6 @@ impl Dispatcher {
             slots,
             routes,
             started: Instant::now(),
-            split: AtomicU64::new(unix_seed()),
             room,
         }
     }
@@ -268,15 +264,7 @@ impl Dispatcher {
         let Some((canary, percent)) = target.canary else {
             return target.function;
         };
-        // splitmix64: uniform enough for a traffic split, one atomic add.
-        let mut z = self
-            .split
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        if z % 100 < u64::from(percent) {
+        if crate::rand::below(100) < u64::from(percent) {
             canary
         } else {
             target.function
@@ -403,12 +391,4 @@ fn fed_functions(plan: &Plan) -> std::collections::HashSet<FunctionId> {
         }
     }
     fed
-}
-
-/// A seed that differs between runs, for the canary split.
-fn unix_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
 }

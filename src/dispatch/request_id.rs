@@ -1,35 +1,13 @@
 //! Request ids: unique per invocation, cheap to make, and short enough to
 //! read in a log line (16 hex digits).
 //!
-//! A process-wide counter is mixed with a per-process seed by a bijective
-//! function (splitmix64's finalizer), so ids never repeat within a process
-//! and are unlikely to repeat across restarts, without a random-number crate.
-
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-static SEED: OnceLock<u64> = OnceLock::new();
+//! Each id is the next draw of the process-wide stream in `crate::rand`,
+//! which never repeats within a process and is seeded from the OS, so ids
+//! are unlikely to repeat across restarts either.
 
 /// The next request id.
 pub fn next() -> String {
-    let seed = *SEED.get_or_init(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        nanos ^ (u64::from(std::process::id()) << 32)
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}", mix(seed.wrapping_add(n)))
-}
-
-/// splitmix64's output function: a bijection on u64.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    format!("{:016x}", crate::rand::next_u64())
 }
 
 #[cfg(test)]

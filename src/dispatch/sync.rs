@@ -271,7 +271,7 @@ pub fn request_envelope(reply_to: &str, correlation_id: &str, payload: &[u8]) ->
             json!({ "reply_to": reply_to, "correlation_id": correlation_id, "payload": text })
         }
         Err(_) => {
-            let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = crate::hex::encode(payload);
             json!({ "reply_to": reply_to, "correlation_id": correlation_id, "payload_hex": hex })
         }
     }

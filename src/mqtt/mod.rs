@@ -303,7 +303,7 @@ impl Backoff {
         let exponent = self.attempts.saturating_sub(1).min(16);
         let base = MIN_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF);
         // Jitter: 75%..100% of the base delay.
-        let jitter = (u64::from(crate::event::unix_ms() as u32) % 250) as u32;
+        let jitter = crate::rand::below(250) as u32;
         base.mul_f64(0.75 + f64::from(jitter) / 1000.0)
     }
 

@@ -373,7 +373,7 @@ fn start_sources(
             state,
             // Differs per device and schedule (a fleet spreads out) and per
             // start.
-            seed: schedule::state::fnv1a(identity.as_bytes()) ^ crate::event::unix_ms(),
+            seed: schedule::state::fnv1a(identity.as_bytes()) ^ crate::rand::next_u64(),
         };
         tasks.spawn(schedule::run(
             schedule,

@@ -25,7 +25,7 @@ use crate::sources::mqtt::MqttSource;
 use crate::spool::Spool;
 use crate::telemetry::StatusSources;
 use crate::topic::TopicFilter;
-use crate::uplink::{Uplink, UplinkStatus};
+use crate::uplink::{Subscriptions, Uplink, UplinkStatus};
 
 impl Node {
     pub(super) async fn start(mut plan: Plan, reloads: Reloads) -> Result<Self, NodeError> {
@@ -124,7 +124,7 @@ impl Node {
         let config_functions = Arc::new(std::sync::RwLock::new(probation::latest_specs(&plan)));
         let uplink = match (&spool, &plan.upstream, &uplink_status) {
             (Some(spool), Some(upstream), Some(status)) => {
-                let deploy = if plan.deploy.trusted_keys.is_empty() {
+                let subscriptions = if plan.deploy.trusted_keys.is_empty() {
                     log::info!(target: "ledge::deploy", "over-the-air deployments off: no [deploy] trusted_keys");
                     None
                 } else {
@@ -139,12 +139,17 @@ impl Node {
                         reloads: reloads.clone(),
                         report: Box::new(move |report| reports.report(report)),
                     };
+                    let filters = receiver.filters();
                     std::thread::Builder::new()
                         .name("ledge-deploy".to_owned())
                         .spawn(move || receiver.run(received))
                         .map_err(NodeError::Threads)?;
                     log::info!(target: "ledge::deploy", "over-the-air deployments on {}/deploy ({} trusted keys)", upstream.topic_prefix, plan.deploy.trusted_keys.len());
-                    Some(messages)
+                    Some(Subscriptions {
+                        purpose: "deployments".to_owned(),
+                        filters,
+                        deliver: messages,
+                    })
                 };
                 let uplink = Uplink {
                     plan: upstream.clone(),
@@ -152,7 +157,7 @@ impl Node {
                     spool: Arc::clone(spool),
                     telemetry: telemetry.clone(),
                     status: Arc::clone(status),
-                    deploy,
+                    subscriptions,
                 };
                 Some(tokio::spawn(uplink.run(links_stopped.clone())))
             }
@@ -307,12 +312,10 @@ async fn start_services(
         ));
     }
     for (server, api) in http_servers(plan) {
-        let stats = Arc::new(crate::sources::http::Stats::default());
+        let stats = Arc::new(crate::http::Stats::default());
         let routing = status.routing.clone();
         let listen = server.listen;
-        match crate::sources::http::Server::bind(server, api, routing, Arc::clone(status), stats)
-            .await
-        {
+        match crate::http::Server::bind(server, api, routing, Arc::clone(status), stats).await {
             Ok(server) => {
                 let scheme = if server.is_https() { "https" } else { "http" };
                 let address = server.local_addr().unwrap_or(listen);

@@ -6,12 +6,10 @@
 //!   `Sensor` trait.
 //! - `schedule`: periodic (`every`) and wall-clock (`cron`) events.
 //! - `invoke`: synchronous requests over MQTT 5 (external brokers).
-//! - `http`: requests to the HTTP server: routes and Lambda's Invoke API.
 //!
 //! Every source turns what happened into an [`Event`](crate::event::Event)
 //! and hands it to the dispatcher; none of them runs function code.
 
-pub mod http;
 pub mod invoke;
 pub mod mqtt;
 pub mod schedule;

@@ -1,39 +1,18 @@
 //! Reader cursors: the highest seq a reader has confirmed, one small file
-//! per reader, replaced atomically (temp file, fsync, rename, directory
-//! fsync) so a crash leaves either the old or the new value, never a torn
-//! one. Written at most once per `cursor_interval`, never per record.
+//! per reader, replaced with `crate::fs::write_atomic` so a crash leaves
+//! either the old or the new value, never a torn one. Written at most once per `cursor_interval`, never per record.
 //!
 //! ```text
 //! <name>.cursor   b"LDGC" | seq u64 LE | crc32c(first 12 bytes) u32 LE
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
-use crc::{Crc, CRC_32_ISCSI};
-
-use super::writer::sync_dir;
+use super::frame::CRC32C;
 
 const MAGIC: &[u8; 4] = b"LDGC";
 const SUFFIX: &str = ".cursor";
-static CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
-
-/// A cursor in memory: what the reader confirmed, and what is on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CursorState {
-    pub acked: u64,
-    pub persisted: u64,
-}
-
-impl CursorState {
-    pub fn new(seq: u64) -> Self {
-        Self {
-            acked: seq,
-            persisted: seq,
-        }
-    }
-}
 
 fn encode(seq: u64) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -55,13 +34,7 @@ fn decode(bytes: &[u8]) -> Option<u64> {
 
 /// Writes `<name>.cursor` atomically.
 pub fn persist(dir: &Path, name: &str, seq: u64) -> std::io::Result<()> {
-    let path = dir.join(format!("{name}{SUFFIX}"));
-    let tmp = dir.join(format!("{name}{SUFFIX}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&encode(seq))?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    sync_dir(dir)
+    crate::fs::write_atomic(&dir.join(format!("{name}{SUFFIX}")), &encode(seq))
 }
 
 /// Every readable cursor in `dir`. An unreadable one is logged and left

@@ -11,10 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use super::segment;
-use super::writer::Counters;
 
 /// What a piece of damage cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +38,15 @@ pub struct Report {
     pub lost: Lost,
 }
 
+/// What a report added to the ledger, for the spool's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Newly {
+    /// The first damage found in this segment.
+    pub segment: bool,
+    /// Lost seqs not counted before.
+    pub records: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
     places: BTreeSet<(u64, u64)>,
@@ -49,8 +56,8 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
-    /// Notes `report`; logs and counts whatever is new in it.
-    pub fn note(&mut self, dir: &Path, report: &Report, counters: &Counters) {
+    /// Notes `report`; logs whatever is new in it and returns it, to count.
+    pub fn note(&mut self, dir: &Path, report: &Report) -> Newly {
         let new_place = self.places.insert((report.segment, report.offset));
         let newly_lost = match report.lost {
             Lost::Range(first, last) if first <= last => self.add_lost(first, last),
@@ -58,14 +65,12 @@ impl Ledger {
         };
         let loses_records = matches!(report.lost, Lost::Range(..));
         if newly_lost == 0 && (loses_records || !new_place) {
-            return;
+            return Newly::default();
         }
-        if self.segments.insert(report.segment) {
-            counters.damaged_segments.fetch_add(1, Ordering::Relaxed);
-        }
-        counters
-            .damaged_records
-            .fetch_add(newly_lost, Ordering::Relaxed);
+        let newly = Newly {
+            segment: self.segments.insert(report.segment),
+            records: newly_lost,
+        };
         let cost = match report.lost {
             Lost::Nothing => "no record lost".to_owned(),
             Lost::Range(first, last) => {
@@ -86,6 +91,7 @@ impl Ledger {
             report.what,
             report.offset
         );
+        newly
     }
 
     /// Adds `first..=last` to the lost seqs; returns how many were new.
@@ -128,27 +134,35 @@ mod tests {
         }
     }
 
-    fn counts(counters: &Counters) -> (u64, u64) {
-        (
-            counters.damaged_segments.load(Ordering::Relaxed),
-            counters.damaged_records.load(Ordering::Relaxed),
-        )
+    /// Notes each report in turn; returns (damaged segments, lost records)
+    /// as the spool would count them.
+    fn count(ledger: &mut Ledger, reports: &[Report]) -> (u64, u64) {
+        reports.iter().fold((0, 0), |(segments, records), r| {
+            let newly = ledger.note(Path::new("/spool"), r);
+            (segments + u64::from(newly.segment), records + newly.records)
+        })
     }
 
     #[test]
     fn the_same_damage_seen_twice_counts_once() {
-        let (mut ledger, counters) = (Ledger::default(), Counters::default());
-        let dir = Path::new("/spool");
-        ledger.note(dir, &report(100, 40, Lost::Range(105, 109)), &counters);
-        ledger.note(dir, &report(100, 40, Lost::Range(105, 109)), &counters);
-        // The same loss found from another place (a gap seen by a reader).
-        ledger.note(dir, &report(100, 900, Lost::Range(106, 109)), &counters);
-        assert_eq!(counts(&counters), (1, 5));
-        ledger.note(dir, &report(100, 950, Lost::Range(108, 112)), &counters);
-        assert_eq!(counts(&counters), (1, 8));
-        ledger.note(dir, &report(200, 0, Lost::Nothing), &counters);
-        ledger.note(dir, &report(200, 0, Lost::Nothing), &counters);
-        assert_eq!(counts(&counters), (2, 8));
+        let mut ledger = Ledger::default();
+        let seen = count(
+            &mut ledger,
+            &[
+                report(100, 40, Lost::Range(105, 109)),
+                report(100, 40, Lost::Range(105, 109)),
+                // The same loss found from another place (a gap seen by a reader).
+                report(100, 900, Lost::Range(106, 109)),
+            ],
+        );
+        assert_eq!(seen, (1, 5));
+        let more = count(&mut ledger, &[report(100, 950, Lost::Range(108, 112))]);
+        assert_eq!(more, (0, 3));
+        let header = count(
+            &mut ledger,
+            &[report(200, 0, Lost::Nothing), report(200, 0, Lost::Nothing)],
+        );
+        assert_eq!(header, (1, 0));
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub const HEADER_LEN: usize = 27;
 pub const MAX_BODY: usize = 4 << 20;
 const CRC_XOR: u32 = 0x5EED_1ED6;
 
-static CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
+/// The spool's one CRC-32C (Castagnoli) table: frames and cursor files.
+pub(crate) static CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
 
 /// What a record is, so readers can select and route without decoding bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

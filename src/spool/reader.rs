@@ -20,7 +20,7 @@ use std::sync::Arc;
 use super::damage::{Lost, Report};
 use super::frame::{self, DecodeError, Kind};
 use super::segment;
-use super::writer::Shared;
+use super::state::Shared;
 
 /// Bytes read from a segment file at a time.
 const READ_CHUNK: usize = 64 << 10;

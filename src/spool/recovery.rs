@@ -17,15 +17,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::cursor::{self, CursorState};
+use super::cursor;
 use super::damage::{Lost, Report};
+use super::options::SpoolOptions;
 use super::segment;
-use super::writer::{sync_dir, ActiveFile, SegmentInfo, SpoolError};
-use super::SpoolOptions;
+use super::state::{CursorState, SegmentInfo, SpoolError};
 
 const META: &str = "META";
 const META_MAGIC: &[u8; 8] = b"LDGMETA1";
@@ -36,7 +36,10 @@ pub(crate) struct Recovered {
     pub segments: Vec<SegmentInfo>,
     pub next_seq: u64,
     pub cursors: BTreeMap<String, CursorState>,
-    pub active: ActiveFile,
+    /// The active segment, opened for appending, and its length (all of it
+    /// durable).
+    pub active_file: File,
+    pub active_len: u64,
     /// Damage found, for the spool to log and count.
     pub damage: Vec<Report>,
 }
@@ -113,11 +116,8 @@ pub(crate) fn open(dir: &Path, _options: &SpoolOptions) -> Result<Recovered, Spo
         segments,
         next_seq,
         cursors,
-        active: ActiveFile {
-            file,
-            len,
-            synced_len: len,
-        },
+        active_file: file,
+        active_len: len,
         damage,
     })
 }
@@ -187,17 +187,9 @@ fn kind_of(metadata: &std::fs::Metadata) -> &'static str {
 }
 
 fn take_lock(dir: &Path) -> Result<File, SpoolError> {
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("LOCK"))
-        .map_err(io(dir, "cannot open LOCK"))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => Err(SpoolError::Locked(dir.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => Err(io(dir, "cannot lock LOCK")(e)),
-    }
+    crate::fs::try_lock(&dir.join("LOCK"))
+        .map_err(io(dir, "cannot lock LOCK"))?
+        .ok_or_else(|| SpoolError::Locked(dir.to_path_buf()))
 }
 
 fn remove_temporaries(dir: &Path) -> std::io::Result<()> {
@@ -222,29 +214,12 @@ fn epoch(dir: &Path) -> std::io::Result<u64> {
         }
         log::warn!(target: "ledge::spool", "{}: META is damaged; writing a new epoch", dir.display());
     }
-    let epoch = random_u64();
-    let tmp = dir.join("META.tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(META_MAGIC)?;
-    file.write_all(&epoch.to_le_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    sync_dir(dir)?;
+    let epoch = crate::rand::next_u64();
+    let mut meta = [0u8; 16];
+    meta[..8].copy_from_slice(META_MAGIC);
+    meta[8..].copy_from_slice(&epoch.to_le_bytes());
+    crate::fs::write_atomic(&path, &meta)?;
     Ok(epoch)
-}
-
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_ok()
-    {
-        return u64::from_le_bytes(bytes);
-    }
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 40)
 }
 
 pub fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
@@ -291,9 +266,7 @@ fn recover_active(
             what: format!("no header ({} bytes)", bytes.len()),
             lost: Lost::From(base),
         });
-        let mut file = OpenOptions::new().write(true).truncate(true).open(&path)?;
-        file.write_all(&segment::header(base))?;
-        file.sync_all()?;
+        crate::fs::write_atomic(&path, &segment::header(base))?;
         return Ok((base.max(confirmed + 1), reopen(&path)?));
     }
     let scan = segment::scan(&bytes, base);

@@ -17,7 +17,6 @@
 //! damage, never a roll a crash interrupted.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 
 use super::frame::{self, DecodeError, Frame};
@@ -186,21 +185,7 @@ fn note_gap(scan: &mut Scan, offset: usize, first: u64, last: u64) {
 /// Returns the file opened for appending.
 pub fn create(dir: &Path, base: u64) -> std::io::Result<File> {
     let path = dir.join(file_name(base));
-    let tmp = dir.join(format!("{}.tmp", file_name(base)));
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&tmp)?;
-    let written = file
-        .write_all(&header(base))
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .and_then(|()| File::open(dir)?.sync_all());
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    crate::fs::write_atomic(&path, &header(base))?;
     OpenOptions::new().append(true).open(&path)
 }
 
@@ -287,6 +272,7 @@ mod tests {
 
     #[test]
     fn a_segment_is_named_only_once_its_header_is_synced() {
+        use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let mut file = create(dir.path(), 7).unwrap();
         file.write_all(b"appended").unwrap();

@@ -2,13 +2,19 @@
 //! at least once, and moves the spool's `uplink` cursor only over what
 //! upstream confirmed.
 //!
-//! One task owns the upstream MQTT 5 connection. Each connection attempt
-//! gets a fresh rumqttc client and event loop: rumqttc keeps unconfirmed
-//! publishes only in memory and drops them silently when the broker has no
-//! session (research/tech.md §2), so nothing is left in its queues between
-//! attempts. After any disconnect the reader rewinds to the confirmed cursor
-//! and re-sends from there; upstream drops duplicates by (device, epoch,
-//! seq). Reconnects back off exponentially with jitter, capped at 10 s.
+//! This file is the I/O driver: one task owns the upstream MQTT 5
+//! connection, the spool readers and every await. What to send next, what
+//! an acknowledgement confirms, when a stop is done and when to rewind are
+//! decided in `state` without I/O; the driver reports what happened and
+//! does what it answers.
+//!
+//! Each connection attempt gets a fresh rumqttc client and event loop:
+//! rumqttc keeps unconfirmed publishes only in memory and drops them
+//! silently when the broker has no session (research/tech.md §2), so
+//! nothing is left in its queues between attempts. After a lost connection
+//! the readers rewind to the confirmed cursor and re-send from there;
+//! upstream drops duplicates by (device, epoch, seq). Reconnects back off
+//! exponentially with jitter, capped at 10 s.
 //!
 //! A PUBACK with a failure reason (not authorised, quota exceeded) is not a
 //! confirmation: the connection is restarted and the records re-sent, with
@@ -21,60 +27,69 @@
 //! cursor and epoch; events go first, telemetry only while the event lane
 //! has nothing to send, so a backlog of logs never delays an event.
 //!
+//! The other direction is generic: the caller names topic filters
+//! (`Subscriptions`), subscribed on every connection, and a channel that
+//! receives each message published there as an `Incoming`. The uplink
+//! knows nothing of what they mean.
+//!
 //! Each connection carries a Last Will and announces itself with a
 //! retained `online` status; a clean stop replaces it with `offline` before
 //! disconnecting (see `presence`). `outage` says in the log when the link
-//! has been down too long and when the backlog is through.
+//! has been down too long and when the backlog is through; `status` is
+//! what the rest of ledge reads about the uplink.
 
 mod acks;
+mod connect;
 pub mod message;
 pub mod outage;
 pub mod presence;
+mod state;
+pub mod status;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::{
-    LastWill, Packet, PubAckReason, PublishProperties, SubscribeReasonCode,
+    ConnectReturnCode, Filter, Packet, PubAckReason, PublishProperties, SubscribeReasonCode,
 };
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop};
 use rumqttc::Outgoing;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::config::{TlsFiles, UpstreamPlan};
+use crate::config::UpstreamPlan;
+use crate::event::unix_ms;
 use crate::mqtt::Backoff;
 use crate::spool::{Reader, Spool};
-use acks::InFlight;
 use message::Stamp;
+use state::{Ack, End, Lane, Link, Next, Session, EVENTS, STATUS_LANE, TELEMETRY};
+pub use status::{UplinkSnapshot, UplinkStatus};
 
 /// The cursor name the uplink reads with.
 pub const CURSOR: &str = "uplink";
 /// Records read from the spool per round.
 const READ_BATCH: usize = 500;
-/// QoS 1 publishes the uplink keeps in flight at most.
-const OUTGOING_INFLIGHT: u16 = 1024;
-/// The in-flight lane of status messages (not a spool stream).
-const STATUS_LANE: usize = usize::MAX;
 /// How long a clean stop waits for upstream to confirm the `offline` status.
-const OFFLINE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+const OFFLINE_DEADLINE: Duration = Duration::from_secs(2);
 
-/// What `ledge status` shows about the uplink.
-#[derive(Debug, Default)]
-pub struct UplinkStatus {
-    pub connected: AtomicBool,
-    /// Messages published (including re-sends).
-    pub messages_sent: AtomicU64,
-    /// Highest seq upstream confirmed.
-    pub confirmed_seq: AtomicU64,
-    pub reconnects: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
-    /// When the current (or last) connection was made, UNIX ms; 0 before
-    /// the first.
-    pub connected_at_ms: AtomicU64,
-    /// When the link was last lost (or the uplink started, if it never
-    /// connected), UNIX ms.
-    pub down_since_ms: AtomicU64,
+/// A message upstream published on one of the caller's subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Topics the uplink's caller wants from upstream.
+pub struct Subscriptions {
+    /// What arrives there, for the log ("deployments").
+    pub purpose: String,
+    /// Topic filters, subscribed at QoS 1 in this order on every
+    /// connection, in one SUBSCRIBE: a broker delivers retained messages
+    /// per filter, in order.
+    pub filters: Vec<String>,
+    /// Where each message published on them goes.
+    pub deliver: std::sync::mpsc::Sender<Incoming>,
 }
 
 pub struct Uplink {
@@ -85,61 +100,59 @@ pub struct Uplink {
     /// The telemetry stream (logs, metrics), drained after the events.
     pub telemetry: Option<Arc<Spool>>,
     pub status: Arc<UplinkStatus>,
-    /// Deployments: when set, the link subscribes to `<prefix>/deploy` and
-    /// its chunks and hands what arrives to the deployment receiver.
-    pub deploy: Option<std::sync::mpsc::Sender<crate::deploy::ota::Incoming>>,
+    /// What the caller wants from upstream, if anything.
+    pub subscriptions: Option<Subscriptions>,
 }
 
-/// Why a connection ended.
-enum End {
-    Shutdown,
-    Failed(String),
-    /// The broker does not take retained messages (MQTT 5 reason 0x9A).
-    RetainRefused,
-}
-
-/// One spool stream being delivered.
-struct Lane {
+/// One spool stream being delivered: what the driver reads it with.
+struct LaneIo {
     spool: Arc<Spool>,
     /// Taken while a read runs on the blocking pool.
     reader: Option<Reader>,
-    /// True when the last read found nothing new.
-    caught_up: bool,
     durable: watch::Receiver<u64>,
 }
 
-impl Lane {
+impl LaneIo {
     fn new(spool: &Arc<Spool>) -> Self {
         Self {
             spool: Arc::clone(spool),
             reader: Some(spool.reader(CURSOR)),
-            caught_up: false,
             durable: spool.subscribe(),
         }
     }
 
     /// Back to the confirmed cursor, to re-send what was not confirmed.
     fn rewind(&mut self) {
-        let confirmed = self.spool.cursor(CURSOR).unwrap_or(0);
+        let confirmed = status::confirmed(&self.spool);
         if let Some(reader) = self.reader.as_mut() {
             reader.rewind_to(confirmed);
         }
-        self.caught_up = false;
     }
 }
 
+/// What woke a connected session. Lives on the stack for one turn of the
+/// loop, so its size does not matter and boxing the event would only add
+/// an allocation per packet.
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Mqtt(Result<Event, ConnectionError>),
+    /// The spool of a lane has more durable records (false: it closed).
+    Durable(Lane, bool),
+    StopAsked,
+    OfflineOverdue,
+}
+
 /// What one connection works with.
-struct Session<'a> {
-    client: &'a AsyncClient,
-    lanes: &'a mut [Lane],
-    backoff: &'a mut Backoff,
-    shutdown: &'a mut watch::Receiver<bool>,
+struct Connection<'a> {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    lanes: &'a mut [LaneIo],
     /// Whether status messages (and the will) are retained.
     retain: bool,
 }
 
 /// Resolves when `lane` has new durable records (never without a lane).
-async fn more_durable(lane: Option<&mut Lane>) -> Result<(), watch::error::RecvError> {
+async fn more_durable(lane: Option<&mut LaneIo>) -> Result<(), watch::error::RecvError> {
     match lane {
         Some(lane) => lane.durable.changed().await,
         None => std::future::pending().await,
@@ -149,18 +162,14 @@ async fn more_durable(lane: Option<&mut Lane>) -> Result<(), watch::error::RecvE
 impl Uplink {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut lanes: Vec<Lane> = std::iter::once(&self.spool)
+        let mut lanes: Vec<LaneIo> = std::iter::once(&self.spool)
             .chain(self.telemetry.as_ref())
-            .map(Lane::new)
+            .map(LaneIo::new)
             .collect();
         let mut backoff = Backoff::default();
+        let mut link = Link::default();
         let address = format!("{}:{}", self.plan.host, self.plan.port);
-        let _ = self.status.down_since_ms.compare_exchange(
-            0,
-            crate::event::unix_ms(),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        self.status.starting(unix_ms());
         tokio::spawn(outage::warn_while_down(
             Arc::clone(&self.status),
             Arc::clone(&self.spool),
@@ -168,297 +177,215 @@ impl Uplink {
             self.plan.outage_warning,
             shutdown.clone(),
         ));
-        // The status is retained unless the broker cannot retain.
-        let mut retain = true;
         loop {
-            let end = match self.options(retain) {
+            let end = match connect::options(&self.plan, &self.device, link.retain) {
                 Ok(options) => {
                     let capacity = self.plan.max_inflight * 2 + READ_BATCH + 8;
                     let (client, eventloop) = AsyncClient::new(options, capacity);
-                    let mut session = Session {
-                        client: &client,
+                    let connection = Connection {
+                        client,
+                        eventloop,
                         lanes: &mut lanes,
-                        backoff: &mut backoff,
-                        shutdown: &mut shutdown,
-                        retain,
+                        retain: link.retain,
                     };
-                    self.session(&mut session, eventloop).await
+                    self.session(connection, &mut backoff, &mut shutdown).await
                 }
                 Err(reason) => End::Failed(reason),
             };
-            if self.status.connected.swap(false, Ordering::AcqRel) {
-                self.status
-                    .down_since_ms
-                    .store(crate::event::unix_ms(), Ordering::Release);
-            }
+            self.status.disconnected(unix_ms());
+            let Next::Reconnect { rewind, back_off } = link.ended(&end) else {
+                return;
+            };
+            let delay = back_off.then(|| backoff.next_delay());
             match end {
-                End::Shutdown => return,
                 End::RetainRefused => {
                     log::warn!(target: "ledge::uplink", "upstream {address} does not take retained messages: {} is sent unretained, so only subscribers connected at the time see it", presence::topic(&self.plan.topic_prefix));
-                    retain = false;
                 }
                 End::Failed(reason) => {
-                    let delay = backoff.next_delay();
-                    self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+                    let retry = delay.unwrap_or_default().as_millis();
                     if backoff.attempts == 1 {
                         log::warn!(target: "ledge::uplink", "upstream {address}: {reason}; retrying with backoff");
                     } else {
-                        log::debug!(target: "ledge::uplink", "upstream {address}: {reason}; retry in {}ms", delay.as_millis());
+                        log::debug!(target: "ledge::uplink", "upstream {address}: {reason}; retry in {retry}ms");
                     }
-                    *self
-                        .status
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(reason);
-                    for lane in &mut lanes {
-                        lane.rewind();
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed() => return,
-                    }
+                    self.status.failed(reason);
+                }
+                End::Shutdown => {}
+            }
+            if rewind {
+                lanes.iter_mut().for_each(LaneIo::rewind);
+            }
+            if let Some(delay) = delay {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return,
                 }
             }
         }
     }
 
-    fn options(&self, retain: bool) -> Result<MqttOptions, String> {
-        let mut options = MqttOptions::new(
-            self.plan.client_id.clone(),
-            self.plan.host.clone(),
-            self.plan.port,
-        );
-        options.set_keep_alive(self.plan.keep_alive);
-        options.set_clean_start(true);
-        // Published by the broker if this connection dies without a
-        // DISCONNECT: the cloud learns the gateway is gone.
-        options.set_last_will(LastWill::new(
-            presence::topic(&self.plan.topic_prefix),
-            presence::offline(&self.device, "connection lost"),
-            QoS::AtLeastOnce,
-            retain,
-            None,
-        ));
-        options.set_max_packet_size(Some(16 << 20));
-        // rumqttc's MQTT 5 client sizes its in-flight table by the broker's
-        // receive maximum, 65,535 slots (~13.5 MiB) unless capped; the
-        // uplink never has more than a few read batches in flight.
-        options.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
-        options.set_connection_timeout(10);
-        if let Some(user) = &self.plan.username {
-            let password = self
-                .plan
-                .password
-                .as_ref()
-                .map(|p| p.expose().to_owned())
-                .unwrap_or_default();
-            options.set_credentials(user.clone(), password);
-        }
-        if let Some(files) = &self.plan.tls {
-            options.set_transport(tls_transport(files)?);
-        }
-        // As on the local link: records are small, Nagle would hold them.
-        let mut network = rumqttc::NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        options.set_network_options(network);
-        Ok(options)
-    }
-
-    async fn session(&self, session: &mut Session<'_>, mut eventloop: EventLoop) -> End {
-        use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
-        use rumqttc::v5::ConnectionError;
-        let Session {
-            client,
-            lanes,
-            backoff,
-            shutdown,
-            retain,
-        } = session;
-        let (client, retain) = (*client, *retain);
-        // Connect first: nothing is queued before the CONNACK.
-        loop {
-            tokio::select! {
-                event = eventloop.poll() => match event {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        if ack.code != ConnectReturnCode::Success {
-                            return End::Failed(format!("connection refused: {:?}", ack.code));
-                        }
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(ConnectionError::ConnectionRefused(ConnectReturnCode::RetainNotSupported)) if retain => {
-                        return End::RetainRefused;
-                    }
-                    Err(e) => return End::Failed(e.to_string()),
-                },
-                _ = shutdown.changed() => return End::Shutdown,
-            }
+    /// One connection, from CONNECT to its end.
+    async fn session(
+        &self,
+        mut c: Connection<'_>,
+        backoff: &mut Backoff,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        if let Err(end) = connack(&mut c.eventloop, shutdown, c.retain).await {
+            return end;
         }
         backoff.reset();
-        let mut inflight = InFlight::default();
+        let mut session = Session::new(c.lanes.len(), self.plan.max_inflight);
         // Before anything else, so its packet id is the first written.
         let online = presence::online(&self.device);
-        if let Err(e) = self.publish_status(client, online, retain, &mut inflight) {
+        if let Err(e) = self.publish_status(&c.client, online, c.retain) {
             return End::Failed(e);
         }
-        if self.deploy.is_some() {
-            // The document first: a broker delivers retained messages per
-            // subscription in order, so its chunks come after it.
-            let prefix = &self.plan.topic_prefix;
-            for filter in [
-                format!("{prefix}/deploy"),
-                format!("{prefix}/deploy/chunk/#"),
-            ] {
-                if let Err(e) = client.try_subscribe(filter, QoS::AtLeastOnce) {
-                    return End::Failed(format!("cannot subscribe to deployments: {e}"));
-                }
+        session.queued(STATUS_LANE, 0);
+        if let Some(subscriptions) = &self.subscriptions {
+            let filters = subscriptions
+                .filters
+                .iter()
+                .map(|f| Filter::new(f.clone(), QoS::AtLeastOnce));
+            if let Err(e) = c.client.try_subscribe_many(filters) {
+                let purpose = &subscriptions.purpose;
+                return End::Failed(format!("cannot subscribe to {purpose}: {e}"));
             }
         }
-        let now = crate::event::unix_ms();
-        let outage = std::time::Duration::from_millis(
-            now.saturating_sub(self.status.down_since_ms.load(Ordering::Acquire)),
-        );
-        let spools: Vec<Arc<Spool>> = lanes.iter().map(|l| Arc::clone(&l.spool)).collect();
-        let mut backlog = outage::Backlog::at_connect(spools.iter(), outage);
-        self.status.connected_at_ms.store(now, Ordering::Release);
-        self.status.connected.store(true, Ordering::Release);
+        let now = unix_ms();
+        let outage = Duration::from_millis(self.status.snapshot(&self.spool, now).disconnected_ms);
+        let mut backlog = outage::Backlog::at_connect(c.lanes.iter().map(|l| &l.spool), outage);
+        self.status.connected(now);
         log::info!(target: "ledge::uplink", "connected to upstream {}:{}", self.plan.host, self.plan.port);
-        for lane in lanes.iter_mut() {
-            lane.caught_up = false;
-        }
-        // Set once a stop was asked for: the `offline` status is on its way
-        // and nothing new is sent.
-        let mut stopping: Option<tokio::time::Instant> = None;
+        let mut offline_deadline = Instant::now();
         loop {
-            // Events first: telemetry only while the event lane is idle.
-            let ready = lanes.iter().position(|lane| !lane.caught_up);
-            let sending = stopping.is_none() && inflight.len() < self.plan.max_inflight;
-            if let (Some(i), true) = (ready, sending) {
+            if let Some(lane) = session.next_lane() {
                 match self
-                    .send_more(client, &mut lanes[i], i, &mut inflight)
+                    .send_more(&c.client, &mut c.lanes[lane], lane, &mut session)
                     .await
                 {
-                    Ok(sent) => lanes[i].caught_up = sent == 0,
+                    Ok(records) => session.read(lane, records),
                     Err(reason) => return End::Failed(reason),
                 }
                 continue;
             }
-            let (events, rest) = lanes.split_at_mut(1);
-            let (events, mut telemetry) = (&mut events[0], rest.first_mut());
-            let events_idle = events.caught_up && stopping.is_none();
-            let telemetry_idle =
-                telemetry.as_ref().is_some_and(|t| t.caught_up) && stopping.is_none();
-            let offline_deadline = stopping.unwrap_or_else(tokio::time::Instant::now);
-            tokio::select! {
-                event = eventloop.poll() => match event {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.written(pkid),
-                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        let granted = ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_)));
-                        if granted {
-                            log::info!(target: "ledge::deploy", "listening for deployments on {}/deploy", self.plan.topic_prefix);
-                        } else {
-                            log::error!(target: "ledge::deploy", "upstream refused the deployment subscription ({:?}): over-the-air deployments cannot arrive", ack.return_codes);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        if let Some(deploy) = &self.deploy {
-                            let _ = deploy.send(crate::deploy::ota::Incoming {
-                                topic: String::from_utf8_lossy(&publish.topic).into_owned(),
-                                payload: publish.payload.to_vec(),
-                            });
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        let refused = !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers);
-                        if refused && inflight.lane_of(ack.pkid) == Some(STATUS_LANE) {
-                            // Not data: a broker whose rules forbid the
-                            // status topic must not stop the spool.
-                            log::warn!(target: "ledge::uplink", "upstream refused the status message on {} ({:?}); allow that topic for ledge's client to publish its online/offline status", presence::topic(&self.plan.topic_prefix), ack.reason);
-                        } else if refused {
-                            return End::Failed(format!("upstream refused a message: {:?}", ack.reason));
-                        }
-                        let Some((index, seq)) = inflight.acked(ack.pkid) else {
-                            continue;
-                        };
-                        let lane = match index {
-                            0 => {
-                                self.status.confirmed_seq.store(seq, Ordering::Relaxed);
-                                Some(events)
-                            }
-                            1 => telemetry,
-                            _ => None,
-                        };
-                        match lane {
-                            Some(lane) => {
-                                lane.spool.ack(CURSOR, seq);
-                                lane.caught_up = false;
-                                backlog.check(spools.iter());
-                            }
-                            // The `offline` status is confirmed: done.
-                            None if stopping.is_some() && !inflight.holds(STATUS_LANE) => {
-                                disconnect(client, &mut eventloop).await;
-                                return End::Shutdown;
-                            }
-                            None => {}
-                        }
-                    }
-                    Ok(_) => {}
-                    // After a stop was asked for, a lost link ends the uplink.
-                    Err(_) if stopping.is_some() => return End::Shutdown,
-                    Err(e) => return End::Failed(e.to_string()),
-                },
-                changed = events.durable.changed(), if events_idle => {
-                    if changed.is_err() {
-                        return End::Shutdown;
-                    }
-                    events.caught_up = false;
+            let wake = {
+                let (events, rest) = c.lanes.split_at_mut(1);
+                let (events, telemetry) = (&mut events[0], rest.first_mut());
+                let events_idle = session.waits_for_durable(EVENTS);
+                let telemetry_idle = session.waits_for_durable(TELEMETRY);
+                let stopping = session.stopping();
+                tokio::select! {
+                    event = c.eventloop.poll() => Wake::Mqtt(event),
+                    changed = events.durable.changed(), if events_idle => Wake::Durable(EVENTS, changed.is_ok()),
+                    changed = more_durable(telemetry), if telemetry_idle => Wake::Durable(TELEMETRY, changed.is_ok()),
+                    _ = tokio::time::sleep_until(offline_deadline), if stopping => Wake::OfflineOverdue,
+                    _ = shutdown.changed(), if !stopping => Wake::StopAsked,
                 }
-                changed = more_durable(telemetry.as_deref_mut()), if telemetry_idle => {
-                    if changed.is_err() {
-                        return End::Shutdown;
-                    }
-                    if let Some(t) = telemetry {
-                        t.caught_up = false;
-                    }
+            };
+            let event = match wake {
+                Wake::Mqtt(Ok(event)) => event,
+                // After a stop was asked for, a lost link ends the uplink.
+                Wake::Mqtt(Err(_)) if session.stopping() => return End::Shutdown,
+                Wake::Mqtt(Err(e)) => return End::Failed(e.to_string()),
+                Wake::Durable(lane, true) => {
+                    session.more_durable(lane);
+                    continue;
                 }
-                _ = tokio::time::sleep_until(offline_deadline), if stopping.is_some() => {
+                Wake::Durable(_, false) => return End::Shutdown,
+                Wake::OfflineOverdue => {
                     log::warn!(target: "ledge::uplink", "upstream did not confirm the offline status within {}s; disconnecting", OFFLINE_DEADLINE.as_secs());
-                    disconnect(client, &mut eventloop).await;
+                    disconnect(&c.client, &mut c.eventloop).await;
                     return End::Shutdown;
                 }
-                _ = shutdown.changed(), if stopping.is_none() => {
+                Wake::StopAsked => {
                     // A clean stop: say so (the will is for an unclean
                     // end), then disconnect once upstream has it.
                     let offline = presence::offline(&self.device, "stopped");
-                    if self.publish_status(client, offline, retain, &mut inflight).is_err() {
-                        disconnect(client, &mut eventloop).await;
+                    if self.publish_status(&c.client, offline, c.retain).is_err() {
+                        disconnect(&c.client, &mut c.eventloop).await;
                         return End::Shutdown;
                     }
-                    stopping = Some(tokio::time::Instant::now() + OFFLINE_DEADLINE);
+                    session.stop();
+                    offline_deadline = Instant::now() + OFFLINE_DEADLINE;
+                    continue;
                 }
+            };
+            match event {
+                Event::Outgoing(Outgoing::Publish(pkid)) => session.written(pkid),
+                Event::Incoming(Packet::SubAck(ack)) => self.subscribed(&ack.return_codes),
+                Event::Incoming(Packet::Publish(publish)) => {
+                    if let Some(subscriptions) = &self.subscriptions {
+                        let _ = subscriptions.deliver.send(Incoming {
+                            topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                            payload: publish.payload.to_vec(),
+                        });
+                    }
+                }
+                Event::Incoming(Packet::PubAck(ack)) => {
+                    let accepted = matches!(
+                        ack.reason,
+                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                    );
+                    match session.acked(ack.pkid, accepted) {
+                        Ack::Confirmed { lane, seq } => {
+                            c.lanes[lane].spool.ack(CURSOR, seq);
+                            backlog.check(c.lanes.iter().map(|l| &l.spool));
+                        }
+                        Ack::Status {
+                            refused,
+                            stop_complete,
+                        } => {
+                            if refused {
+                                log::warn!(target: "ledge::uplink", "upstream refused the status message on {} ({:?}); allow that topic for ledge's client to publish its online/offline status", presence::topic(&self.plan.topic_prefix), ack.reason);
+                            }
+                            if stop_complete {
+                                disconnect(&c.client, &mut c.eventloop).await;
+                                return End::Shutdown;
+                            }
+                        }
+                        Ack::Refused => {
+                            return End::Failed(format!(
+                                "upstream refused a message: {:?}",
+                                ack.reason
+                            ))
+                        }
+                        Ack::Nothing => {}
+                    }
+                }
+                _ => {}
             }
         }
     }
 
-    /// Publishes a retained status message, tracked like a lane's message
-    /// so packet ids stay matched.
+    /// Says in the log whether upstream granted the caller's subscriptions.
+    fn subscribed(&self, codes: &[SubscribeReasonCode]) {
+        let Some(subscriptions) = &self.subscriptions else {
+            return;
+        };
+        let purpose = &subscriptions.purpose;
+        let filters = subscriptions.filters.join(", ");
+        if codes
+            .iter()
+            .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
+        {
+            log::info!(target: "ledge::uplink", "listening for {purpose} on {filters}");
+        } else {
+            log::error!(target: "ledge::uplink", "upstream refused the subscription to {filters} ({codes:?}): {purpose} cannot arrive");
+        }
+    }
+
+    /// Queues a status message (retained unless the broker cannot retain).
     fn publish_status(
         &self,
         client: &AsyncClient,
         payload: Vec<u8>,
         retain: bool,
-        inflight: &mut InFlight,
     ) -> Result<(), String> {
+        let topic = presence::topic(&self.plan.topic_prefix);
         client
-            .try_publish(
-                presence::topic(&self.plan.topic_prefix),
-                QoS::AtLeastOnce,
-                retain,
-                payload,
-            )
-            .map_err(|e| format!("cannot queue the status message: {e}"))?;
-        inflight.queued(STATUS_LANE, 0);
-        Ok(())
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .map_err(|e| format!("cannot queue the status message: {e}"))
     }
 
     /// Reads the lane's next durable records and hands their messages to
@@ -466,17 +393,16 @@ impl Uplink {
     async fn send_more(
         &self,
         client: &AsyncClient,
-        lane: &mut Lane,
-        index: usize,
-        inflight: &mut InFlight,
+        lane: &mut LaneIo,
+        index: Lane,
+        session: &mut Session,
     ) -> Result<usize, String> {
         let stamp = Stamp {
             device: &self.device,
             epoch: lane.spool.epoch(),
             prefix: &self.plan.topic_prefix,
         };
-        let reader = &mut lane.reader;
-        let Some(mut taken) = reader.take() else {
+        let Some(mut taken) = lane.reader.take() else {
             return Err("spool reader lost".to_owned());
         };
         let (returned, read) = tokio::task::spawn_blocking(move || {
@@ -485,7 +411,7 @@ impl Uplink {
         })
         .await
         .map_err(|e| format!("spool read panicked: {e}"))?;
-        *reader = Some(returned);
+        lane.reader = Some(returned);
         let records = read.map_err(|e| format!("cannot read the spool: {e}"))?;
         for message in message::build(&records, &stamp) {
             let properties = PublishProperties {
@@ -501,10 +427,36 @@ impl Uplink {
                     properties,
                 )
                 .map_err(|e| format!("cannot queue a publish: {e}"))?;
-            inflight.queued(index, message.last_seq);
-            self.status.messages_sent.fetch_add(1, Ordering::Relaxed);
+            session.queued(index, message.last_seq);
+            self.status.sent();
         }
         Ok(records.len())
+    }
+}
+
+/// Waits for the CONNACK: nothing is queued before it.
+async fn connack(
+    eventloop: &mut EventLoop,
+    shutdown: &mut watch::Receiver<bool>,
+    retain: bool,
+) -> Result<(), End> {
+    loop {
+        tokio::select! {
+            event = eventloop.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    if ack.code != ConnectReturnCode::Success {
+                        return Err(End::Failed(format!("connection refused: {:?}", ack.code)));
+                    }
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(ConnectionError::ConnectionRefused(ConnectReturnCode::RetainNotSupported)) if retain => {
+                    return Err(End::RetainRefused);
+                }
+                Err(e) => return Err(End::Failed(e.to_string())),
+            },
+            _ = shutdown.changed() => return Err(End::Shutdown),
+        }
     }
 }
 
@@ -522,49 +474,36 @@ async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
             }
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), written).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
 }
 
-/// The TLS transport for `mqtts://`: the CA from `ca_file` (else the
-/// system's roots), and a client certificate for mutual TLS if configured.
-#[cfg(feature = "tls")]
-fn tls_transport(files: &TlsFiles) -> Result<rumqttc::Transport, String> {
-    // Exactly one crypto provider is compiled in; installing it explicitly
-    // avoids rustls' runtime check panicking if that ever changes.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let read = |path: &std::path::Path| {
-        crate::config::files::read_capped(path, crate::config::files::MAX_SECRET_FILE)
-            .map_err(|e| e.to_string())
-    };
-    let client_auth = match (&files.cert_file, &files.key_file) {
-        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-        _ => None,
-    };
-    Ok(match &files.ca_file {
-        Some(ca) => rumqttc::Transport::tls(read(ca)?, client_auth, None),
-        None => match client_auth {
-            Some(auth) => {
-                let roots = rustls_native_roots()?;
-                rumqttc::Transport::tls(roots, Some(auth), None)
+#[cfg(test)]
+mod tests {
+    /// Issue 14: the uplink sits below deploy and telemetry. It delivers
+    /// generic `Incoming` messages and exports its status; it imports
+    /// neither of them (a cycle ran control → telemetry → uplink →
+    /// deploy/ota → control).
+    #[test]
+    fn the_uplink_imports_neither_deploy_nor_telemetry() {
+        let files = [
+            ("mod.rs", include_str!("mod.rs")),
+            ("acks.rs", include_str!("acks.rs")),
+            ("connect.rs", include_str!("connect.rs")),
+            ("message.rs", include_str!("message.rs")),
+            ("outage.rs", include_str!("outage.rs")),
+            ("presence.rs", include_str!("presence.rs")),
+            ("state.rs", include_str!("state.rs")),
+            ("status.rs", include_str!("status.rs")),
+        ];
+        for (name, text) in files {
+            for upper in ["deploy", "telemetry", "control", "node"] {
+                let path = format!("crate::{upper}::");
+                let import = format!("use crate::{upper}");
+                assert!(
+                    !text.contains(&path) && !text.contains(&import),
+                    "src/uplink/{name} reaches up into crate::{upper}"
+                );
             }
-            None => rumqttc::Transport::tls_with_default_config(),
-        },
-    })
-}
-
-/// The system's CA bundle as PEM, for mutual TLS without a `ca_file`.
-#[cfg(feature = "tls")]
-fn rustls_native_roots() -> Result<Vec<u8>, String> {
-    [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-    ]
-    .iter()
-    .find_map(|p| std::fs::read(p).ok())
-    .ok_or_else(|| "no ca_file and no system CA bundle found".to_owned())
-}
-
-#[cfg(not(feature = "tls"))]
-fn tls_transport(_files: &TlsFiles) -> Result<rumqttc::Transport, String> {
-    Err("this ledge was built without the `tls` feature; mqtts:// is not available".to_owned())
+        }
+    }
 }

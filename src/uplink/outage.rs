@@ -3,13 +3,13 @@
 //! gateway offline for a week logs a few lines a day, not one a minute),
 //! and one line when the backlog that built up has all been confirmed.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{UplinkStatus, CURSOR};
+use super::status::{self, UplinkStatus};
+use super::CURSOR;
 use crate::spool::Spool;
 
 /// How often the watcher looks at the uplink.
@@ -34,12 +34,14 @@ pub async fn warn_while_down(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if status.connected.load(Ordering::Acquire) {
+        let now = crate::event::unix_ms();
+        let uplink = status.snapshot(&spool, now);
+        if uplink.connected {
             warned = None;
             continue;
         }
-        let since = status.down_since_ms.load(Ordering::Acquire);
-        let down_for = Duration::from_millis(crate::event::unix_ms().saturating_sub(since));
+        let since = uplink.down_since_ms;
+        let down_for = Duration::from_millis(uplink.disconnected_ms);
         let due = match warned {
             Some((outage, last)) if outage == since => last.elapsed() >= repeat,
             _ => down_for >= threshold,
@@ -48,26 +50,19 @@ pub async fn warn_while_down(
             continue;
         }
         warned = Some((since, Instant::now()));
-        let waiting = spool
-            .synced_through()
-            .saturating_sub(spool.cursor(CURSOR).unwrap_or(0));
+        let waiting = uplink.lag_records;
         let oldest = match spool.first_unconfirmed(CURSOR) {
             Ok(Some((_, at_ms))) => format!(
                 ", the oldest from {} ago",
-                elapsed(Duration::from_millis(
-                    crate::event::unix_ms().saturating_sub(at_ms)
-                ))
+                elapsed(Duration::from_millis(now.saturating_sub(at_ms)))
             ),
             _ => String::new(),
         };
-        let last_error = status
+        let last_error = uplink
             .last_error
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or(None)
             .map(|e| format!("; last error: {e}"))
             .unwrap_or_default();
-        let never = if status.connected_at_ms.load(Ordering::Acquire) == 0 {
+        let never = if uplink.connected_at_ms == 0 {
             " (not connected since ledge started)"
         } else {
             ""
@@ -97,8 +92,7 @@ impl Backlog {
         let lanes: Vec<(u64, u64)> = spools
             .map(|spool| {
                 let through = spool.synced_through();
-                let confirmed = spool.cursor(CURSOR).unwrap_or(0);
-                (through, through.saturating_sub(confirmed))
+                (through, through.saturating_sub(status::confirmed(spool)))
             })
             .collect();
         let logged = lanes.iter().all(|(_, waiting)| *waiting == 0);
@@ -118,7 +112,7 @@ impl Backlog {
         let drained = self.lanes.iter().all(|(through, _)| {
             spools
                 .next()
-                .is_some_and(|spool| spool.cursor(CURSOR).unwrap_or(0) >= *through)
+                .is_some_and(|spool| status::confirmed(spool) >= *through)
         });
         if !drained {
             return;

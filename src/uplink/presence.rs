@@ -6,6 +6,7 @@
 //! the same to the broker; `started_ms` tells a restarted ledge from one
 //! that only reconnected, `boot_ms` a rebooted gateway.
 
+use crate::time::{boot_ms, started_ms};
 use serde_json::json;
 
 /// Where the status goes.
@@ -19,10 +20,10 @@ pub fn online(device: &str) -> Vec<u8> {
         "state": "online",
         "device": device,
         "version": env!("CARGO_PKG_VERSION"),
-        "started_ms": crate::time::started_ms(),
+        "started_ms": started_ms(),
         "at_ms": crate::event::unix_ms(),
     });
-    if let Some(boot) = crate::time::boot_ms() {
+    if let Some(boot) = boot_ms() {
         doc["boot_ms"] = boot.into();
     }
     doc.to_string().into_bytes()
@@ -35,7 +36,7 @@ pub fn offline(device: &str, reason: &str) -> Vec<u8> {
         "state": "offline",
         "device": device,
         "version": env!("CARGO_PKG_VERSION"),
-        "started_ms": crate::time::started_ms(),
+        "started_ms": started_ms(),
         "reason": reason,
     })
     .to_string()

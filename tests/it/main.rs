@@ -22,6 +22,7 @@
 //! | functions in C, AssemblyScript and Rust build and run; the examples are current | `languages` |
 //! | the command line answers with exit codes and output a user can rely on | `cli` |
 //! | AWS's clients and API Gateway handlers work against the HTTP server unchanged; no client can take it over | `http` |
+//! | lower layers never import the pipeline; no import cycles between top-level modules | `layers` |
 //!
 //! The aarch64 cross build under qemu is a binary of its own
 //! (`tests/cross_aarch64.rs`, run by tests/run.sh): it builds for minutes.
@@ -37,6 +38,7 @@ mod deployments;
 mod each_message_runs_each_function_once;
 mod http;
 mod languages;
+mod layers;
 mod life_under_systemd;
 mod nothing_lost_offline;
 mod observability;

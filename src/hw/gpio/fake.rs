@@ -169,15 +169,12 @@ impl OutputLine for FakeOutput {
         } else {
             "0\n"
         };
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, level)
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| {
-                GpioError::Io(format!(
-                    "cannot write fake GPIO line {}: {e}",
-                    self.path.display()
-                ))
-            })
+        crate::fs::write_atomic(&self.path, level.as_bytes()).map_err(|e| {
+            GpioError::Io(format!(
+                "cannot write fake GPIO line {}: {e}",
+                self.path.display()
+            ))
+        })
     }
 
     fn get(&mut self) -> Result<bool, GpioError> {

@@ -32,6 +32,7 @@ use tokio::time::MissedTickBehavior;
 use crate::config::{CronTiming, FunctionId, Timing};
 use crate::dispatch::Dispatcher;
 use crate::event::{unix_ms, Event, EventSource};
+use crate::rand::SplitMix64;
 use crate::time::tz::TimeZone;
 use crate::units::format_duration;
 use planner::{Planner, Step, PLAUSIBLE_CLOCK};
@@ -71,7 +72,7 @@ async fn run_every(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let label = format!("every {}", format_duration(every));
-    let mut rng = SplitMix(schedule.seed);
+    let mut rng = SplitMix64::new(schedule.seed);
     let start = tokio::time::Instant::now() + every;
     let mut ticker = tokio::time::interval_at(start, every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -105,7 +106,7 @@ async fn run_cron(
 ) {
     let label = format!("cron {}", timing.expression);
     let name = format!("schedule `{label}` -> {}", schedule.function_name);
-    let mut rng = SplitMix(schedule.seed);
+    let mut rng = SplitMix64::new(schedule.seed);
     if unix_secs() < PLAUSIBLE_CLOCK {
         log::info!(target: "ledge::schedule", "{name}: the wall clock is not set yet (before 2020); waiting for it");
         while unix_secs() < PLAUSIBLE_CLOCK {
@@ -190,7 +191,7 @@ fn save(schedule: &Schedule, name: &str, scheduled_ms: u64) {
 
 /// Sleeps a random delay in [0, jitter); false if shutdown came first.
 async fn jitter_sleep(
-    rng: &mut SplitMix,
+    rng: &mut SplitMix64,
     jitter: Duration,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
@@ -214,40 +215,10 @@ fn iso_utc_ms(ms: u64) -> String {
     format!("{}.{:03}Z", &seconds[..seconds.len() - 1], ms % 1000)
 }
 
-/// A tiny PRNG (SplitMix64) for jitter: spreading a fleet needs no more.
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform enough in [0, bound) (bound > 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        ((self.next_u64() as u128 * bound as u128) >> 64) as u64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::time::cron;
-
-    #[test]
-    fn jitter_stays_below_its_bound_and_spreads() {
-        let mut rng = SplitMix(42);
-        let draws: Vec<u64> = (0..10_000).map(|_| rng.below(30_000)).collect();
-        assert!(draws.iter().all(|d| *d < 30_000));
-        // Each tenth of the range gets a fair share.
-        for decile in 0..10 {
-            let n = draws.iter().filter(|d| **d / 3_000 == decile).count();
-            assert!((800..1200).contains(&n), "decile {decile}: {n}");
-        }
-    }
 
     #[test]
     fn a_cron_payload_carries_the_scheduled_time_and_marks_catch_ups() {

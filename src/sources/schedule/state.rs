@@ -5,11 +5,11 @@
 //! milliseconds and a newline (`1764000000000\n`); the hash is of the
 //! function, the expression and the time zone, so editing the schedule
 //! starts afresh rather than catching up on a different one. The file is
-//! replaced atomically (write a temporary file, fsync, rename), so a power
-//! cut leaves the old time or the new one, never a torn file. Format
+//! replaced with `crate::fs::write_atomic` (temporary file, fsync, rename,
+//! directory fsync), so a power cut leaves the old time or the new one,
+//! never a torn file, and never the old one once a run was recorded. Format
 //! version: this one; a file that does not parse is treated as absent.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The state file of one schedule.
@@ -30,11 +30,7 @@ pub fn write(path: &Path, scheduled_ms: u64) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(format!("{scheduled_ms}\n").as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
+    crate::fs::write_atomic(path, format!("{scheduled_ms}\n").as_bytes())
 }
 
 /// A stable 64-bit hash (FNV-1a): file names must not change between builds.
@@ -55,7 +51,7 @@ mod tests {
         assert_eq!(read(&file), None);
         write(&file, 1_764_000_000_000).unwrap();
         assert_eq!(read(&file), Some(1_764_000_000_000));
-        assert!(!file.with_extension("tmp").exists());
+        assert!(!crate::fs::temp_path(&file).exists());
         std::fs::write(&file, "yesterday").unwrap();
         assert_eq!(read(&file), None);
     }

@@ -3,6 +3,7 @@
 //! are on flash, and stay there through kill -9, a full disk, a log flood,
 //! torn tails and damaged segments, until they are delivered.
 
+mod atomic_replace;
 mod bursts;
 mod durable_triggers;
 mod full_disk;

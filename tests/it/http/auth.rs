@@ -13,7 +13,7 @@ const SECRET: &str = "routeSecretKey/0123456789abcdefXYZ";
 
 #[test]
 fn api_keys_and_sigv4_guard_their_routes_and_the_builtin_paths() {
-    let (gateway, port) = http_gateway(
+    let gateway = http_gateway(
         "http-auth",
         "api_keys_file = \"api.keys\"\ncredentials_file = \"aws.keys\"\n",
     );
@@ -27,7 +27,7 @@ fn api_keys_and_sigv4_guard_their_routes_and_the_builtin_paths() {
         format!("{KEY_ID}:{SECRET}\n"),
     )
     .unwrap();
-    let ledge = start(&gateway);
+    let (ledge, port) = start(&gateway);
     let base = format!("http://127.0.0.1:{port}");
 
     let answer = curl(&[&format!("{base}/keyed")]);
@@ -106,12 +106,12 @@ fn api_keys_and_sigv4_guard_their_routes_and_the_builtin_paths() {
 
 #[test]
 fn cors_preflights_are_answered_from_the_config() {
-    let (gateway, port) = http_gateway(
+    let gateway = http_gateway(
         "http-cors",
         "[http.cors]\nallow_origins = [\"https://hmi.local\"]\nallow_methods = [\"GET\", \"POST\"]\nallow_headers = [\"content-type\"]\nmax_age = \"10m\"\n",
     );
     let gateway = gateway.append(&route("POST", "/readings", "echo", ""));
-    let _ledge = start(&gateway);
+    let (_ledge, port) = start(&gateway);
     let url = format!("http://127.0.0.1:{port}/readings");
     let preflight = |origin: &str, method: &str| {
         curl(&[
@@ -172,7 +172,7 @@ fn cors_preflights_are_answered_from_the_config() {
 
 #[test]
 fn https_serves_with_the_configured_certificate() {
-    let (gateway, port) = http_gateway(
+    let gateway = http_gateway(
         "http-tls",
         "cert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n",
     );
@@ -207,7 +207,8 @@ fn https_serves_with_the_configured_certificate() {
         String::from_utf8_lossy(&made.stderr)
     );
     let mut ledge = gateway.start();
-    ledge.wait_for_log("on https://", std::time::Duration::from_secs(10));
+    let line = ledge.wait_for_log("on https://", std::time::Duration::from_secs(10));
+    let port = super::port_in(&line);
     let cacert = dir.join("cert.pem");
     let answer = curl(&[
         "--cacert",

@@ -67,7 +67,7 @@ fn stdout_json(output: &Output) -> serde_json::Value {
 
 #[test]
 fn the_aws_cli_invokes_lists_and_describes_functions() {
-    let (gateway, port) = http_gateway("lambda-cli", "max_body = \"64KiB\"\n");
+    let gateway = http_gateway("lambda-cli", "max_body = \"64KiB\"\n");
     let gateway = gateway
         .function(
             "threshold-alert",
@@ -79,7 +79,7 @@ fn the_aws_cli_invokes_lists_and_describes_functions() {
             Module::Fixture("always_fails"),
             "retries = 1\nretry_backoff = \"50ms\"\non_failure = \"topic:dead/fails\"\nallow_publish = [\"fails/attempts\"]",
         );
-    let _ledge = start(&gateway);
+    let (_ledge, port) = start(&gateway);
     let dir = gateway.dir();
     let dummy = ("AKIDDUMMY", "dummy-secret-key-0000");
 
@@ -238,13 +238,13 @@ fn the_aws_cli_invokes_lists_and_describes_functions() {
 
 #[test]
 fn lambda_errors_over_http_too_large_and_too_many_requests() {
-    let (gateway, port) = http_gateway("lambda-limits", "max_body = \"1KiB\"\n");
+    let gateway = http_gateway("lambda-limits", "max_body = \"1KiB\"\n");
     let gateway = gateway.function(
         "busy",
         Module::Fixture("loop"),
         "timeout = \"1500ms\"\nqueue_size = 1",
     );
-    let _ledge = start(&gateway);
+    let (_ledge, port) = start(&gateway);
     let url =
         |name: &str| format!("http://127.0.0.1:{port}/2015-03-31/functions/{name}/invocations");
 
@@ -281,13 +281,13 @@ fn lambda_errors_over_http_too_large_and_too_many_requests() {
 
 #[test]
 fn boto3_signs_with_the_configured_keys_and_wrong_keys_are_refused() {
-    let (gateway, port) = http_gateway("lambda-sigv4", "credentials_file = \"aws.keys\"\n");
+    let gateway = http_gateway("lambda-sigv4", "credentials_file = \"aws.keys\"\n");
     std::fs::write(
         gateway.dir().join("aws.keys"),
         format!("# the HMI's key pair\n{KEY_ID}:{SECRET}\n"),
     )
     .unwrap();
-    let _ledge = start(&gateway);
+    let (_ledge, port) = start(&gateway);
     let script = r#"
 import json, sys, boto3, botocore
 port, key, secret = sys.argv[1], sys.argv[2], sys.argv[3]

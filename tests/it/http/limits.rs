@@ -9,6 +9,35 @@ use std::time::{Duration, Instant};
 
 use super::{curl, http_gateway, route, start};
 
+/// Connections from 127.0.0.2 rather than 127.0.0.1: their ephemeral
+/// ports are then bound on another address, so thousands of them cannot
+/// take a port another test (running at the same time) just picked with
+/// `free_port` for 127.0.0.1.
+struct Clients(tokio::runtime::Runtime);
+
+impl Clients {
+    fn new() -> Self {
+        Self(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .unwrap(),
+        )
+    }
+
+    fn connect(&self, address: &str) -> TcpStream {
+        let address: std::net::SocketAddr = address.parse().unwrap();
+        let stream = self.0.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind("127.0.0.2:0".parse().unwrap())?;
+            socket.connect(address).await
+        });
+        let stream = stream.expect("connect from 127.0.0.2").into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+    }
+}
+
 /// Everything the server sends on `stream` until it closes it (or 10 s).
 fn read_to_close(stream: &mut TcpStream) -> String {
     stream
@@ -21,9 +50,9 @@ fn read_to_close(stream: &mut TcpStream) -> String {
 
 #[test]
 fn slow_huge_and_malformed_requests_are_answered_and_others_keep_being_served() {
-    let (gateway, port) = http_gateway("http-limits", "read_timeout = \"1s\"\n");
+    let gateway = http_gateway("http-limits", "read_timeout = \"1s\"\n");
     let gateway = gateway.append(&route("GET", "/ping", "echo", ""));
-    let _ledge = start(&gateway);
+    let (_ledge, port) = start(&gateway);
     let address = format!("127.0.0.1:{port}");
     let ping = format!("http://{address}/ping");
 
@@ -100,15 +129,14 @@ fn slow_huge_and_malformed_requests_are_answered_and_others_keep_being_served() 
 
 #[test]
 fn idle_connections_beyond_max_connections_make_room_for_new_ones() {
-    let (gateway, port) = http_gateway("http-conns", "max_connections = 8\n");
+    let gateway = http_gateway("http-conns", "max_connections = 8\n");
     let gateway = gateway.append(&route("GET", "/ping", "echo", ""));
-    let _ledge = start(&gateway);
+    let (_ledge, port) = start(&gateway);
     let address = format!("127.0.0.1:{port}");
     // 200 idle connections, far over the limit: each new one takes the
     // slot of the oldest idle one, so at most 8 stay open.
-    let mut idle: Vec<TcpStream> = (0..200)
-        .map(|_| TcpStream::connect(&address).unwrap())
-        .collect();
+    let clients = Clients::new();
+    let mut idle: Vec<TcpStream> = (0..200).map(|_| clients.connect(&address)).collect();
     assert_eq!(curl(&[&format!("http://{address}/ping")]).status, 200);
     let mut closed = 0;
     for stream in &mut idle {
@@ -137,13 +165,13 @@ fn idle_connections_beyond_max_connections_make_room_for_new_ones() {
 
 #[test]
 fn healthz_says_ready_or_why_not() {
-    let (gateway, port) = http_gateway("http-health", "");
+    let gateway = http_gateway("http-health", "");
     let gateway = gateway.function(
         "broken",
         crate::common::gateway::Module::Fixture("broken_no_memory"),
         "",
     );
-    let _ledge = start(&gateway);
+    let (_ledge, port) = start(&gateway);
     let answer = curl(&[&format!("http://127.0.0.1:{port}/healthz")]);
     assert_eq!(answer.status, 503, "{}", answer.body);
     let body = answer.json();
@@ -155,8 +183,8 @@ fn healthz_says_ready_or_why_not() {
         "{body}"
     );
 
-    let (gateway, port) = http_gateway("http-health-ok", "");
-    let _ledge = start(&gateway);
+    let gateway = http_gateway("http-health-ok", "");
+    let (_ledge, port) = start(&gateway);
     let answer = curl(&[&format!("http://127.0.0.1:{port}/healthz")]);
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["status"], "ready");
@@ -164,9 +192,9 @@ fn healthz_says_ready_or_why_not() {
 
 #[test]
 fn ten_thousand_idle_connections_leave_ledge_with_at_most_max_connections() {
-    let (gateway, port) = http_gateway("http-10k", "max_connections = 256\n");
+    let gateway = http_gateway("http-10k", "max_connections = 256\n");
     let gateway = gateway.append(&route("GET", "/ping", "echo", ""));
-    let ledge = start(&gateway);
+    let (ledge, port) = start(&gateway);
     let address = format!("127.0.0.1:{port}");
     let fds = || {
         std::fs::read_dir(format!("/proc/{}/fd", ledge.pid()))
@@ -185,9 +213,10 @@ fn ten_thousand_idle_connections_leave_ledge_with_at_most_max_connections() {
     };
     let fds_before = fds();
     let rss_before = rss();
+    let clients = Clients::new();
     let mut idle = Vec::with_capacity(10_000);
     for _ in 0..10_000 {
-        idle.push(TcpStream::connect(&address).expect("connect"));
+        idle.push(clients.connect(&address));
     }
     // The server is still reachable, answers, and holds at most 256 of
     // them (each connection is one descriptor in ledge).

@@ -4,22 +4,20 @@
 //! address it is a second such server; beyond loopback without
 //! credentials `ledge check` refuses it.
 
-use super::{curl, route};
+use std::time::Duration;
+
+use super::{curl, port_in, route};
 use crate::common::gateway::{Gateway, Module};
 use crate::common::process::ledge as run_ledge;
 
 #[test]
 fn metrics_listen_alone_serves_only_metrics_and_healthz() {
-    let port = crate::common::free_port();
     let gateway = Gateway::new("metrics-only")
-        .append(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .append("[metrics]\nlisten = \"127.0.0.1:0\"\n")
         .function("echo", Module::Fixture("respond_echo"), "");
     let mut ledge = gateway.start();
-    ledge.wait_for_log(
-        "Prometheus metrics on http://",
-        std::time::Duration::from_secs(10),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let line = ledge.wait_for_log("Prometheus metrics on http://", Duration::from_secs(10));
+    let base = format!("http://127.0.0.1:{}", port_in(&line));
     let answer = curl(&[&format!("{base}/metrics")]);
     assert_eq!(answer.status, 200);
     assert_eq!(
@@ -49,41 +47,31 @@ fn metrics_listen_alone_serves_only_metrics_and_healthz() {
 
 #[test]
 fn metrics_listen_beside_http_is_a_second_server_and_beyond_loopback_needs_credentials() {
-    let http = crate::common::free_port();
-    let metrics = crate::common::free_port();
+    // Port 0 on two loopback addresses: two servers, ports from the log.
     let gateway = Gateway::new("metrics-beside")
-        .append(&format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
-        ))
+        .append("[http]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.2:0\"\n")
         .function("echo", Module::Fixture("respond_echo"), "")
         .append(&route("GET", "/ping", "echo", ""));
     let mut ledge = gateway.start();
-    ledge.wait_for_log(
-        "Prometheus metrics on http://",
-        std::time::Duration::from_secs(10),
-    );
-    assert_eq!(
-        curl(&[&format!("http://127.0.0.1:{http}/ping")]).status,
-        200
-    );
-    assert_eq!(
-        curl(&[&format!("http://127.0.0.1:{metrics}/ping")]).status,
-        404
-    );
-    assert_eq!(
-        curl(&[&format!("http://127.0.0.1:{metrics}/metrics")]).status,
-        200
-    );
-    assert_eq!(
-        curl(&[&format!("http://127.0.0.1:{http}/metrics")]).status,
-        200
-    );
+    let line = ledge.wait_for_log("Prometheus metrics on http://", Duration::from_secs(10));
+    let metrics = line
+        .split("://127.0.0.2:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let line = ledge.wait_for_log("HTTP routes, Lambda's API", Duration::from_secs(10));
+    let http = port_in(&line);
+    let status = |url: String| curl(&[&url]).status;
+    assert_eq!(status(format!("http://127.0.0.1:{http}/ping")), 200);
+    assert_eq!(status(format!("http://127.0.0.2:{metrics}/ping")), 404);
+    assert_eq!(status(format!("http://127.0.0.2:{metrics}/metrics")), 200);
+    assert_eq!(status(format!("http://127.0.0.1:{http}/metrics")), 200);
     drop(ledge);
 
-    let text = gateway.text().replace(
-        &format!("127.0.0.1:{metrics}"),
-        &format!("0.0.0.0:{metrics}"),
-    );
+    let text = gateway
+        .text()
+        .replace("\"127.0.0.2:0\"", "\"0.0.0.0:9464\"");
     let config = crate::common::write_config(gateway.dir(), &text);
     let output = run_ledge(&["check", "--config", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);

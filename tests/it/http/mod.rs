@@ -88,14 +88,14 @@ fn parse(mut text: &str) -> Answer {
     }
 }
 
-/// A gateway with an `[http]` section on a free port (`extra` keys in it)
-/// and the echo function `echo` (responds with its event).
-pub fn http_gateway(id: &str, extra: &str) -> (Gateway, u16) {
-    let port = crate::common::free_port();
-    let gateway = Gateway::new(id)
-        .append(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{extra}"))
-        .function("echo", Module::Fixture("respond_echo"), "");
-    (gateway, port)
+/// A gateway with an `[http]` section on port 0 (the kernel picks; `start`
+/// reads the port from the log, so no other test can take it first),
+/// `extra` keys in it, and the echo function `echo` (responds with its
+/// event).
+pub fn http_gateway(id: &str, extra: &str) -> Gateway {
+    Gateway::new(id)
+        .append(&format!("[http]\nlisten = \"127.0.0.1:0\"\n{extra}"))
+        .function("echo", Module::Fixture("respond_echo"), "")
 }
 
 /// A `source = "http"` trigger.
@@ -105,9 +105,24 @@ pub fn route(method: &str, path: &str, function: &str, extra: &str) -> String {
     )
 }
 
-/// Starts ledge and waits until its HTTP server listens.
-pub fn start(gateway: &Gateway) -> Ledge {
+/// Starts ledge and waits until its HTTP server listens: ledge, and the
+/// server's port.
+pub fn start(gateway: &Gateway) -> (Ledge, u16) {
     let mut ledge = gateway.start();
-    ledge.wait_for_log("HTTP routes, Lambda's API", Duration::from_secs(10));
-    ledge
+    let line = ledge.wait_for_log("HTTP routes, Lambda's API", Duration::from_secs(10));
+    let port = port_in(&line);
+    (ledge, port)
+}
+
+/// The port of the `://127.0.0.1:PORT` address in a log line.
+pub fn port_in(line: &str) -> u16 {
+    line.split("://127.0.0.1:")
+        .nth(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no ://127.0.0.1:PORT in {line:?}"))
 }

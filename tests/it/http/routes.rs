@@ -9,7 +9,7 @@ use crate::common::process::ledge;
 
 #[test]
 fn a_route_gets_an_api_gateway_2_0_event_and_its_response_is_mapped() {
-    let (gateway, port) = http_gateway("http-routes", "max_body = \"2KiB\"\n");
+    let gateway = http_gateway("http-routes", "max_body = \"2KiB\"\n");
     let gateway = gateway
         .function("made", Module::Fixture("respond_http"), "")
         .function("fails", Module::Fixture("always_fails"), "retries = 0")
@@ -19,7 +19,7 @@ fn a_route_gets_an_api_gateway_2_0_event_and_its_response_is_mapped() {
         .append(&route("GET", "/made", "made", ""))
         .append(&route("GET", "/fails", "fails", ""))
         .append(&route("GET", "/slow", "slow", ""));
-    let _ledge = start(&gateway);
+    let (_ledge, port) = start(&gateway);
     let base = format!("http://127.0.0.1:{port}");
 
     let answer = curl(&[
@@ -136,11 +136,11 @@ fn a_route_gets_an_api_gateway_2_0_event_and_its_response_is_mapped() {
 
 #[test]
 fn a_route_over_its_rate_gets_429_with_retry_after_and_the_metrics_count_it() {
-    let (gateway, port) = http_gateway("http-throttle", "");
+    let gateway = http_gateway("http-throttle", "");
     let gateway = gateway
         .append(&route("GET", "/limited", "echo", "rate = 0.01\nburst = 2"))
         .append(&route("GET", "/free", "echo", ""));
-    let _ledge = start(&gateway);
+    let (_ledge, port) = start(&gateway);
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(curl(&[&format!("{base}/limited")]).status, 200);
     assert_eq!(curl(&[&format!("{base}/limited")]).status, 200);
@@ -166,11 +166,11 @@ fn a_route_over_its_rate_gets_429_with_retry_after_and_the_metrics_count_it() {
 
 #[test]
 fn ledge_check_refuses_a_server_beyond_loopback_without_auth_on_every_route() {
-    let (gateway, port) = http_gateway("http-exposed", "");
+    let gateway = http_gateway("http-exposed", "");
     let gateway = gateway.append(&route("GET", "/open", "echo", ""));
     let text = gateway
         .text()
-        .replace(&format!("127.0.0.1:{port}"), &format!("0.0.0.0:{port}"));
+        .replace("\"127.0.0.1:0\"", "\"0.0.0.0:8080\"");
     let config = crate::common::write_config(gateway.dir(), &text);
     let output = ledge(&["check", "--config", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -1,4 +1,6 @@
-//! The HTTP server: API Gateway's role on the gateway (the config's
+//! The HTTP server, a source beside those in `sources` (it is its own
+//! top-level module because it also serves `telemetry`'s `/metrics`, and
+//! `telemetry` sits above `sources`): API Gateway's role on the gateway (the config's
 //! `source = "http"` routes, with API Gateway HTTP API payload 2.0 events
 //! and responses), Lambda's own Invoke API, and `/metrics` and `/healthz`.
 //!
