@@ -195,3 +195,29 @@ fn ledge_check_refuses_a_server_beyond_loopback_without_auth_on_every_route() {
         "the route's error points at its table (line {route}):\n{stderr}"
     );
 }
+
+#[test]
+fn routes_reload_with_the_triggers_and_http_changes_need_a_restart() {
+    let gateway = http_gateway("http-reload", "");
+    let first = gateway.append(&route("GET", "/before", "echo", ""));
+    let (mut ledge, port) = start(&first);
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(curl(&[&format!("{base}/before")]).status, 200);
+    assert_eq!(curl(&[&format!("{base}/after")]).status, 404);
+
+    // A new route, the old one gone: SIGHUP swaps them in.
+    let text = first.text().replace("/before", "/after");
+    crate::common::write_config(first.dir(), &text);
+    crate::common::process::signal(ledge.pid(), "HUP");
+    ledge.wait_for_line("reloaded:", std::time::Duration::from_secs(10));
+    assert_eq!(curl(&[&format!("{base}/after")]).status, 200);
+    assert_eq!(curl(&[&format!("{base}/before")]).status, 404);
+
+    // [http] itself is not reloaded: the reload is refused and says why.
+    let text = text.replace("[http]\n", "[http]\nmax_body = \"2KiB\"\n");
+    crate::common::write_config(first.dir(), &text);
+    crate::common::process::signal(ledge.pid(), "HUP");
+    let line = ledge.wait_for_line("reload failed", std::time::Duration::from_secs(10));
+    assert!(line.contains("[http]"), "{line}");
+    assert_eq!(curl(&[&format!("{base}/after")]).status, 200);
+}
