@@ -463,11 +463,6 @@ impl Query<'_> {
     }
 }
 
-#[allow(dead_code)]
-fn content_type_json() -> HeaderValue {
-    HeaderValue::from_static("application/json")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,7 +50,10 @@ pub fn lambda_error(status: StatusCode, code: &'static str, message: &str) -> Re
 /// says why a structured response is malformed (the caller gets a 502).
 pub fn from_function(bytes: Vec<u8>) -> Result<Response<Full>, String> {
     let starts_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if starts_object {
+    // Building a JSON tree costs more than the rest of the answer: only an
+    // object that names `statusCode` can be a structured response.
+    let names_status = bytes.windows(12).any(|w| w == b"\"statusCode\"");
+    if starts_object && names_status {
         if let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&bytes) {
             if object.contains_key("statusCode") {
                 return structured(&object);

@@ -105,7 +105,8 @@ impl DeadLetterBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TriggerBody {
     V1 {
-        /// `EventSource` as a number: 0 mqtt, 1 sensor, 2 schedule.
+        /// `EventSource` as a number: 0 mqtt, 1 sensor, 2 schedule, 3 invoke,
+        /// 4 http (a later source an older ledge reads as a schedule).
         source: u8,
         subject: String,
         payload: Vec<u8>,
