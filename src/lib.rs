@@ -38,37 +38,45 @@
 //! | AWS's clients and API Gateway handlers work unchanged; no HTTP client can take the server over | `http` | `http` |
 //! | a function drives only the GPIO lines its `allow_gpio` names; actuators are safe at start, stop and crash | `runtime::abi`, `hw::gpio::lines`, `node` | `sensors_and_gpio` |
 //!
-//! Layers: `config`, `spool`, `units`, `time`, `signing`, `hex` sit below the
-//! pipeline and never import it (checked by `tests/it/layers.rs`).
+//! Layers: `config`, `spool`, `units`, `time`, `signing`, `hex`, `fs`,
+//! `rand`, `hw`, `board`, `topic`, `users`, `event` sit below the pipeline
+//! and never import it; no two top-level modules import each other
+//! (checked by `tests/it/layers.rs`).
+//!
+//! Modules are crate-private unless the binary (`cli`), the integration
+//! tests or the benchmarks drive them as a library: `cli`, `config`,
+//! `deploy`, `dispatch`, `event`, `metrics`, `runtime`, `signing`, `sinks`,
+//! `sources`, `spool`, `uplink`. Everything else is reachable only from
+//! inside ledge, so the compiler reports what nothing uses.
 
-pub mod board;
+pub(crate) mod board;
 #[cfg(feature = "local-broker")]
-pub mod broker;
+pub(crate) mod broker;
 pub mod cli;
 pub mod config;
-pub mod control;
+pub(crate) mod control;
 pub mod deploy;
 pub mod dispatch;
 pub mod event;
 pub(crate) mod fs;
-pub mod hex;
-pub mod http;
-pub mod hw;
-pub mod lifecycle;
-pub mod logging;
+pub(crate) mod hex;
+pub(crate) mod http;
+pub(crate) mod hw;
+pub(crate) mod lifecycle;
+pub(crate) mod logging;
 pub mod metrics;
-pub mod mqtt;
-pub mod node;
+pub(crate) mod mqtt;
+pub(crate) mod node;
 pub(crate) mod rand;
 pub mod runtime;
-pub mod service;
+pub(crate) mod service;
 pub mod signing;
 pub mod sinks;
 pub mod sources;
 pub mod spool;
-pub mod telemetry;
-pub mod time;
-pub mod topic;
-pub mod units;
+pub(crate) mod telemetry;
+pub(crate) mod time;
+pub(crate) mod topic;
+pub(crate) mod units;
 pub mod uplink;
-pub mod users;
+pub(crate) mod users;

@@ -126,17 +126,6 @@ impl Line {
         }
         doc
     }
-
-    /// The text form: `<UTC time> <LEVEL> <target>: <message>`.
-    pub fn to_text(&self) -> String {
-        format!(
-            "{} {:5} {}: {}",
-            utc_timestamp(self.at_ms),
-            self.level,
-            self.target,
-            self.text
-        )
-    }
 }
 
 fn is_request_id(text: &str) -> bool {

@@ -80,11 +80,6 @@ impl Notifier {
             log::warn!(target: "ledge::service", "systemd notification `{state}` to {path} failed: {e}");
         }
     }
-
-    /// True when running under a service manager that listens.
-    pub fn is_active(&self) -> bool {
-        self.socket.is_some()
-    }
 }
 
 fn send(socket: &UnixDatagram, path: &str, state: &str) -> std::io::Result<usize> {
@@ -176,7 +171,6 @@ mod tests {
     #[test]
     fn without_a_socket_nothing_is_sent() {
         let notifier = Notifier { socket: None };
-        assert!(!notifier.is_active());
         notifier.notify("READY=1");
     }
 }

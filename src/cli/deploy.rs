@@ -1,34 +1,33 @@
-//! `ledge deploy`, `versions`, `alias set`, `rollback`, `functions`,
-//! `keygen` and `sign`: the function store from the command line.
+//! `ledge deploy`, `versions --delete`, `alias set` and `rollback`: the
+//! commands that change the function store. Listing it is `functions.rs`;
+//! making signed over-the-air deployments is `sign.rs`.
 //!
 //! Commands change the store under the config's data_dir directly (holding
 //! its lock), then ask a running ledge, if there is one, to apply the change
 //! over its control socket. Without a running ledge the change takes effect
 //! when it starts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
 use super::{load_config, CliError};
 use crate::config::{FunctionSpec, Plan};
-use crate::deploy::document::{self, Deployment};
 use crate::deploy::ota;
 use crate::deploy::store::{self, AliasTarget, Probation, Store, Version};
-use crate::signing;
 
-fn usage(e: impl std::fmt::Display) -> CliError {
+pub(super) fn usage(e: impl std::fmt::Display) -> CliError {
     CliError::Usage(anyhow!("{e}"))
 }
 
-fn failed(e: impl std::fmt::Display) -> CliError {
+pub(super) fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(anyhow!("{e}"))
 }
 
 /// A function or alias name from the command line, checked before it
 /// becomes part of a path in the store (`../x` must not reach outside it).
-fn check_name(name: &str, what: &'static str) -> Result<(), CliError> {
+pub(super) fn check_name(name: &str, what: &'static str) -> Result<(), CliError> {
     store::check_name(name, what).map_err(usage)
 }
 
@@ -389,300 +388,4 @@ pub fn delete_version(config: &Path, function: &str, version: u32) -> Result<(),
     println!("deleted {function}:{version} (its number is not reused)");
     drop(lock);
     apply(&plan)
-}
-
-/// `ledge versions NAME`.
-pub fn versions(config: &Path, function: &str, json: bool) -> Result<(), CliError> {
-    check_name(function, "function")?;
-    let plan = load_config(config)?;
-    let store = Store::under(&plan.device.data_dir);
-    let state = store.state(function).map_err(failed)?;
-    if json {
-        println!("{}", serde_json::to_string(&state).map_err(failed)?);
-        return Ok(());
-    }
-    println!(
-        "{:<9} {:<14} {:>9} {:<8} {:<20} aliases",
-        "version", "sha256", "bytes", "origin", "published"
-    );
-    if let Some(draft) = &state.latest {
-        println!(
-            "{:<9} {:<14} {:>9} {:<8} {:<20}",
-            "$LATEST",
-            &draft.sha256[..12.min(draft.sha256.len())],
-            draft.size,
-            "draft",
-            format_ms(draft.deployed_at_ms)
-        );
-    }
-    for (number, version) in &state.versions {
-        let aliases: Vec<String> = state
-            .aliases
-            .iter()
-            .filter(|(_, a)| a.target.versions().any(|v| v == *number))
-            .map(|(name, a)| match a.target.canary {
-                Some((v, pct)) if v == *number => format!("{name} ({pct}%)"),
-                Some((_, pct)) => format!("{name} ({}%)", 100 - pct),
-                None => name.clone(),
-            })
-            .collect();
-        println!(
-            "{:<9} {:<14} {:>9} {:<8} {:<20} {}",
-            number,
-            &version.sha256[..12.min(version.sha256.len())],
-            version.size,
-            version.origin,
-            format_ms(version.published_at_ms),
-            aliases.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// `ledge functions`: every configured function with its store entry.
-pub fn functions(config: &Path, json: bool) -> Result<(), CliError> {
-    let plan = load_config(config)?;
-    let store = Store::under(&plan.device.data_dir);
-    let running = crate::control::request(
-        &crate::control::socket_path(&plan.device.data_dir),
-        "status",
-    )
-    .ok();
-    let mut rows = Vec::new();
-    for spec in plan.functions.iter().filter(|f| f.version == "$LATEST") {
-        let state = store.state(&spec.name).map_err(failed)?;
-        let aliases: serde_json::Map<String, serde_json::Value> = state
-            .aliases
-            .iter()
-            .map(|(name, a)| {
-                let mut text = a.target.to_string();
-                if a.probation.is_some() {
-                    text.push_str(" [probation]");
-                }
-                (name.clone(), text.into())
-            })
-            .collect();
-        let latest = match &state.latest {
-            Some(draft) => format!("store {}", &draft.sha256[..12.min(draft.sha256.len())]),
-            None => format!("config {}", spec.module_path.display()),
-        };
-        let state_text = match &running {
-            None => "not running".to_owned(),
-            Some(status) => {
-                let loaded = status["functions"]
-                    .as_object()
-                    .map(|f| {
-                        f.iter()
-                            .filter(|(k, m)| {
-                                (*k == &spec.name || k.starts_with(&format!("{}:", spec.name)))
-                                    && m["loaded"] != false
-                            })
-                            .map(|(k, _)| k.clone())
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default();
-                format!("running {}", loaded.join(" "))
-            }
-        };
-        rows.push(serde_json::json!({
-            "function": spec.name,
-            "latest": latest,
-            "versions": state.versions.keys().collect::<Vec<_>>(),
-            "aliases": aliases,
-            "default_alias": spec.default_alias,
-            "state": state_text,
-        }));
-    }
-    if json {
-        println!("{}", serde_json::Value::Array(rows));
-        return Ok(());
-    }
-    use super::table::Align::Left;
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            let versions: Vec<String> = row["versions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| v.to_string())
-                .collect();
-            let aliases: Vec<String> = row["aliases"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect();
-            let text = |key: &str| row[key].as_str().unwrap_or_default().to_owned();
-            vec![
-                text("function"),
-                text("latest"),
-                versions.join(","),
-                aliases.join(" "),
-                text("state"),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        super::table::render(
-            &[
-                ("function", Left),
-                ("$LATEST", Left),
-                ("versions", Left),
-                ("aliases", Left),
-                ("state", Left),
-            ],
-            &table,
-        )
-    );
-    Ok(())
-}
-
-fn format_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = crate::logging::civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60
-    )
-}
-
-/// `ledge keygen --id ID --out FILE`: writes the secret seed (mode 0600)
-/// and prints the public key line for `[deploy] trusted_keys`.
-pub fn keygen(id: &str, out: &Path) -> Result<(), CliError> {
-    signing::parse_public_key(&format!("{id}:{}", "00".repeat(32))).map_err(usage)?;
-    if out.exists() {
-        return Err(usage(format!(
-            "{} exists; refusing to overwrite a key",
-            out.display()
-        )));
-    }
-    let (seed, public) = signing::generate().map_err(failed)?;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .map_err(|e| failed(format!("cannot create {}: {e}", out.display())))?;
-    writeln!(file, "{}", store::hex(&seed))
-        .map_err(|e| failed(format!("cannot write {}: {e}", out.display())))?;
-    let line = format!("{id}:{}", store::hex(&public));
-    std::fs::write(out.with_extension("pub"), format!("{line}\n"))
-        .map_err(|e| failed(format!("cannot write the public key: {e}")))?;
-    println!("{line}");
-    eprintln!(
-        "secret key in {} (keep it off the gateways); add the line above to [deploy] trusted_keys",
-        out.display()
-    );
-    Ok(())
-}
-
-pub struct SignRequest<'a> {
-    pub function: &'a str,
-    pub module: &'a Path,
-    pub version: u32,
-    pub alias: Option<&'a str>,
-    pub key: &'a Path,
-    pub key_id: &'a str,
-    pub chunk_size: u64,
-    pub memory: Option<&'a str>,
-    pub timeout: Option<&'a str>,
-    pub env: &'a [String],
-    pub out: &'a Path,
-}
-
-/// `ledge sign`: writes `OUT/deployment.json` (publish it on
-/// `<prefix>/deploy`) and `OUT/chunks/<index>` (publish each on
-/// `<prefix>/deploy/chunk/<function>/<version>/<index>`).
-pub fn sign(request: &SignRequest<'_>) -> Result<(), CliError> {
-    let key_text =
-        crate::config::files::read_capped(request.key, crate::config::files::MAX_SECRET_FILE)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| {
-                usage(format!(
-                    "cannot read key {}: not a readable regular UTF-8 file of at most 1 MiB",
-                    request.key.display()
-                ))
-            })?;
-    let seed = signing::parse_secret_key(&key_text)
-        .map_err(|e| usage(format!("{}: {e}", request.key.display())))?;
-    check_name(request.function, "function")?;
-    if let Some(alias) = request.alias {
-        check_name(alias, "alias")?;
-    }
-    let bytes = crate::runtime::read_module(request.module).map_err(usage)?;
-    wasmi::Module::new(&wasmi::Engine::default(), &bytes[..]).map_err(|e| {
-        usage(format!(
-            "{} is not valid WebAssembly: {e}",
-            request.module.display()
-        ))
-    })?;
-    let mut settings = store::Settings::default();
-    if let Some(memory) = request.memory {
-        settings.memory_bytes = Some(
-            crate::units::parse_size(memory)
-                .map_err(|e| usage(format!("--memory {memory}: {e}")))?,
-        );
-    }
-    if let Some(timeout) = request.timeout {
-        settings.timeout_ms = Some(
-            crate::units::parse_duration(timeout)
-                .map_err(|e| usage(format!("--timeout {timeout}: {e}")))?
-                .as_millis() as u64,
-        );
-    }
-    for pair in request.env {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--env `{pair}`: write KEY=VALUE")))?;
-        settings.env.insert(k.to_owned(), v.to_owned());
-    }
-    let deployment = Deployment {
-        format: document::FORMAT.to_owned(),
-        function: request.function.to_owned(),
-        version: request.version,
-        alias: request.alias.map(str::to_owned),
-        sha256: store::sha256_hex(&bytes),
-        size: bytes.len() as u64,
-        chunk_size: request.chunk_size,
-        settings,
-        created_at_ms: store::now_ms(),
-    };
-    let envelope = document::seal(&deployment, request.key_id, &seed).map_err(failed)?;
-    // Check what we wrote the way a gateway will.
-    let public = signing::public_key(&seed).map_err(failed)?;
-    let payload = serde_json::to_vec(&envelope).map_err(failed)?;
-    document::verify(&payload, &[(request.key_id.to_owned(), public)], u64::MAX).map_err(usage)?;
-    let chunks_dir = request.out.join("chunks");
-    std::fs::create_dir_all(&chunks_dir)
-        .map_err(|e| failed(format!("cannot create {}: {e}", chunks_dir.display())))?;
-    std::fs::write(request.out.join("deployment.json"), &payload)
-        .map_err(|e| failed(format!("cannot write deployment.json: {e}")))?;
-    for (index, chunk) in bytes.chunks(request.chunk_size as usize).enumerate() {
-        let path: PathBuf = chunks_dir.join(index.to_string());
-        std::fs::write(&path, chunk)
-            .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
-    }
-    println!(
-        "{}:{} signed by {}: {} bytes in {} chunks, sha256 {}",
-        deployment.function,
-        deployment.version,
-        request.key_id,
-        deployment.size,
-        deployment.chunks(),
-        deployment.sha256
-    );
-    println!(
-        "publish {} on <prefix>/deploy and chunks/N on <prefix>/deploy/chunk/{}/{}/N",
-        request.out.join("deployment.json").display(),
-        deployment.function,
-        deployment.version
-    );
-    Ok(())
 }

@@ -36,31 +36,58 @@ pub enum SourceKind {
     Schedule,
 }
 
+/// `ledge invoke`'s arguments (`--config` is the command line's global one).
+#[derive(Debug, clap::Args)]
 pub struct Request {
-    /// The config's function; `None` with `--module` alone.
+    /// The function's name in the config (optional with --module); `f:7`
+    /// or `f:alias` names a version.
+    #[arg(required_unless_present = "module")]
     pub function: Option<String>,
-    /// `None`: `$LEDGE_CONFIG` or /etc/ledge/ledge.toml, unless `--module`
-    /// alone needs no config.
+    /// Filled from the global `--config`; `None`: `$LEDGE_CONFIG` or
+    /// /etc/ledge/ledge.toml, unless `--module` alone needs no config.
+    #[arg(skip)]
     pub config: Option<PathBuf>,
-    /// Run this module: alone, with the permissive settings of a test
-    /// bench; with a function, in that function's settings.
+    /// Run this .wasm file: alone, as a function named after the file with
+    /// default limits that may publish anywhere (nothing is sent); with a
+    /// function name, in that function's config.
+    #[arg(long)]
     pub module: Option<PathBuf>,
+    /// The event payload (any bytes; JSON is the function's business).
+    #[arg(long, conflicts_with_all = ["event_file", "events"])]
     pub event: Option<String>,
+    /// Read the event payload from a file.
+    #[arg(long, conflicts_with = "events")]
     pub event_file: Option<PathBuf>,
-    /// Run every line of this file as one event, through one warm instance.
+    /// Run each line of this file as one event, in order, through one
+    /// warm instance (state carries over, as on the gateway).
+    #[arg(long)]
     pub events: Option<PathBuf>,
+    /// Present the event as this source would send it: mqtt (payload
+    /// unchanged, subject the topic), sensor (a number becomes the
+    /// reading JSON), schedule (no payload becomes the tick JSON).
+    #[arg(long, value_enum)]
     pub source: Option<SourceKind>,
+    /// The event's subject: the topic, the sensor name [default:
+    /// test-sensor] or the schedule [default: "every 1m"].
+    #[arg(long)]
     pub subject: Option<String>,
+    /// Present the event as an MQTT message on this topic.
+    #[arg(long, conflicts_with = "subject")]
     pub topic: Option<String>,
-    /// `KEY=VALUE` entries added to the function's env.
+    /// Add KEY=VALUE to the function's env (repeatable; wins over the config).
+    #[arg(long, value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Print the result as one JSON object (one per line with --events).
+    #[arg(long)]
     pub json: bool,
-    /// Ask the running ledge instead (`--remote`).
+    /// Invoke the function in the running ledge, synchronously, over its
+    /// local broker (instead of loading it here).
+    #[arg(long, conflicts_with_all = ["topic", "module", "events", "source", "env"])]
     pub remote: bool,
 }
 
 /// The config used when none is named.
-const DEFAULT_CONFIG: &str = "/etc/ledge/ledge.toml";
+use super::DEFAULT_CONFIG;
 
 pub fn invoke(request: &Request) -> Result<(), CliError> {
     crate::logging::init(Some("warn"));

@@ -7,11 +7,13 @@
 mod boards;
 mod check;
 mod deploy;
+mod functions;
 mod invoke;
 mod logs;
 mod new;
 mod remote;
 mod run;
+mod sign;
 mod spool;
 mod status;
 mod table;
@@ -24,34 +26,26 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "ledge", version, about)]
 pub struct Cli {
+    /// The config file (every command that reads one).
+    #[arg(long, short, env = "LEDGE_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The config read when `--config` and `$LEDGE_CONFIG` name none.
+pub const DEFAULT_CONFIG: &str = "/etc/ledge/ledge.toml";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run ledge: broker link, functions, sensors and schedules, until SIGTERM.
     Run {
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
         /// Apply a board profile (see `ledge boards`); wins over [device] board.
         #[arg(long)]
         board: Option<String>,
     },
     /// Validate a config and print the resolved functions and routing table.
     Check {
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
         /// Apply a board profile (see `ledge boards`); wins over [device] board.
         #[arg(long)]
         board: Option<String>,
@@ -63,52 +57,7 @@ pub enum Command {
     },
     /// Run a function locally, with no broker; print its response, log
     /// lines, publishes and duration.
-    Invoke {
-        /// The function's name in the config (optional with --module).
-        #[arg(required_unless_present = "module")]
-        function: Option<String>,
-        /// The config [default: /etc/ledge/ledge.toml]; not read for
-        /// --module without a function name.
-        #[arg(long, short, env = "LEDGE_CONFIG")]
-        config: Option<PathBuf>,
-        /// Run this .wasm file: alone, as a function named after the file with
-        /// default limits that may publish anywhere (nothing is sent); with a
-        /// function name, in that function's config.
-        #[arg(long)]
-        module: Option<PathBuf>,
-        /// The event payload (any bytes; JSON is the function's business).
-        #[arg(long, conflicts_with_all = ["event_file", "events"])]
-        event: Option<String>,
-        /// Read the event payload from a file.
-        #[arg(long, conflicts_with = "events")]
-        event_file: Option<PathBuf>,
-        /// Run each line of this file as one event, in order, through one
-        /// warm instance (state carries over, as on the gateway).
-        #[arg(long)]
-        events: Option<PathBuf>,
-        /// Present the event as this source would send it: mqtt (payload
-        /// unchanged, subject the topic), sensor (a number becomes the
-        /// reading JSON), schedule (no payload becomes the tick JSON).
-        #[arg(long, value_enum)]
-        source: Option<invoke::SourceKind>,
-        /// The event's subject: the topic, the sensor name [default:
-        /// test-sensor] or the schedule [default: "every 1m"].
-        #[arg(long)]
-        subject: Option<String>,
-        /// Present the event as an MQTT message on this topic.
-        #[arg(long, conflicts_with = "subject")]
-        topic: Option<String>,
-        /// Add KEY=VALUE to the function's env (repeatable; wins over the config).
-        #[arg(long, value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        /// Print the result as one JSON object (one per line with --events).
-        #[arg(long)]
-        json: bool,
-        /// Invoke the function in the running ledge, synchronously, over its
-        /// local broker (instead of loading it here).
-        #[arg(long, conflicts_with_all = ["topic", "module", "events", "source", "env"])]
-        remote: bool,
-    },
+    Invoke(invoke::Request),
     /// Make a new function project: source, build script, an event to try
     /// and a config snippet; it builds and passes `ledge invoke` as made.
     New {
@@ -122,13 +71,6 @@ pub enum Command {
     },
     /// Ask a running ledge how it is: links, spool, functions.
     Status {
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
         /// Print the status document as JSON.
         #[arg(long)]
         json: bool,
@@ -136,13 +78,6 @@ pub enum Command {
     /// Per-function metrics of the running ledge: counts, throttles, retries,
     /// dead letters, concurrency, queue depth, duration percentiles.
     Metrics {
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
         /// Print them as JSON.
         #[arg(long, conflicts_with = "prometheus")]
         json: bool,
@@ -153,13 +88,6 @@ pub enum Command {
     /// The running ledge's recent log lines (function and runtime), or with
     /// -f a live tail of them; filtered by function, level, request id.
     Logs {
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
         /// Keep printing new lines as they are logged (after the recent
         /// ones), until interrupted.
         #[arg(long, short)]
@@ -189,13 +117,6 @@ pub enum Command {
         function: String,
         /// The .wasm module.
         module: PathBuf,
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
         /// Also publish it as the next version.
         #[arg(long)]
         publish: bool,
@@ -220,13 +141,6 @@ pub enum Command {
         /// points at it or could roll back to it).
         #[arg(long, conflicts_with = "json")]
         delete: Option<u32>,
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -239,26 +153,9 @@ pub enum Command {
     /// deployed through it, rollback goes to v2, again to v1, then refuses
     /// (no earlier target). A rollback is not undone by another: point the
     /// alias forward with `ledge alias set`.
-    Rollback {
-        function: String,
-        alias: String,
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
-    },
+    Rollback { function: String, alias: String },
     /// The configured functions with their $LATEST, versions, aliases and state.
     Functions {
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -281,47 +178,11 @@ pub enum Command {
     },
     /// Sign a module as a deployment for over-the-air delivery: writes
     /// OUT/deployment.json and OUT/chunks/<index>.
-    Sign {
-        function: String,
-        module: PathBuf,
-        /// The version number it will have on the gateways (must be above
-        /// every version they have).
-        #[arg(long)]
-        version: u32,
-        /// Point this alias at it once it is installed (watched, rolled back
-        /// automatically if it fails).
-        #[arg(long)]
-        alias: Option<String>,
-        /// The secret key file from `ledge keygen`.
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
-        key_id: String,
-        #[arg(long, default_value_t = 65536)]
-        chunk_size: u64,
-        /// Settings the version pins (the config's are used otherwise).
-        #[arg(long)]
-        memory: Option<String>,
-        #[arg(long)]
-        timeout: Option<String>,
-        /// KEY=VALUE, repeatable.
-        #[arg(long)]
-        env: Vec<String>,
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Sign(sign::SignRequest),
     /// Inspect the on-flash spool (works beside a running ledge).
     Spool {
         #[command(subcommand)]
         action: SpoolAction,
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml",
-            global = true
-        )]
-        config: PathBuf,
         /// The spool directory itself, instead of finding it via the config.
         #[arg(long, global = true)]
         dir: Option<PathBuf>,
@@ -343,13 +204,6 @@ pub enum AliasAction {
         /// Do not watch the new target for errors (no automatic rollback).
         #[arg(long)]
         no_watch: bool,
-        #[arg(
-            long,
-            short,
-            env = "LEDGE_CONFIG",
-            default_value = "/etc/ledge/ledge.toml"
-        )]
-        config: PathBuf,
     },
 }
 
@@ -396,7 +250,6 @@ impl std::fmt::Display for CliError {
     }
 }
 
-/// Runs a parsed command line.
 /// `ledge passwd NAME`: reads the password from stdin, prints the line.
 fn passwd(name: &str) -> Result<(), CliError> {
     let mut password = String::new();
@@ -415,42 +268,23 @@ fn passwd(name: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Runs a parsed command line.
 pub fn execute(cli: Cli) -> Result<(), CliError> {
+    let named = cli.config;
+    let config = named
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     match cli.command {
-        Command::Run { config, board } => run::run(&config, board.as_deref()),
-        Command::Check { config, board } => check::check(&config, board.as_deref()),
+        Command::Run { board } => run::run(&config, board.as_deref()),
+        Command::Check { board } => check::check(&config, board.as_deref()),
         Command::Boards { name } => boards::boards(name.as_deref()),
-        Command::Invoke {
-            function,
-            config,
-            module,
-            event,
-            event_file,
-            events,
-            source,
-            subject,
-            topic,
-            env,
-            json,
-            remote,
-        } => invoke::invoke(&invoke::Request {
-            function,
-            config,
-            module,
-            event,
-            event_file,
-            events,
-            source,
-            subject,
-            topic,
-            env,
-            remote,
-            json,
-        }),
+        Command::Invoke(mut request) => {
+            request.config = named;
+            invoke::invoke(&request)
+        }
         Command::New { name, lang, dir } => new::new(&name, lang, dir.as_deref()),
-        Command::Status { config, json } => status::status(&config, json),
+        Command::Status { json } => status::status(&config, json),
         Command::Logs {
-            config,
             follow,
             function,
             level,
@@ -468,15 +302,10 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             },
             json,
         ),
-        Command::Metrics {
-            config,
-            json,
-            prometheus,
-        } => status::metrics(&config, json, prometheus),
+        Command::Metrics { json, prometheus } => status::metrics(&config, json, prometheus),
         Command::Deploy {
             function,
             module,
-            config,
             publish,
             alias,
             no_watch,
@@ -502,15 +331,9 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Versions {
             function,
             delete: Some(version),
-            config,
             ..
         } => deploy::delete_version(&config, &function, version),
-        Command::Versions {
-            function,
-            config,
-            json,
-            delete: None,
-        } => deploy::versions(&config, &function, json),
+        Command::Versions { function, json, .. } => functions::versions(&config, &function, json),
         Command::Alias {
             action:
                 AliasAction::Set {
@@ -519,7 +342,6 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
                     version,
                     weight,
                     no_watch,
-                    config,
                 },
         } => deploy::alias_set(
             &config,
@@ -529,42 +351,13 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             weight.as_deref(),
             !no_watch,
         ),
-        Command::Rollback {
-            function,
-            alias,
-            config,
-        } => deploy::rollback(&config, &function, &alias),
-        Command::Functions { config, json } => deploy::functions(&config, json),
+        Command::Rollback { function, alias } => deploy::rollback(&config, &function, &alias),
+        Command::Functions { json } => functions::functions(&config, json),
         Command::Passwd { name } => passwd(&name),
-        Command::Keygen { id, out } => deploy::keygen(&id, &out),
-        Command::Sign {
-            function,
-            module,
-            version,
-            alias,
-            key,
-            key_id,
-            chunk_size,
-            memory,
-            timeout,
-            env,
-            out,
-        } => deploy::sign(&deploy::SignRequest {
-            function: &function,
-            module: &module,
-            version,
-            alias: alias.as_deref(),
-            key: &key,
-            key_id: &key_id,
-            chunk_size,
-            memory: memory.as_deref(),
-            timeout: timeout.as_deref(),
-            env: &env,
-            out: &out,
-        }),
+        Command::Keygen { id, out } => sign::keygen(&id, &out),
+        Command::Sign(request) => sign::sign(&request),
         Command::Spool {
             action,
-            config,
             dir,
             stream,
         } => {

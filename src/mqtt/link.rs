@@ -36,6 +36,7 @@ pub enum LinkError {
     #[cfg(feature = "local-broker")]
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    #[cfg(not(feature = "local-broker"))]
     #[error("this ledge was built without the embedded broker (feature `local-broker`)")]
     NoEmbeddedBroker,
 }
@@ -48,6 +49,7 @@ pub struct LinkParts<'a> {
     pub outboxes: &'a Arc<Outboxes>,
     pub state: &'a Arc<LinkState>,
     /// "A full queue has room again": held-back clients read again.
+    #[cfg_attr(not(feature = "local-broker"), allow(dead_code))]
     pub room: &'a Arc<Notify>,
     pub filters: watch::Receiver<Vec<TopicFilter>>,
     pub stop: watch::Receiver<bool>,

@@ -14,4 +14,4 @@ mod status;
 
 pub use prometheus::prometheus;
 pub use ship::{ship_metrics, ship_own_logs};
-pub use status::{StatusMemory, StatusSources};
+pub use status::StatusSources;

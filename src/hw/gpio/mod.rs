@@ -205,11 +205,6 @@ impl Debouncer {
         }
         None
     }
-
-    /// When the pending level (if any) becomes stable.
-    pub fn due(&self) -> Option<Instant> {
-        self.pending.map(|(_, since)| since + self.period)
-    }
 }
 
 #[cfg(test)]
@@ -239,9 +234,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Debouncer::new(true, ms(30));
         assert_eq!(d.observe(false, t0), None);
-        assert_eq!(d.due(), Some(t0 + ms(30)));
         assert_eq!(d.observe(true, t0 + ms(5)), None);
-        assert_eq!(d.due(), None);
         assert_eq!(d.observe(true, t0 + ms(100)), None);
     }
 

@@ -24,8 +24,6 @@ pub const FLAG_EDGE_FALLING: u64 = 1 << 5;
 pub const FLAG_BIAS_PULL_UP: u64 = 1 << 8;
 pub const FLAG_BIAS_PULL_DOWN: u64 = 1 << 9;
 pub const FLAG_BIAS_DISABLED: u64 = 1 << 10;
-/// Event timestamps from CLOCK_REALTIME instead of CLOCK_MONOTONIC (5.11+).
-pub const FLAG_EVENT_CLOCK_REALTIME: u64 = 1 << 11;
 
 pub const ATTR_ID_OUTPUT_VALUES: u32 = 2;
 pub const ATTR_ID_DEBOUNCE: u32 = 3;

@@ -106,10 +106,18 @@ fn burst_reaches_upstream_in_order(gateway: Gateway) {
 }
 
 #[test]
-fn ten_thousand_qos1_forwards_at_once_through_stock_mosquitto_all_arrive_in_order() {
-    // Stock settings: max_inflight_messages 20, max_queued_messages 1000.
+fn ten_thousand_qos1_forwards_at_once_through_mosquitto_set_up_for_bursts_all_arrive_in_order() {
+    // mosquitto as docs/config.md tells a gateway taking bursts to run it:
+    // `max_queued_messages 0`. With stock settings (1,000 queued per
+    // client) mosquitto itself drops what a subscriber has not read yet
+    // when the machine is busy: a plain rumqttc witness subscribed beside
+    // ledge lost up to 3,700 of these 10,000 on this 2-core machine under
+    // a parallel build, and ledge lost the last 99 once in 12 runs. That
+    // loss happens before ledge sees the message, so no test of ledge can
+    // promise against it; what ledge promises is that everything the
+    // broker hands it arrives upstream.
     let gateway = Gateway::new("gw-ack")
-        .with_mosquitto()
+        .with_persistent_mosquitto()
         .broker("keep_alive = \"5s\"");
     burst_reaches_upstream_in_order(gateway);
 }
