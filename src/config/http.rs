@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::plan::Secret;
+use super::names::is_identifier;
+use super::secret::Secret;
 
 /// `[http] listen` when the section does not say.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -180,7 +181,7 @@ impl RoutePath {
                     Some(name) => (name, true),
                     None => (inner, false),
                 };
-                if !super::plan::is_identifier(name, "") {
+                if !is_identifier(name, "") {
                     return Err(format!(
                         "path `{text}`: `{{{inner}}}` is not a parameter name (letters, digits, `-`, `_`)"
                     ));
@@ -332,7 +333,7 @@ impl ApiKeys {
                 return Err(fail("expected name:key"));
             };
             let (name, key) = (name.trim(), key.trim());
-            if !super::plan::is_identifier(name, ".") {
+            if !is_identifier(name, ".") {
                 return Err(fail(
                     "the name must be 1-64 letters, digits, `-`, `_` or `.`",
                 ));

@@ -17,10 +17,12 @@
 pub mod files;
 pub mod http;
 pub mod lint;
+mod names;
 pub mod plan;
 pub mod raw;
 pub mod redact;
 mod resolve;
+mod secret;
 
 use std::fmt;
 use std::ops::Range;

@@ -5,6 +5,8 @@
 //! section, from the serde mirror in [`super::raw`]; nothing here reads a
 //! file or reports a config error.
 
+pub use super::names::is_identifier;
+pub use super::secret::Secret;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -236,32 +238,6 @@ impl fmt::Display for BrokerMode {
             Self::Embedded { listen } => write!(f, "embedded, listening on {listen}"),
             Self::External { host, port } => write!(f, "external, mqtt://{host}:{port}"),
         }
-    }
-}
-
-/// A value that must never be printed: Debug and Display redact it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-    /// The secret itself, for the one place that needs it (the MQTT CONNECT).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
     }
 }
 
@@ -551,13 +527,4 @@ pub struct GpioPlan {
 pub struct GpioInputSpec {
     pub address: LineAddress,
     pub config: InputConfig,
-}
-
-/// Letters, digits, `-`, `_` and any of `extra`; 1 to 64 characters: what a
-/// function, sensor, output, alias or device may be called.
-pub(super) fn is_identifier(text: &str, extra: &str) -> bool {
-    (1..=64).contains(&text.len())
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(c))
 }

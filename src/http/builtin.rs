@@ -12,8 +12,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
+use super::app::App;
 use super::body::Full;
-use super::handler::App;
 use super::response;
 
 pub fn metrics(app: &App) -> Response<Full> {

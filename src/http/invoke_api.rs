@@ -23,9 +23,9 @@ use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::app::{authorize, retry_after, App, ANSWER_WAIT};
 use super::auth::Required;
 use super::body::Full;
-use super::handler::{authorize, retry_after, App, ANSWER_WAIT};
 use super::response::{self, lambda_error};
 use crate::config::http::percent_decode;
 use crate::config::FunctionSpec;

@@ -19,6 +19,7 @@
 //! connection is closed for the new one, and a new one is refused when
 //! every connection is in the middle of a request.
 
+mod app;
 mod auth;
 mod base64;
 mod body;
@@ -47,7 +48,7 @@ use crate::config::http::HttpPlan;
 use crate::dispatch::Routing;
 use crate::telemetry::StatusSources;
 
-pub use handler::App;
+pub use app::App;
 pub use stats::Stats;
 
 /// The largest request head (request line and headers) hyper buffers;

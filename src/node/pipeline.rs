@@ -18,8 +18,10 @@ use crate::dispatch::Dispatcher;
 use crate::hw::gpio::GpioLines;
 use crate::runtime::{LoadedFunction, Runtime};
 use crate::sinks::{PublishSink, Sinks};
+use crate::sources::mqtt::MqttSource;
 use crate::sources::{schedule, sensor};
 use crate::spool::Spool;
+use crate::topic::TopicFilter;
 
 pub(super) struct Pipeline {
     pub(super) dispatcher: Arc<Dispatcher>,
@@ -229,10 +231,9 @@ impl Node {
         old.dispatcher.close();
         self.pipeline
             .start_sources(&plan, &self.publisher, &self.sinks);
-        let _ = self.filters.send(super::start::subscriptions(
-            &self.pipeline.dispatcher,
-            &plan,
-        ));
+        let _ = self
+            .filters
+            .send(subscriptions(&self.pipeline.dispatcher, &plan));
         // Every event the old dispatcher accepted runs; each invocation is
         // bounded by its function's timeout, so this ends.
         let workers = old.workers;
@@ -381,4 +382,17 @@ fn start_sources(
             stopped.clone(),
         ));
     }
+}
+
+/// Every filter the local link subscribes to: triggers and forward rules.
+pub(super) fn subscriptions(dispatcher: &Dispatcher, plan: &Plan) -> Vec<TopicFilter> {
+    let mut filters = dispatcher.mqtt_filters();
+    filters.extend(plan.forwards.iter().map(|f| f.filter.clone()));
+    // Device ids are checked to be valid topic levels, so this always parses.
+    if let Ok(invoke) = TopicFilter::new(&MqttSource::invoke_filter(&plan.device.id)) {
+        filters.push(invoke);
+    }
+    filters.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    filters.dedup();
+    filters
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::pipeline::{load_functions, OnBadModule, Pipeline};
+use super::pipeline::{load_functions, subscriptions, OnBadModule, Pipeline};
 use super::{Node, NodeError, ReloadError};
 use crate::config::{BrokerMode, Plan};
 use crate::deploy::probation::{self, Reporter};
 use crate::deploy::store::Store;
-use crate::dispatch::{Dispatcher, Routing};
+use crate::dispatch::Routing;
 use crate::hw::gpio::GpioLines;
 use crate::lifecycle::Reloads;
 use crate::mqtt::link::{Link, LinkParts};
@@ -24,7 +24,6 @@ use crate::sinks::{DeadLetterSink, ForwardSink, LogSink, PublishSink, Sinks};
 use crate::sources::mqtt::MqttSource;
 use crate::spool::Spool;
 use crate::telemetry::StatusSources;
-use crate::topic::TopicFilter;
 use crate::uplink::{Subscriptions, Uplink, UplinkStatus};
 
 impl Node {
@@ -375,17 +374,4 @@ fn open_uplink_spools(plan: &Plan) -> Result<Option<UplinkSpools>, NodeError> {
         open("uplink", events)?,
         open(crate::spool::TELEMETRY_STREAM, telemetry)?,
     )))
-}
-
-/// Every filter the local link subscribes to: triggers and forward rules.
-pub(super) fn subscriptions(dispatcher: &Dispatcher, plan: &Plan) -> Vec<TopicFilter> {
-    let mut filters = dispatcher.mqtt_filters();
-    filters.extend(plan.forwards.iter().map(|f| f.filter.clone()));
-    // Device ids are checked to be valid topic levels, so this always parses.
-    if let Ok(invoke) = TopicFilter::new(&MqttSource::invoke_filter(&plan.device.id)) {
-        filters.push(invoke);
-    }
-    filters.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    filters.dedup();
-    filters
 }

@@ -1,6 +1,6 @@
 //! The tree reads as the pipeline: lower layers never import the layers
-//! above them, and no two top-level modules import each other, directly or
-//! round a longer cycle. Read from the source the way a reviewer would: the
+//! above them, no two top-level modules import each other, directly or
+//! round a longer cycle, and neither do two files of one folder. Read from the source the way a reviewer would: the
 //! `crate::<module>` paths in each file outside its `#[cfg(test)]` part.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -119,38 +119,140 @@ fn lower_layers_never_import_the_pipeline() {
 #[test]
 fn no_two_top_level_modules_import_each_other() {
     let graph = imports();
-    // Depth-first search for a back edge; the path on the stack is the cycle.
-    fn visit(
-        node: &str,
-        graph: &BTreeMap<String, BTreeSet<String>>,
-        stack: &mut Vec<String>,
-        done: &mut BTreeSet<String>,
-    ) -> Option<Vec<String>> {
-        if let Some(at) = stack.iter().position(|n| n == node) {
-            let mut cycle = stack[at..].to_vec();
-            cycle.push(node.to_string());
-            return Some(cycle);
-        }
-        if done.contains(node) {
-            return None;
-        }
-        stack.push(node.to_string());
-        for next in graph.get(node).into_iter().flatten() {
-            if let Some(cycle) = visit(next, graph, stack, done) {
-                return Some(cycle);
-            }
-        }
-        stack.pop();
-        done.insert(node.to_string());
-        None
-    }
     let mut done = BTreeSet::new();
     for node in graph.keys() {
-        let cycle = visit(node, &graph, &mut Vec::new(), &mut done);
+        let cycle = find_cycle(node, &graph, &mut Vec::new(), &mut done);
         assert!(
             cycle.is_none(),
             "import cycle: {}",
             cycle.unwrap().join(" → ")
         );
     }
+}
+
+/// The sibling files (by module name) that `code`, a file of folder `dir`
+/// (relative to src/, "" for src/ itself), names through `super::` or
+/// `crate::<dir>::`.
+fn sibling_names(code: &str, dir: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let crate_prefix = format!("crate::{}::", dir.replace('/', "::"));
+    for line in code.lines() {
+        let line = line.split("//").next().unwrap_or("");
+        for prefix in ["super::", crate_prefix.as_str()] {
+            if prefix == "crate::::" {
+                continue;
+            }
+            let mut rest = line;
+            while let Some(at) = rest.find(prefix) {
+                rest = &rest[at + prefix.len()..];
+                if let Some(group) = rest.strip_prefix('{') {
+                    // `super::{a, b::C, self}`: the first name of each item.
+                    let mut depth = 0;
+                    let mut item = String::new();
+                    for c in group.chars() {
+                        match c {
+                            '{' => depth += 1,
+                            '}' if depth == 0 => break,
+                            '}' => depth -= 1,
+                            ',' if depth == 0 => {
+                                names.insert(first_name(&item));
+                                item.clear();
+                                continue;
+                            }
+                            _ => {}
+                        }
+                        if depth == 0 {
+                            item.push(c);
+                        }
+                    }
+                    names.insert(first_name(&item));
+                } else {
+                    names.insert(first_name(rest));
+                }
+            }
+        }
+    }
+    names
+}
+
+fn first_name(text: &str) -> String {
+    text.trim()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+#[test]
+fn no_two_files_of_one_folder_import_each_other() {
+    let src = common::repo().join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    // folder → (file module name → sibling names it uses).
+    let mut folders: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for file in &files {
+        let relative = file.strip_prefix(&src).unwrap();
+        let name = relative.file_stem().unwrap().to_string_lossy().to_string();
+        if name == "mod" || name == "lib" || name == "main" {
+            continue;
+        }
+        let dir = relative
+            .parent()
+            .map(|p| p.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        folders
+            .entry(dir.clone())
+            .or_default()
+            .insert(name, sibling_names(code, &dir));
+    }
+    for (dir, files) in &folders {
+        // Edges only between files of this folder.
+        let graph: BTreeMap<String, BTreeSet<String>> = files
+            .iter()
+            .map(|(name, used)| {
+                let siblings = used
+                    .iter()
+                    .filter(|u| *u != name && files.contains_key(*u))
+                    .cloned()
+                    .collect();
+                (name.clone(), siblings)
+            })
+            .collect();
+        let mut done = BTreeSet::new();
+        for node in graph.keys() {
+            let cycle = find_cycle(node, &graph, &mut Vec::new(), &mut done);
+            assert!(
+                cycle.is_none(),
+                "import cycle in src/{dir}: {}",
+                cycle.unwrap().join(" → ")
+            );
+        }
+    }
+}
+
+/// Depth-first search for a back edge; the path on the stack is the cycle.
+fn find_cycle(
+    node: &str,
+    graph: &BTreeMap<String, BTreeSet<String>>,
+    stack: &mut Vec<String>,
+    done: &mut BTreeSet<String>,
+) -> Option<Vec<String>> {
+    if let Some(at) = stack.iter().position(|n| n == node) {
+        let mut cycle = stack[at..].to_vec();
+        cycle.push(node.to_string());
+        return Some(cycle);
+    }
+    if done.contains(node) {
+        return None;
+    }
+    stack.push(node.to_string());
+    for next in graph.get(node).into_iter().flatten() {
+        if let Some(cycle) = find_cycle(next, graph, stack, done) {
+            return Some(cycle);
+        }
+    }
+    stack.pop();
+    done.insert(node.to_string());
+    None
 }

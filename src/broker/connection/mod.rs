@@ -163,7 +163,12 @@ impl Connection {
                         return Ended::TakenOver;
                     }
                 }
-                stored = async { head_stored.expect("guarded").await }, if waiting_ack => {
+                stored = async {
+                    match head_stored {
+                        Some(stored) => stored.await,
+                        None => std::future::pending().await,
+                    }
+                }, if waiting_ack => {
                     if stored {
                         if let Some(ack) = state.acks.front_mut() {
                             ack.stored = None;
