@@ -74,6 +74,8 @@ pub enum NodeError {
     Spool(#[from] crate::spool::SpoolError),
     #[error("function store: {0}")]
     Store(#[from] crate::deploy::store::StoreError),
+    #[error("HTTP server: {0}")]
+    Http(crate::http::StartError),
 }
 
 /// Why a reload was refused; the running config stays in force.

@@ -209,7 +209,7 @@ impl Node {
             &reloads,
             &services_stopped,
         )
-        .await;
+        .await?;
 
         for warning in crate::config::lint::warnings(&plan) {
             log::warn!(target: "ledge::node", "{warning}");
@@ -292,15 +292,16 @@ fn http_servers(plan: &Plan) -> Vec<(crate::config::http::HttpPlan, bool)> {
 }
 
 /// Metrics shipping, the HTTP servers (with the Prometheus endpoint) and
-/// the control socket. One
-/// that cannot start is logged and left out; ledge runs on without it.
+/// the control socket. An HTTP server that cannot listen is a start-up
+/// error, as a taken broker port is: clients were promised that address.
+/// A control socket that cannot be made is logged and left out.
 async fn start_services(
     plan: &Plan,
     status: &Arc<StatusSources>,
     telemetry: Option<&Arc<Spool>>,
     reloads: &Reloads,
     stopped: &watch::Receiver<bool>,
-) -> JoinSet<()> {
+) -> Result<JoinSet<()>, NodeError> {
     let mut services = JoinSet::new();
     if let Some(telemetry) = telemetry {
         services.spawn(crate::telemetry::ship_metrics(
@@ -314,21 +315,17 @@ async fn start_services(
         let stats = Arc::new(crate::http::Stats::default());
         let routing = status.routing.clone();
         let listen = server.listen;
-        match crate::http::Server::bind(server, api, routing, Arc::clone(status), stats).await {
-            Ok(server) => {
-                let scheme = if server.is_https() { "https" } else { "http" };
-                let address = server.local_addr().unwrap_or(listen);
-                if api {
-                    log::info!(target: "ledge::http", "HTTP routes, Lambda's API, /metrics and /healthz on {scheme}://{address}");
-                } else {
-                    log::info!(target: "ledge::metrics", "Prometheus metrics on {scheme}://{address}/metrics");
-                }
-                services.spawn(server.run(stopped.clone()));
-            }
-            Err(e) => {
-                log::error!(target: "ledge::http", "{e}; running without the HTTP server")
-            }
+        let server = crate::http::Server::bind(server, api, routing, Arc::clone(status), stats)
+            .await
+            .map_err(NodeError::Http)?;
+        let scheme = if server.is_https() { "https" } else { "http" };
+        let address = server.local_addr().unwrap_or(listen);
+        if api {
+            log::info!(target: "ledge::http", "HTTP routes, Lambda's API, /metrics and /healthz on {scheme}://{address}");
+        } else {
+            log::info!(target: "ledge::metrics", "Prometheus metrics on {scheme}://{address}/metrics");
         }
+        services.spawn(server.run(stopped.clone()));
     }
     let socket = crate::control::socket_path(&plan.device.data_dir);
     match crate::control::bind(&socket) {
@@ -344,7 +341,7 @@ async fn start_services(
             log::warn!(target: "ledge::control", "no control socket at {}: {e}; `ledge status` will not reach this ledge", socket.display())
         }
     }
-    services
+    Ok(services)
 }
 
 /// The uplink's event stream and its telemetry stream (logs, metrics).

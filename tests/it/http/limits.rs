@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use super::{curl, http_gateway, route, start};
+use crate::common::gateway::{Gateway, Module};
 
 /// Connections from 127.0.0.2 rather than 127.0.0.1: their ephemeral
 /// ports are then bound on another address, so thousands of them cannot
@@ -242,4 +243,30 @@ fn ten_thousand_idle_connections_leave_ledge_with_at_most_max_connections() {
     );
     drop(idle);
     assert_eq!(curl(&[&format!("http://{address}/ping")]).status, 200);
+}
+
+#[test]
+fn a_taken_http_port_is_a_clear_startup_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let gateway = Gateway::new("http-taken")
+        .append(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .function("echo", Module::Fixture("respond_echo"), "")
+        .append(&route("POST", "/echo", "echo", ""));
+    let config = gateway.write();
+    // Bounded: a ledge that ran on without HTTP would never exit (124).
+    let output = std::process::Command::new("timeout")
+        .arg("20")
+        .arg(crate::common::process::ledge_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("LEDGE_LOG")
+        .output()
+        .expect("run ledge under timeout");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("HTTP server: cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
 }
