@@ -232,6 +232,8 @@ impl Drop for PendingRetry {
 
 impl Worker {
     fn run(self) {
+        // This thread's long invocations yield the CPU to short ones.
+        crate::runtime::priority::manage_this_thread();
         // Instantiate before the first event so that event does not pay for it.
         let mut instance = self.instantiate().ok();
         let max = if self.function.spec.max_concurrency == 1 {

@@ -32,6 +32,12 @@ impl Node {
             path: plan.device.data_dir.clone(),
             source,
         })?;
+        // Lowered worker threads may go back to nice 0 only under this
+        // limit (or CAP_SYS_NICE): see runtime::priority.
+        match crate::runtime::priority::raise_nice_limit() {
+            Ok(limit) => log::debug!(target: "ledge::invoke", "RLIMIT_NICE soft limit {limit}"),
+            Err(e) => log::debug!(target: "ledge::invoke", "{e}"),
+        }
         let store = Store::under(&plan.device.data_dir);
         let config_plan = plan.clone();
         probation::apply_store(&mut plan, &store)?;

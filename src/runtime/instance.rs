@@ -16,6 +16,7 @@ use wasmi::{
 
 use super::abi::{DeadlinePassed, HostState, LogLine};
 use super::contract;
+use super::priority;
 use super::trap_site::{TrapSites, SITE_EXPORT};
 use super::{InvokeError, LoadedFunction};
 use crate::event::{unix_ms, Event};
@@ -85,6 +86,12 @@ pub struct Instance {
     fuel_used: u64,
     /// Fuel left in the current invocation's `max_fuel` budget, if any.
     fuel_left: Option<u64>,
+    /// When the invocation in progress started; `None` during `ledge_init`
+    /// and between invocations (neither yields the CPU).
+    invocation_started: Option<Instant>,
+    /// The invocation in progress ran past [`priority::LONG_INVOCATION`]
+    /// and asked for its thread to yield: restore it when it ends.
+    yielded: bool,
 }
 
 impl Instance {
@@ -148,6 +155,8 @@ impl Instance {
             site,
             fuel_used: 0,
             fuel_left: None,
+            invocation_started: None,
+            yielded: false,
         };
         if run_init {
             if let Ok(init) = instance.get_typed_func::<(), i32>(&this.store, "ledge_init") {
@@ -183,7 +192,15 @@ impl Instance {
         let started = Instant::now();
         self.begin_call(Some(invocation), invocation.attempt);
         let fuel_before = self.fuel_used;
+        self.invocation_started = Some(started);
         let result = self.call_handler(&invocation.event.payload);
+        self.invocation_started = None;
+        if std::mem::take(&mut self.yielded) {
+            let name = &self.store.data().spec.name;
+            if let Err(e) = priority::restore_this_thread(name) {
+                log::warn!(target: "ledge::invoke", "{name}: {e}");
+            }
+        }
         let memory_bytes = self.memory.data_size(&self.store);
         let host = self.store.data_mut();
         let spec = &host.spec;
@@ -303,6 +320,7 @@ impl Instance {
                     self.adapt_slice(now - slice_started, slice);
                     slice_started = now;
                     self.check_deadline(now)?;
+                    self.yield_if_long(now);
                     // A `memory.grow` is charged by the bytes it adds and
                     // waits for a slice that can pay for it whole.
                     slice = self.next_slice(out_of_fuel.required_fuel())?;
@@ -357,6 +375,22 @@ impl Instance {
             return;
         };
         SLICE_FUEL.store(adapted, Ordering::Relaxed);
+    }
+
+    /// Lowers the thread's priority once the invocation in progress has
+    /// run long (see [`priority`]); checked between slices, so it costs no
+    /// clock read of its own and short invocations never get here.
+    fn yield_if_long(&mut self, now: Instant) {
+        let Some(started) = self.invocation_started else {
+            return;
+        };
+        if self.yielded || now.duration_since(started) < priority::LONG_INVOCATION {
+            return;
+        }
+        self.yielded = true;
+        // A refusal is logged once by `priority`, and the thread then runs
+        // on at its priority: nothing for this invocation to do about it.
+        let _ = priority::yield_this_thread();
     }
 
     fn check_deadline(&self, now: Instant) -> Result<(), InvokeError> {

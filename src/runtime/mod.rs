@@ -10,6 +10,8 @@
 //!   warm and replace it after a trap or timeout.
 //! - [`contract`] is the guest ABI as data (imports, codes, fields): the
 //!   loader checks modules against it and the bindings are rendered from it.
+//! - [`priority`] lowers a worker thread's scheduling priority while it runs
+//!   a long invocation, so short ones keep their latency beside it.
 //! - `trap_site` rewrites a module that has a name section so a trap can
 //!   name the function it happened in.
 //!
@@ -24,6 +26,7 @@ mod error;
 mod instance;
 mod limits;
 pub mod log_budget;
+pub mod priority;
 mod trap_site;
 
 use std::path::Path;

@@ -1,8 +1,10 @@
 //! A function cannot escape its limits: runaway loops, memory bombs, traps,
 //! forbidden publishes, log floods, slow host calls and self-feeding loops
 //! each fail only their own invocation (or their own load), with a clear
-//! error, while every other function keeps serving.
+//! error, while every other function keeps serving; a long invocation
+//! yields the CPU to short ones.
 
 mod in_a_running_gateway;
 mod in_the_runtime;
+mod long_invocations_yield;
 mod recursive_loops;

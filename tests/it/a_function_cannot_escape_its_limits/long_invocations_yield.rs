@@ -1,0 +1,88 @@
+//! A function that runs long cannot take the CPU from short ones: its
+//! worker thread drops to nice 19 while the long invocation runs (the
+//! kernel then prefers every other thread) and goes back to nice 0 when
+//! it ends. Read from /proc, the kernel's own account, not from timing.
+
+use std::time::{Duration, Instant};
+
+use crate::common::gateway::{Gateway, Module};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The nice value of `pid`'s thread named `name` (`/proc/.../comm`), if
+/// it exists.
+fn thread_nice(pid: u32, name: &str) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // Fields after `(comm)`: state is field 3, nice field 19 (proc(5)).
+        let rest = &stat[stat.rfind(')')? + 1..];
+        return rest.split_whitespace().nth(19 - 3)?.parse().ok();
+    }
+    None
+}
+
+/// Polls until the thread's nice value is `wanted`; panics with what it
+/// last saw after `WAIT`.
+#[track_caller]
+fn wait_for_nice(pid: u32, thread: &str, wanted: i32) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let nice = thread_nice(pid, thread);
+        if nice == Some(wanted) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "thread {thread} has nice {nice:?}, not {wanted}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_long_invocation_runs_at_nice_19_and_its_thread_returns_to_0_after() {
+    let gateway = Gateway::new("gw-yield")
+        .function("spin", Module::Fixture("loop"), "timeout = \"3s\"")
+        .mqtt_trigger("spin/in", "spin");
+    let mut ledge = gateway.start();
+    let pid = ledge.pid();
+    wait_for_nice(pid, "fn-spin-0", 0);
+
+    let client = gateway.client("client", &[]);
+    client.publish("spin/in", "go");
+    // The invocation spins for 3 s; well before that its thread yields.
+    wait_for_nice(pid, "fn-spin-0", 19);
+    // It ends as a timeout; the thread then goes back to nice 0 (tests run
+    // as root or with RLIMIT_NICE 20; without, ledge says why it cannot).
+    ledge.wait_for_log("failed (timeout)", WAIT);
+    if ledge_may_restore(pid) {
+        wait_for_nice(pid, "fn-spin-0", 0);
+    } else {
+        ledge.wait_for_log("cannot go back to nice 0", WAIT);
+    }
+    assert!(ledge.terminate().success(), "{}", ledge.log_text());
+}
+
+/// True if `pid` may raise a thread's priority back: CAP_SYS_NICE, or an
+/// RLIMIT_NICE soft limit of 20 (/proc/<pid>/limits: "Max nice priority").
+fn ledge_may_restore(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let cap_sys_nice = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 23) != 0);
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let nice_limit = limits
+        .lines()
+        .find(|l| l.starts_with("Max nice priority"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse::<u64>().ok())
+        .unwrap_or(0);
+    cap_sys_nice || nice_limit >= 20
+}
