@@ -184,6 +184,9 @@ pub struct FunctionMetrics {
     pub loops_stopped: AtomicU64,
     /// Events refused because the function is disabled (module failed to load).
     pub dropped_disabled: AtomicU64,
+    /// Publishes refused (`ERR_THROTTLED`) because the function was over
+    /// its `publish_rate`.
+    pub publish_throttled: AtomicU64,
     /// Retries scheduled after a failed attempt.
     pub retries: AtomicU64,
     /// Events that went to the failure destination after their last attempt.
@@ -208,6 +211,7 @@ pub struct Snapshot {
     pub spilled: u64,
     pub loops_stopped: u64,
     pub dropped_disabled: u64,
+    pub publish_throttled: u64,
     pub duration_total_us: u64,
     pub duration_max_us: u64,
     pub retries: u64,
@@ -244,6 +248,7 @@ impl FunctionMetrics {
             spilled: get(&self.spilled),
             loops_stopped: get(&self.loops_stopped),
             dropped_disabled: get(&self.dropped_disabled),
+            publish_throttled: get(&self.publish_throttled),
             duration_total_us: self.durations.sum_us(),
             duration_max_us: self.durations.max_us(),
             retries: get(&self.retries),

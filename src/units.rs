@@ -1,6 +1,7 @@
-//! Human units: sizes (`"16MiB"`, `"256KiB"`, `"4096"`) and durations
-//! (`"200ms"`, `"5m"`, `"1.5s"`), as the config file, command-line flags
-//! and the spool's `fsync = "interval:..."` policy write them.
+//! Human units: sizes (`"16MiB"`, `"256KiB"`, `"4096"`), durations
+//! (`"200ms"`, `"5m"`, `"1.5s"`) and rates (`"2000/s"`, `"10/m"`), as the
+//! config file, command-line flags and the spool's `fsync = "interval:..."`
+//! policy write them.
 //!
 //! Both parse into plain integers (bytes, `Duration`) so the rest of ledge never
 //! sees strings. Errors say which forms are accepted, because the user is
@@ -51,6 +52,39 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     scale(number, millis_per_unit, text).map(Duration::from_millis)
+}
+
+/// Parses a rate, `<count>/<period>`: `"2000/s"`, `"10/m"`, `"1/h"`, or
+/// with a period of its own, `"5/100ms"`. Returns events per second,
+/// greater than zero.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let form = "(write for example \"2000/s\", \"10/m\" or \"1/h\")";
+    let Some((count, period)) = text.split_once('/') else {
+        return Err(format!("`{text}` is not a rate {form}"));
+    };
+    let (count, rest) =
+        split_number(count).map_err(|_| format!("`{text}` does not start with a count {form}"))?;
+    if !rest.is_empty() {
+        return Err(format!("`{text}` is not a rate {form}"));
+    }
+    let period = period.trim();
+    if period.is_empty() {
+        return Err(format!("`{text}` has no period {form}"));
+    }
+    // "s" alone means one second: the period's number is optional.
+    let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
+        parse_duration(period)
+    } else {
+        parse_duration(&format!("1{period}"))
+    }
+    .map_err(|_| format!("`{text}`: the period `{period}` is not a duration {form}"))?;
+    let per_second = count / period.as_secs_f64();
+    if !per_second.is_finite() || per_second <= 0.0 {
+        return Err(format!(
+            "`{text}` must be a count above zero per a period above zero"
+        ));
+    }
+    Ok(per_second)
 }
 
 /// Formats a byte count the way a user would write it in the config.
@@ -129,6 +163,32 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("200").unwrap_err().contains("no unit"));
         assert!(parse_duration("3 weeks").unwrap_err().contains("weeks"));
+    }
+
+    #[test]
+    fn rates_are_a_count_per_period() {
+        assert_eq!(parse_rate("2000/s"), Ok(2000.0));
+        assert_eq!(parse_rate("2_000 / s"), Ok(2000.0));
+        assert_eq!(parse_rate("30/m"), Ok(0.5));
+        assert_eq!(parse_rate("3600/h"), Ok(1.0));
+        assert_eq!(parse_rate("5/100ms"), Ok(50.0));
+        assert_eq!(parse_rate("1/10s"), Ok(0.1));
+    }
+
+    #[test]
+    fn rates_reject_what_is_not_a_positive_count_per_period() {
+        for (text, says) in [
+            ("2000", "not a rate"),
+            ("2000/", "no period"),
+            ("fast/s", "count"),
+            ("10x/s", "not a rate"),
+            ("0/s", "above zero"),
+            ("10/0s", "above zero"),
+            ("10/weeks", "weeks"),
+        ] {
+            let err = parse_rate(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ export const ERR_TOO_LARGE: i32 = -3; // over max_payload (or MAX_RANDOM)
 export const ERR_UNAVAILABLE: i32 = -4; // not possible now (queue full, no upstream, no GPIO)
 export const ERR_LIMIT: i32 = -5; // the per-invocation budget for this call is spent
 export const ERR_NOT_FOUND: i32 = -6; // no such key, field or GPIO line
+export const ERR_THROTTLED: i32 = -7; // over the function's publish_rate; nothing was sent
 
 // context string fields
 export const FIELD_REQUEST_ID: i32 = 0; // unique id of this invocation (16 hex digits)

@@ -21,6 +21,7 @@ typedef __SIZE_TYPE__ ledge_size;
 #define LEDGE_ERR_UNAVAILABLE (-4) /* not possible now (queue full, no upstream, no GPIO) */
 #define LEDGE_ERR_LIMIT (-5) /* the per-invocation budget for this call is spent */
 #define LEDGE_ERR_NOT_FOUND (-6) /* no such key, field or GPIO line */
+#define LEDGE_ERR_THROTTLED (-7) /* over the function's publish_rate; nothing was sent */
 
 /* context string fields */
 #define LEDGE_FIELD_REQUEST_ID (0) /* unique id of this invocation (16 hex digits) */

@@ -229,6 +229,7 @@ fn run_one(
             logs_dropped: 0,
             forward_seq: None,
             memory_bytes: 0,
+            publishes_throttled: 0,
         },
     }
 }

@@ -40,7 +40,7 @@ pub fn metrics(config: &Path, json: bool, prometheus: bool) -> Result<(), CliErr
 /// column per number in the JSON document.
 fn function_table(doc: &Value) -> String {
     use Align::{Left, Right};
-    const COLUMNS: [(&str, &str); 17] = [
+    const COLUMNS: [(&str, &str); 18] = [
         ("invoked", "invocations"),
         ("errors", "errors"),
         ("timeouts", "timeouts"),
@@ -50,6 +50,7 @@ fn function_table(doc: &Value) -> String {
         ("dlq", "dead_letters"),
         ("dlq-errors", "dead_letter_errors"),
         ("dropped", "dropped_disabled"),
+        ("pub-throttled", "publish_throttled"),
         ("running", "concurrent"),
         ("queued", "queued"),
         ("mean-µs", "mean_us"),

@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 pub use plan::{
     BatchSpec, BrokerMode, BrokerPlan, CatchUp, CronTiming, DeployPlan, DevicePlan, FailurePolicy,
     ForwardRule, FunctionId, FunctionSpec, GpioInputSpec, GpioOutputSpec, GpioPlan, LineAddress,
-    OnFailure, Plan, Qualifier, Report, Route, Secret, SensorKind, SensorSpec, Target, Timing,
-    TlsFiles, TriggerSource, UpstreamPlan, Waveform, QUEUE_BYTES,
+    OnFailure, Plan, PublishLimit, Qualifier, Report, Route, Secret, SensorKind, SensorSpec,
+    Target, Timing, TlsFiles, TriggerSource, UpstreamPlan, Waveform, QUEUE_BYTES,
 };
 
 /// A place in a config file, for error messages.

@@ -267,6 +267,19 @@ pub struct FunctionSpec {
     pub failure: FailurePolicy,
     /// The alias a bare name routes to; `None`: `$LATEST`.
     pub default_alias: Option<String>,
+    /// `publish_rate` / `publish_burst`; `None`: unlimited.
+    pub publish_limit: Option<PublishLimit>,
+}
+
+/// A token bucket on a function's publishes, over all its instances:
+/// `burst` publishes at once, refilled at `per_second`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishLimit {
+    /// `publish_rate` as written (`"2000/s"`), for log lines.
+    pub rate: String,
+    pub per_second: f64,
+    /// Publishes a full bucket holds.
+    pub burst: u32,
 }
 
 /// Lambda's asynchronous-invocation contract: a failed event is retried

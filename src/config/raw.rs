@@ -185,6 +185,12 @@ pub struct RawFunction {
     pub on_failure: Option<Spanned<String>>,
     /// The alias a bare function name routes to (default: `$LATEST`).
     pub default_alias: Option<Spanned<String>>,
+    /// Most publishes per period over all instances ("2000/s"); default
+    /// unlimited.
+    pub publish_rate: Option<Spanned<String>>,
+    /// Publishes allowed at once (default: one second's worth of
+    /// `publish_rate`, at least 1).
+    pub publish_burst: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -470,6 +470,11 @@ impl Worker {
         let timed_out = matches!(outcome.result, Err(InvokeError::Timeout(_)));
         self.metrics
             .record_invocation(outcome.duration, outcome.result.is_err(), timed_out);
+        if outcome.publishes_throttled > 0 {
+            self.metrics
+                .publish_throttled
+                .fetch_add(u64::from(outcome.publishes_throttled), Ordering::Relaxed);
+        }
         let name = &self.function.spec.name;
         if outcome.logs_dropped > 0 {
             log::warn!(

@@ -209,6 +209,11 @@ pub const CODES: &[Constant] = &[
         "the per-invocation budget for this call is spent",
     ),
     c("ERR_NOT_FOUND", -6, "no such key, field or GPIO line"),
+    c(
+        "ERR_THROTTLED",
+        -7,
+        "over the function's publish_rate; nothing was sent",
+    ),
 ];
 
 /// `context` string fields.

@@ -71,6 +71,8 @@ pub struct Outcome {
     /// The instance's linear memory after the call (it only grows, so its
     /// peak): Lambda's "Max Memory Used".
     pub memory_bytes: usize,
+    /// Publishes refused for want of `publish_rate` tokens.
+    pub publishes_throttled: u32,
 }
 
 /// A warm instance of one function.
@@ -112,6 +114,7 @@ impl Instance {
             runtime.max_payload,
             capture_logs,
             Arc::clone(&function.log_budget),
+            function.publish_budget.clone(),
         );
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -222,6 +225,9 @@ impl Instance {
             Err(e) => Err(e),
         };
         host.log_budget.summarise(&spec.name);
+        if let Some(budget) = &host.publish_budget {
+            budget.summarise(&spec.name);
+        }
         // A crash (not an error the handler returned) may leave an actuator
         // wherever the function had got to: put its lines back to safe.
         if let (Err(e), Some(gpio)) = (&result, &host.sinks.gpio) {
@@ -238,6 +244,7 @@ impl Instance {
             logs_dropped: state.logs_dropped,
             forward_seq: state.forward_seq,
             memory_bytes,
+            publishes_throttled: state.publishes_throttled,
         }
     }
 
@@ -263,6 +270,7 @@ impl Instance {
         call.logs_dropped = 0;
         call.fuel_debt = 0;
         call.publishes = 0;
+        call.publishes_throttled = 0;
         call.gpio_writes = 0;
         call.forward_seq = None;
         call.logs.clear();

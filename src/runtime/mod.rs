@@ -10,6 +10,7 @@
 //!   warm and replace it after a trap or timeout.
 //! - [`contract`] is the guest ABI as data (imports, codes, fields): the
 //!   loader checks modules against it and the bindings are rendered from it.
+//! - [`publish_budget`] is a function's `publish_rate` token bucket.
 //! - [`priority`] lowers a worker thread's scheduling priority while it runs
 //!   a long invocation, so short ones keep their latency beside it.
 //! - `trap_site` rewrites a module that has a name section so a trap can
@@ -27,6 +28,7 @@ mod instance;
 mod limits;
 pub mod log_budget;
 pub mod priority;
+pub mod publish_budget;
 mod trap_site;
 
 use std::path::Path;
@@ -63,6 +65,9 @@ pub struct LoadedFunction {
     pub module_size: usize,
     /// The function's share of the log, shared by all its instances.
     pub log_budget: Arc<log_budget::LogBudget>,
+    /// Its `publish_rate` bucket, shared by all its instances; `None`:
+    /// unlimited.
+    pub publish_budget: Option<Arc<publish_budget::PublishBudget>>,
     /// Function names for trap reports, if the module has a name section
     /// (and so was instrumented to record where it is).
     trap_sites: Option<Arc<trap_site::TrapSites>>,
@@ -148,12 +153,19 @@ impl Runtime {
             module,
             module_size: bytes.len(),
             log_budget: Arc::default(),
+            publish_budget: None,
             trap_sites,
             runtime: self.clone(),
         };
         Instance::new(&function, Arc::new(CaptureSink::default()), true, true)
             .map_err(|e| fail(format!("{e}")))?;
-        Ok(function)
+        // After the trial instance: its `ledge_init` publishes are
+        // discarded, and must not spend the function's first burst.
+        let limit = function.spec.publish_limit.clone();
+        Ok(LoadedFunction {
+            publish_budget: limit.map(|l| Arc::new(publish_budget::PublishBudget::new(l))),
+            ..function
+        })
     }
 
     pub fn max_payload(&self) -> usize {

@@ -341,6 +341,7 @@ fn function_families(x: &mut Exposition, doc: &Value, device: &str) {
         ("dead_letters", "ledge_dead_letters_total", "counter", "Events sent to the failure destination."),
         ("dead_letter_errors", "ledge_dead_letter_errors_total", "counter", "Events the failure destination refused."),
         ("dropped_disabled", "ledge_disabled_drops_total", "counter", "Events refused because the function is disabled (its module failed to load)."),
+        ("publish_throttled", "ledge_publish_throttled_total", "counter", "Publishes refused (ERR_THROTTLED) because the function was over its publish_rate."),
         ("concurrent", "ledge_concurrent_executions", "gauge", "Invocations running now."),
         ("queued", "ledge_queue_depth", "gauge", "Events waiting in the queue."),
     ] {

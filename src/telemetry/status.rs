@@ -236,6 +236,7 @@ fn function_status(m: &FunctionMetrics, queued: usize, loaded: bool) -> Value {
         "dead_letters": s.dead_letters,
         "dead_letter_errors": s.dead_letter_errors,
         "dropped_disabled": s.dropped_disabled,
+        "publish_throttled": s.publish_throttled,
         "concurrent": s.concurrent,
         "queued": queued,
         "mean_us": s.mean_duration_us(),

@@ -33,6 +33,8 @@ pub enum PublishError {
     Unavailable,
     /// This invocation has used up its publishes.
     Limit,
+    /// The function is over its `publish_rate`; a later publish may go.
+    Throttled,
     /// A code this SDK does not know (from a newer host).
     Other(i32),
 }
@@ -45,14 +47,16 @@ impl PublishError {
             sys::ERR_TOO_LARGE => PublishError::TooLarge,
             sys::ERR_UNAVAILABLE => PublishError::Unavailable,
             sys::ERR_LIMIT => PublishError::Limit,
+            sys::ERR_THROTTLED => PublishError::Throttled,
             other => PublishError::Other(other),
         }
     }
 
     /// Whether the same publish may succeed later (the broker was busy or
-    /// disconnected); every other error repeats until the function changes.
+    /// disconnected, or the function's publish rate refills); every other
+    /// error repeats until the function changes.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, PublishError::Unavailable)
+        matches!(self, PublishError::Unavailable | PublishError::Throttled)
     }
 }
 
@@ -68,6 +72,9 @@ impl fmt::Display for PublishError {
                 f.write_str("publish unavailable: local broker disconnected or its queue is full")
             }
             PublishError::Limit => f.write_str("publish limit: this invocation's budget is spent"),
+            PublishError::Throttled => {
+                f.write_str("publish throttled: the function is over its publish_rate")
+            }
             PublishError::Other(code) => write!(f, "publish failed with host code {code}"),
         }
     }

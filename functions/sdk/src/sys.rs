@@ -20,6 +20,8 @@ pub(crate) const ERR_UNAVAILABLE: i32 = -4;
 pub(crate) const ERR_LIMIT: i32 = -5;
 /// `read_sized` takes any negative as "no value"; `gpio` names this one.
 pub(crate) const ERR_NOT_FOUND: i32 = -6;
+/// `publish` over the function's `publish_rate`.
+pub(crate) const ERR_THROTTLED: i32 = -7;
 
 /// String fields of `context` (docs/abi.md, "Context and event fields").
 pub(crate) mod field {

@@ -137,6 +137,7 @@ fn publish_errors_map_from_the_host_codes() {
         (-3, PublishError::TooLarge),
         (-4, PublishError::Unavailable),
         (-5, PublishError::Limit),
+        (-7, PublishError::Throttled),
         (-42, PublishError::Other(-42)),
     ];
     for (code, expected) in cases {
@@ -145,6 +146,7 @@ fn publish_errors_map_from_the_host_codes() {
     }
     assert!(mock::published().is_empty());
     assert!(PublishError::Unavailable.is_retryable());
+    assert!(PublishError::Throttled.is_retryable());
     assert!(!PublishError::Denied.is_retryable());
 }
 

@@ -12,10 +12,13 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{map_file, Resolver};
-use crate::config::plan::{is_identifier, FailurePolicy, FunctionSpec, OnFailure, Qualifier};
+use crate::config::plan::{
+    is_identifier, FailurePolicy, FunctionSpec, OnFailure, PublishLimit, Qualifier,
+};
 use crate::config::raw::RawFunction;
 use crate::config::ConfigError;
 use crate::topic::TopicFilter;
+use crate::units::parse_rate;
 
 /// Default linear-memory cap of a function.
 const DEFAULT_MEMORY: u64 = 16 << 20;
@@ -30,6 +33,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// sensor hub in memory. Bounded in bytes too, by
 /// [`QUEUE_BYTES`](crate::config::QUEUE_BYTES).
 const DEFAULT_QUEUE_SIZE: usize = 4096;
+
+/// Most publishes a full bucket may hold (`publish_burst`). A million is
+/// more than a gateway's link carries in several seconds: a larger burst
+/// would limit nothing, and is more likely a typo.
+const MAX_BURST: usize = 1_000_000;
 
 /// Default bound on the sum of `max_concurrency`: 8 per CPU core (wasm is
 /// CPU-bound while it runs, but functions spend most of their time idle).
@@ -77,6 +85,7 @@ impl Resolver<'_> {
             *fuel.get_ref()
         });
         let failure = self.failure_policy(&f);
+        let publish_limit = self.publish_limit(&f);
         let secret_env = match &f.env_file {
             Some(file) => self.env_file(file, &f.env),
             None => BTreeMap::new(),
@@ -105,8 +114,37 @@ impl Resolver<'_> {
                 }
             }),
             allow_gpio: f.allow_gpio.iter().map(|g| g.get_ref().clone()).collect(),
+            publish_limit,
             name,
         }
+    }
+
+    /// `publish_rate` and `publish_burst`. No default: see
+    /// [`PublishLimit`] and docs/config.md for why publishes are unlimited
+    /// unless the config says otherwise.
+    fn publish_limit(&mut self, f: &RawFunction) -> Option<PublishLimit> {
+        let Some(rate) = &f.publish_rate else {
+            if let Some(burst) = &f.publish_burst {
+                self.fail(burst.span(), "publish_burst needs a publish_rate");
+            }
+            return None;
+        };
+        let per_second = match parse_rate(rate.get_ref()) {
+            Ok(per_second) => per_second,
+            Err(e) => {
+                self.fail(rate.span(), format!("publish_rate: {e}"));
+                return None;
+            }
+        };
+        // One second's worth by default: a function may publish its rate's
+        // worth at once after a quiet second, as a sensor batch does.
+        let default_burst = per_second.ceil().clamp(1.0, MAX_BURST as f64) as usize;
+        let burst = self.positive(&f.publish_burst, default_burst, MAX_BURST);
+        Some(PublishLimit {
+            rate: rate.get_ref().trim().to_owned(),
+            per_second,
+            burst: burst as u32,
+        })
     }
 
     fn failure_policy(&mut self, f: &RawFunction) -> FailurePolicy {
@@ -247,6 +285,24 @@ mod tests {
             err.starts_with("/cfg/ledge.toml:4:11: `250` has no unit"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn publishes_are_unlimited_unless_a_rate_is_set_and_the_burst_defaults_to_a_second() {
+        let f = |extra: &str| {
+            plan(&format!("{FUNCTION}{extra}"))
+                .unwrap()
+                .functions
+                .remove(0)
+        };
+        assert_eq!(f("").publish_limit, None);
+        let limit = f("publish_rate = \"2000/s\"\n").publish_limit.unwrap();
+        assert_eq!((limit.per_second, limit.burst), (2000.0, 2000));
+        assert_eq!(limit.rate, "2000/s");
+        let slow = f("publish_rate = \"1/h\"\n").publish_limit.unwrap();
+        assert_eq!(slow.burst, 1, "at least one publish");
+        let burst = f("publish_rate = \"1/h\"\npublish_burst = 10\n");
+        assert_eq!(burst.publish_limit.unwrap().burst, 10);
     }
 
     #[test]

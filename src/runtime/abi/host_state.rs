@@ -14,6 +14,7 @@ use crate::event::Event;
 use crate::hw::gpio::LineError;
 use crate::runtime::limits::GuestLimits;
 use crate::runtime::log_budget::{LogBudget, MAX_ECHO, MAX_LOG_BYTES};
+use crate::runtime::publish_budget::PublishBudget;
 use crate::sinks::{ForwardRefused, OutgoingMessage, PublishRefused, Qos, Sinks};
 use crate::topic::{any_matches, validate_topic_name};
 
@@ -30,6 +31,8 @@ pub struct HostState {
     pub(crate) limits: GuestLimits,
     /// The function's share of the log, shared with its other instances.
     pub(crate) log_budget: Arc<LogBudget>,
+    /// Its `publish_rate` bucket, shared likewise; `None`: unlimited.
+    pub(crate) publish_budget: Option<Arc<PublishBudget>>,
     pub(crate) spec: Arc<FunctionSpec>,
     /// The gateway's `[device] id`, if the runtime was told it.
     pub(crate) device_id: Option<Arc<str>>,
@@ -65,6 +68,8 @@ pub struct CallState {
     /// invocation loop adds it to what the guest spent.
     pub fuel_debt: u64,
     pub publishes: u32,
+    /// Publishes refused this invocation for want of `publish_rate` tokens.
+    pub publishes_throttled: u32,
     pub gpio_writes: u32,
     pub logs: Vec<LogLine>,
     /// Highest spool seq this invocation forwarded; the invocation is not
@@ -80,10 +85,12 @@ impl HostState {
         max_payload: usize,
         capture_logs: bool,
         log_budget: Arc<LogBudget>,
+        publish_budget: Option<Arc<PublishBudget>>,
     ) -> Self {
         Self {
             limits: GuestLimits::new(spec.memory_limit),
             log_budget,
+            publish_budget,
             log_target: format!("fn::{}", spec.name),
             spec,
             device_id,
@@ -208,6 +215,12 @@ impl HostState {
         self.call.publishes += 1;
         if self.call.publishes > MAX_PUBLISHES {
             return self.refuse(ERR_LIMIT, "more than 1000 publishes in one invocation");
+        }
+        // Counted, and summarised by the budget at the end of the
+        // invocation: no log line per refused publish.
+        if self.publish_budget.as_ref().is_some_and(|b| !b.take()) {
+            self.call.publishes_throttled += 1;
+            return ERR_THROTTLED;
         }
         let depth = self.call.event.as_ref().map_or(0, |e| e.depth);
         let message = OutgoingMessage {

@@ -41,6 +41,7 @@ pub const ERR_TOO_LARGE: i32 = contract::constant("ERR_TOO_LARGE");
 pub const ERR_UNAVAILABLE: i32 = contract::constant("ERR_UNAVAILABLE");
 pub const ERR_LIMIT: i32 = contract::constant("ERR_LIMIT");
 pub const ERR_NOT_FOUND: i32 = contract::constant("ERR_NOT_FOUND");
+pub const ERR_THROTTLED: i32 = contract::constant("ERR_THROTTLED");
 
 /// `context` string fields.
 pub const FIELD_REQUEST_ID: i32 = contract::constant("FIELD_REQUEST_ID");

@@ -1,7 +1,7 @@
 //! Every config error names its file:line:col (and a problem in a file the
 //! config names, that file's): syntax, values, cron expressions that never
-//! fire, retry settings, batching, sensor keys, GPIO pins and lines used
-//! twice, keep-alives the MQTT client would refuse. `ledge check` exits 2.
+//! fire, retry settings, publish rates, batching, sensor keys, GPIO pins
+//! and lines used twice, keep-alives the MQTT client would refuse. `ledge check` exits 2.
 
 use super::ledge_bounded;
 use crate::common;
@@ -320,4 +320,46 @@ fn keep_alives_the_mqtt_client_would_refuse_are_config_errors_not_a_crash() {
         out.contains("keep_alive must be between 5s and 65535s"),
         "{out}"
     );
+}
+
+#[test]
+fn bad_publish_rates_are_rejected_at_their_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = common::fixture(dir.path(), "ok");
+    for (setting, place, message) in [
+        (
+            "publish_rate = \"fast\"",
+            "4:16",
+            "publish_rate: `fast` is not a rate",
+        ),
+        ("publish_rate = \"0/s\"", "4:16", "above zero"),
+        (
+            "publish_rate = \"10/fortnight\"",
+            "4:16",
+            "the period `fortnight` is not a duration",
+        ),
+        (
+            "publish_burst = 10",
+            "4:17",
+            "publish_burst needs a publish_rate",
+        ),
+        (
+            "publish_rate = \"10/s\"\npublish_burst = 0",
+            "5:17",
+            "must be between 1 and 1000000",
+        ),
+    ] {
+        let text = common::function_toml("f", &module, setting);
+        let config = common::write_config(dir.path(), &text);
+        let output = ledge(&["check", "--config", config.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{setting}: {stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("{}:{place}: ", config.display())));
+        assert!(
+            line.is_some_and(|l| l.contains(message)),
+            "{setting}: {stderr}"
+        );
+    }
 }
