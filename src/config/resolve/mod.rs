@@ -273,7 +273,7 @@ const FUNCTION: &str = "[[function]]\nname = \"f\"\nmodule = \"f.wasm\"\n";
 
 /// The config text resolved as `/cfg/ledge.toml`, for the resolvers' tests.
 #[cfg(test)]
-fn plan(text: &str) -> Result<Plan, String> {
+pub(in crate::config) fn plan(text: &str) -> Result<Plan, String> {
     plan_on(text, None)
 }
 

@@ -79,3 +79,36 @@ fn a_self_feeding_function_is_stopped_on_the_embedded_broker() {
 fn a_self_feeding_function_is_stopped_through_mosquitto() {
     a_self_feeding_function_is_stopped_and_another_keeps_serving(true);
 }
+
+/// `ledge check` names the function, its trigger and the publish filter
+/// that could feed it, says where ledge stops the loop, and still exits 0;
+/// a function that publishes elsewhere gets no such warning.
+#[test]
+fn check_warns_about_a_self_feeding_function_only_where_the_topics_meet() {
+    let looping = storm(Gateway::new("gw-check-loop"));
+    looping.write();
+    let check = looping.cli(&["check"]);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("may trigger itself"))
+        .unwrap_or_else(|| panic!("no warning: {stderr}"));
+    for part in ["`storm`", "`storm/#`", "`storm/in`", "after 16 hops"] {
+        assert!(warning.contains(part), "{part}: {warning}");
+    }
+
+    let apart = Gateway::new("gw-check-apart")
+        .function(
+            "storm",
+            Module::Fixture("self_feed"),
+            "allow_publish = [\"storm/out/#\", \"alerts/+\"]",
+        )
+        .mqtt_trigger("storm/in", "storm")
+        .mqtt_trigger("storm/in/+", "storm");
+    apart.write();
+    let check = apart.cli(&["check"]);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{stderr}");
+    assert!(!stderr.contains("may trigger"), "{stderr}");
+}
