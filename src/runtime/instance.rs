@@ -389,6 +389,8 @@ impl Instance {
     /// run long (see [`priority`]); checked between slices, so it costs no
     /// clock read of its own and short invocations never get here.
     fn yield_if_long(&mut self, now: Instant) {
+        // Publishes made so far leave now, not when the invocation ends.
+        crate::sinks::local::flush_wakes();
         let Some(started) = self.invocation_started else {
             return;
         };

@@ -10,7 +10,14 @@
 //! backpressure, not loss. When the broker is not connected a publish is
 //! refused at once (the guest sees `ERR_UNAVAILABLE`): durable delivery is
 //! the spool's job, not this sink's.
+//!
+//! Waking the drain task costs a system call on both threads. A worker
+//! running a batch of events holds its wake-ups ([`hold_wakes`]) and gives
+//! them once every few invocations, at the end of the batch, and between
+//! fuel slices of a long invocation ([`flush_wakes`]), so under load one
+//! wake-up carries many messages and at low rates nothing waits.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -24,6 +31,52 @@ use super::{OutgoingMessage, PublishRefused, PublishSink};
 const OUTBOX_CAPACITY: usize = 4096;
 /// Messages the drain task takes from one outbox before the next one's turn.
 const TURN: usize = 256;
+
+thread_local! {
+    /// Set while this thread holds its wake-ups back (see the module doc).
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+    /// The drain task this thread owes a wake-up, if any.
+    static OWED: RefCell<Option<Arc<Notify>>> = const { RefCell::new(None) };
+}
+
+/// This thread's publishes stop waking the drain task until
+/// [`release_wakes`]; [`flush_wakes`] gives the wake-up owed so far.
+pub fn hold_wakes() {
+    HOLDING.set(true);
+}
+
+/// Gives the owed wake-up, and wakes at once again from now on.
+pub fn release_wakes() {
+    HOLDING.set(false);
+    flush_wakes();
+}
+
+/// Wakes the drain task if this thread's publishes owe it a wake-up.
+pub fn flush_wakes() {
+    if let Some(ready) = OWED.with(|owed| owed.borrow_mut().take()) {
+        ready.notify_one();
+    }
+}
+
+/// Wakes the drain task behind `ready` now, or later if this thread holds
+/// its wake-ups.
+fn wake(ready: &Arc<Notify>) {
+    if !HOLDING.get() {
+        ready.notify_one();
+        return;
+    }
+    let earlier = OWED.with(|owed| {
+        let mut owed = owed.borrow_mut();
+        match owed.as_ref() {
+            Some(pending) if Arc::ptr_eq(pending, ready) => None,
+            _ => owed.replace(Arc::clone(ready)),
+        }
+    });
+    // A second link (external broker and uplink) owes its own wake-up.
+    if let Some(earlier) = earlier {
+        earlier.notify_one();
+    }
+}
 
 /// Is the link to the local broker up? Shared with whoever drives it.
 #[derive(Debug, Default)]
@@ -166,6 +219,9 @@ impl Outbox {
         }
         let mut state = lock(&self.state);
         while state.items.len() >= OUTBOX_CAPACITY && !state.closed {
+            // Only the drain task makes room: it must not be waiting for
+            // a wake-up this thread holds back.
+            flush_wakes();
             let Some(left) = deadline.and_then(|d| d.checked_duration_since(Instant::now())) else {
                 return Err(PublishRefused::Backlog);
             };
@@ -184,7 +240,7 @@ impl Outbox {
         state.items.push_back(message);
         drop(state);
         if was_empty {
-            self.ready.notify_one();
+            wake(&self.ready);
         }
         Ok(())
     }

@@ -127,6 +127,19 @@ impl Connection {
         let (mut reader, mut writer) = stream.split();
         let idle = tokio::time::sleep_until(state.idle_deadline.unwrap_or_else(far_future));
         tokio::pin!(idle);
+        // The signals live across turns of the loop (re-armed once they
+        // fire): made anew each turn, they cost a waiter list lock and, for
+        // the retry timer, a clock read per packet batch.
+        let shared = Arc::clone(&self.shared);
+        let stopping = stop.changed();
+        tokio::pin!(stopping);
+        let woken = client.session.wake.notified();
+        tokio::pin!(woken);
+        let room = shared.capacity.notified();
+        tokio::pin!(room);
+        let retry = tokio::time::sleep_until(far_future());
+        tokio::pin!(retry);
+        let mut retry_armed = false;
         loop {
             self.fill(client, &mut state);
             if let Some(deadline) = state.idle_deadline {
@@ -138,9 +151,13 @@ impl Connection {
             let writing = !self.outbuf.is_empty();
             let head_stored = state.acks.front_mut().and_then(|a| a.stored.as_mut());
             let waiting_ack = head_stored.is_some();
+            if !reading && !retry_armed {
+                retry.as_mut().reset(Instant::now() + BUSY_RETRY);
+                retry_armed = true;
+            }
             self.inbuf.reserve(READ_CHUNK);
             tokio::select! {
-                _ = stop.changed() => return Ended::Shutdown,
+                _ = &mut stopping => return Ended::Shutdown,
                 read = reader.read_buf(&mut self.inbuf), if reading => match read {
                     Ok(0) => return Ended::Lost("connection closed by the client".to_owned()),
                     Ok(_) => {
@@ -158,7 +175,8 @@ impl Connection {
                     Ok(n) => self.outbuf.advance(n),
                     Err(e) => return Ended::Lost(e.to_string()),
                 },
-                _ = client.session.wake.notified() => {
+                _ = &mut woken => {
+                    woken.set(client.session.wake.notified());
                     if client.session.lock().owner != Some(self.id) {
                         return Ended::TakenOver;
                     }
@@ -180,14 +198,17 @@ impl Connection {
                         return Ended::Lost("ledge could not store a message".to_owned());
                     }
                 }
-                _ = self.shared.capacity.notified(), if !reading => {
+                _ = &mut room, if !reading => {
+                    room.set(shared.capacity.notified());
+                    retry_armed = false;
                     state.held_back = false;
                     // Whole packets already read go on now.
                     if let Err(ended) = self.incoming(client, &mut state) {
                         return ended;
                     }
                 }
-                _ = tokio::time::sleep(BUSY_RETRY), if !reading => {
+                _ = &mut retry, if !reading && retry_armed => {
+                    retry_armed = false;
                     state.held_back = false;
                     if let Err(ended) = self.incoming(client, &mut state) {
                         return ended;
