@@ -36,13 +36,18 @@ fn self_triggers(plan: &Plan) -> Vec<String> {
 /// per pair, at the first trigger. (Longer cycles are left to the hop
 /// limit: finding them all is a graph search for a warning.)
 fn mutual_triggers(plan: &Plan) -> Vec<String> {
-    let routes = mqtt_routes(plan);
+    // Only functions that may publish can be in a loop: the pairs are
+    // checked among their triggers alone.
+    let routes: Vec<_> = mqtt_routes(plan)
+        .into_iter()
+        .filter(|(route, _)| !plan.functions[route.function].allow_publish.is_empty())
+        .collect();
     let mut found = Vec::new();
-    let mut pairs = Vec::new();
+    let mut pairs = std::collections::HashSet::new();
     for (i, &(first, first_filter)) in routes.iter().enumerate() {
         for &(second, second_filter) in &routes[i + 1..] {
             let (a, b) = (first.function, second.function);
-            if a == b || pairs.contains(&(a, b)) || pairs.contains(&(b, a)) {
+            if a == b || pairs.contains(&(a.min(b), a.max(b))) {
                 continue;
             }
             let (f, g) = (&plan.functions[a], &plan.functions[b]);
@@ -52,7 +57,7 @@ fn mutual_triggers(plan: &Plan) -> Vec<String> {
             ) else {
                 continue;
             };
-            pairs.push((a, b));
+            pairs.insert((a.min(b), a.max(b)));
             found.push(format!(
                 "{}: functions `{}` and `{}` may trigger each other: `{}` may publish to `{f_grant}`, which `{}`'s trigger `{second_filter}` ({}) runs it on, and `{}` may publish to `{g_grant}`, which this trigger (`{first_filter}`) runs `{}` on; ledge stops a chain of function publishes after {} hops",
                 first.location,
