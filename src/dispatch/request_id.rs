@@ -7,7 +7,13 @@
 
 /// The next request id.
 pub fn next() -> String {
-    format!("{:016x}", crate::rand::next_u64())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = crate::rand::next_u64();
+    // One allocation, no formatting machinery: made once per request.
+    (0..16)
+        .rev()
+        .map(|i| char::from(HEX[((n >> (i * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 #[cfg(test)]

@@ -232,24 +232,33 @@ fn form_decode(text: &str) -> String {
 }
 
 /// API Gateway's `requestContext.time`: `12/Mar/2020:19:03:58 +0000`.
+/// It changes once a second, so the server thread keeps the last one.
 fn clf_time(unix_ms: u64) -> String {
-    // `2020-03-12T19:03:58.123Z`
-    let iso = crate::logging::utc_timestamp(unix_ms);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = iso
-        .get(5..7)
-        .and_then(|m| m.parse::<usize>().ok())
-        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
-        .copied()
-        .unwrap_or("Jan");
-    format!(
-        "{}/{month}/{}:{} +0000",
-        iso.get(8..10).unwrap_or("01"),
-        iso.get(0..4).unwrap_or("1970"),
-        iso.get(11..19).unwrap_or("00:00:00")
-    )
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = unix_ms / 1000;
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            const MONTHS: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            let (year, month, day) = crate::logging::civil_from_days((secs / 86_400) as i64);
+            let month = MONTHS[(month as usize).clamp(1, 12) - 1];
+            let rem = secs % 86_400;
+            *last = (
+                secs,
+                format!(
+                    "{day:02}/{month}/{year}:{:02}:{:02}:{:02} +0000",
+                    rem / 3600,
+                    rem % 3600 / 60,
+                    rem % 60
+                ),
+            );
+        }
+        last.1.clone()
+    })
 }
 
 #[cfg(test)]
@@ -331,5 +340,10 @@ mod tests {
     #[test]
     fn time_is_in_common_log_format() {
         assert_eq!(clf_time(1_584_039_838_000), "12/Mar/2020:19:03:58 +0000");
+        // The same second again, the next one, and across a year.
+        assert_eq!(clf_time(1_584_039_838_999), "12/Mar/2020:19:03:58 +0000");
+        assert_eq!(clf_time(1_584_039_839_000), "12/Mar/2020:19:03:59 +0000");
+        assert_eq!(clf_time(1_704_067_199_500), "31/Dec/2023:23:59:59 +0000");
+        assert_eq!(clf_time(1_704_067_200_000), "01/Jan/2024:00:00:00 +0000");
     }
 }
