@@ -14,6 +14,8 @@
 //!
 //! ```text
 //! mqtt_load all --ledge PATH [--repeats N] [--latency-secs S] [--load-secs S]
+//! mqtt_load hostile --ledge PATH [--latency-secs S]   (only the hostile-neighbour run;
+//!                HOSTILE_ONLY=bomb,spin picks attackers by topic, to find which one hurts)
 //! mqtt_load relay --port P --input FILTER --output TOPIC [--nodelay]
 //! mqtt_load search --port P --input TOPIC --output FILTER [--qos 0|1]
 //! mqtt_load load --port P --input TOPIC --output FILTER [--qos 0|1]
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("all") => Options::parse(&args[1..]).and_then(|o| run_all(&o)),
+        Some("hostile") => Options::parse(&args[1..]).and_then(|o| run_hostile(&o)),
         Some("relay") => relay_command(&args[1..]),
         Some("search") => search_command(&args[1..]),
         Some("load") => load_command(&args[1..]),
@@ -237,6 +240,17 @@ fn run_all(options: &Options) -> Result<(), String> {
         "mqtt_load all took {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Only the hostile-neighbour run of `all` (a minute): for A/B runs of
+/// scheduling changes.
+fn run_hostile(options: &Options) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let mut table = Table::default();
+    eprintln!("== a good function beside hostile ones, {STEADY_RATE}/s");
+    hostile(options, dir.path(), &mut table)?;
+    table.print();
     Ok(())
 }
 
@@ -509,11 +523,14 @@ fn hostile(options: &Options, dir: &Path, table: &mut Table) -> Result<(), Strin
     let attacker = {
         let stop = std::sync::Arc::clone(&stop);
         std::thread::spawn(move || {
-            generator::keep_publishing(
-                port,
-                &["storm/in", "hostile/spin", "hostile/flood", "hostile/bomb"],
-                &stop,
-            )
+            let only = std::env::var("HOSTILE_ONLY").unwrap_or_default();
+            let all = ["storm/in", "hostile/spin", "hostile/flood", "hostile/bomb"];
+            let topics: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|t| only.is_empty() || only.split(',').any(|o| t.contains(o)))
+                .collect();
+            generator::keep_publishing(port, &topics, &stop)
         })
     };
     std::thread::sleep(Duration::from_millis(500));

@@ -471,7 +471,7 @@ test_the_unit_has_every_sandbox_setting() {
         ProtectKernelTunables=yes ProtectKernelModules=yes ProtectControlGroups=yes \
         RestrictNamespaces=yes LockPersonality=yes MemoryDenyWriteExecute=yes RestrictRealtime=yes \
         SystemCallArchitectures=native CapabilityBoundingSet= ProtectClock=yes ProtectHostname=yes \
-        UMask=0027 LimitNOFILE=8192 LimitNICE=20 SystemCallFilter=setpriority StandardOutput=journal WantedBy=multi-user.target; do
+        UMask=0027 LimitNOFILE=8192 LimitNICE=20 SystemCallFilter=sched_setscheduler StandardOutput=journal WantedBy=multi-user.target; do
         grep -qxF -- "$setting" "$unit" || fail "ledge.service lacks $setting"
     done
     # Every setting is explained: each directive follows a comment or a

@@ -32,7 +32,7 @@ impl Node {
             path: plan.device.data_dir.clone(),
             source,
         })?;
-        // Lowered worker threads may go back to nice 0 only under this
+        // Lowered worker threads may leave SCHED_IDLE only under this
         // limit (or CAP_SYS_NICE): see runtime::priority.
         match crate::runtime::priority::raise_nice_limit() {
             Ok(limit) => log::debug!(target: "ledge::invoke", "RLIMIT_NICE soft limit {limit}"),

@@ -92,7 +92,8 @@ pub struct Instance {
     /// and between invocations (neither yields the CPU).
     invocation_started: Option<Instant>,
     /// The invocation in progress ran past [`priority::LONG_INVOCATION`]
-    /// and asked for its thread to yield: restore it when it ends.
+    /// and asked for its thread to yield (the thread stays low until an
+    /// invocation ends short).
     yielded: bool,
 }
 
@@ -198,7 +199,13 @@ impl Instance {
         self.invocation_started = Some(started);
         let result = self.call_handler(&invocation.event.payload);
         self.invocation_started = None;
-        if std::mem::take(&mut self.yielded) {
+        // A thread lowered by a long invocation stays low until one of
+        // its function's invocations ends short: a function that runs long
+        // every time (a spin, a memory bomb) then starts each invocation
+        // low instead of taking its first slice at the short functions'
+        // priority. `restore_this_thread` is a thread-local read unless
+        // the thread is low.
+        if !std::mem::take(&mut self.yielded) {
             let name = &self.store.data().spec.name;
             if let Err(e) = priority::restore_this_thread(name) {
                 log::warn!(target: "ledge::invoke", "{name}: {e}");

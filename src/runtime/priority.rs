@@ -8,32 +8,44 @@
 //! raise the short function's p99 latency tenfold.
 //!
 //! So a worker thread whose invocation has run longer than
-//! [`LONG_INVOCATION`] lowers its own scheduling priority to nice
-//! [`LOW_NICE`] (weight 15 against 1024 at nice 0: the kernel then prefers
-//! short work ~70:1 whenever both are runnable, and the long invocation
-//! still gets every idle cycle). When the invocation ends the thread goes
-//! back to nice 0, so the next invocation starts even.
+//! [`LONG_INVOCATION`] moves itself to the `SCHED_IDLE` policy: weight 3
+//! against 1024 for a normal thread, and (unlike nice 19) a normal thread
+//! that wakes up preempts it at once. With nice 19 the kernel's EEVDF
+//! scheduler let the long invocation finish its slice first: a woken
+//! short function waited 2-4 ms behind a memory bomb (BENCHMARKS.md,
+//! 2026-12-02). The long invocation still gets every idle cycle.
 //!
-//! State, per thread (a thread's nice value is the thread's own, so the
+//! The thread goes back to `SCHED_OTHER` when an invocation of its
+//! function ends short: a function that runs long every time starts each
+//! invocation low, instead of taking its first millisecond at the short
+//! functions' priority before the first check; a function that ran long
+//! once pays for it with one invocation started low.
+//!
+//! State, per thread (a thread's policy is the thread's own, so the
 //! bookkeeping is a thread-local):
 //!
 //! ```text
 //!   Unmanaged ──manage_this_thread──▶ Normal ──yield──▶ Lowered
 //!                                       ▲                 │
-//!                                       └────restore──────┤ (permitted)
+//!                                       └────restore──────┤ (a short
+//!                                          invocation     │  invocation
+//!                                          ended)         │  ended, permitted)
 //!                                                         ▼
 //!                                                       Stuck (EPERM: stays low)
 //! ```
 //!
-//! `setpriority` is called only on a transition: never per slice, never for
-//! a short invocation (the hot path runs 30,000+ a second).
+//! `sched_setscheduler` is called only on a transition: never per slice,
+//! never for a short invocation after a short one (the hot path runs
+//! 30,000+ a second), and not at all for a function that is long every
+//! time.
 //!
-//! Raising a thread's priority back needs `CAP_SYS_NICE` or an
-//! `RLIMIT_NICE` soft limit of 20 (nice may then go down to 20 - 20 = 0).
-//! [`raise_nice_limit`] lifts the soft limit to the hard one at start-up;
-//! the systemd unit sets `LimitNICE=20`. Without either a lowered thread
-//! stays at nice 19 for good (its function then always runs at low
-//! priority), and ledge says so once, at info, with what would fix it.
+//! Leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` soft
+//! limit that allows the thread's nice value (20 for nice 0; the kernel
+//! applies the nice rule to this move). [`raise_nice_limit`] lifts the
+//! soft limit to the hard one at start-up; the systemd unit sets
+//! `LimitNICE=20`. Without either a lowered thread stays idle-class for
+//! good (its function then always runs at low priority), and ledge says
+//! so once, at info, with what would fix it.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,9 +60,9 @@ use std::time::Duration;
 /// bomb (3.3 ms calls) and the first 2 ms of every spin and flood call still
 /// ran at the good function's priority (BENCHMARKS.md, 2026-12-02).
 pub const LONG_INVOCATION: Duration = Duration::from_millis(1);
-/// The nice value of a thread running a long invocation: the lowest
-/// priority an ordinary thread can have.
-pub const LOW_NICE: i32 = 19;
+/// Linux's `SCHED_OTHER` and `SCHED_IDLE` policies (sched(7)).
+pub const SCHED_OTHER: i32 = 0;
+pub const SCHED_IDLE: i32 = 5;
 /// `RLIMIT_NICE` needed to go back to nice 0 without `CAP_SYS_NICE`.
 const NICE_LIMIT_FOR_ZERO: u64 = 20;
 
@@ -59,21 +71,24 @@ const NICE_LIMIT_FOR_ZERO: u64 = 20;
 pub enum ThreadPriority {
     /// Not a worker thread: yielding is a no-op (`ledge invoke`, tests).
     Unmanaged,
-    /// A worker at nice 0.
+    /// A worker in `SCHED_OTHER`.
     Normal,
-    /// A worker at nice [`LOW_NICE`], running a long invocation.
+    /// A worker in `SCHED_IDLE`, after a long invocation.
     Lowered,
-    /// A worker that could not go back to nice 0 and stays low.
+    /// A worker that could not go back to `SCHED_OTHER` and stays low.
     Stuck,
 }
 
-/// A `setpriority`/`setrlimit` call failed.
+/// A `sched_setscheduler`/`setrlimit` call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PriorityError {
-    #[error("setpriority(nice {nice}) failed: {source}")]
-    SetPriority { nice: i32, source: std::io::Error },
-    #[error("getpriority failed: {0}")]
-    GetPriority(std::io::Error),
+    #[error("sched_setscheduler({policy}) failed: {source}")]
+    SetPolicy {
+        policy: &'static str,
+        source: std::io::Error,
+    },
+    #[error("sched_getscheduler failed: {0}")]
+    GetPolicy(std::io::Error),
     #[error("RLIMIT_NICE: {0}")]
     Limit(std::io::Error),
 }
@@ -82,8 +97,8 @@ impl PriorityError {
     /// True if the kernel refused for want of privilege (not a bug).
     pub fn is_permission(&self) -> bool {
         let source = match self {
-            PriorityError::SetPriority { source, .. } => source,
-            PriorityError::GetPriority(e) | PriorityError::Limit(e) => e,
+            PriorityError::SetPolicy { source, .. } => source,
+            PriorityError::GetPolicy(e) | PriorityError::Limit(e) => e,
         };
         source.raw_os_error() == Some(libc::EPERM) || source.raw_os_error() == Some(libc::EACCES)
     }
@@ -105,7 +120,7 @@ pub fn this_thread() -> ThreadPriority {
 }
 
 /// Makes the calling thread a worker whose long invocations yield. Worker
-/// threads start at the process's nice value, assumed 0.
+/// threads start in `SCHED_OTHER`, at the process's nice value.
 pub fn manage_this_thread() {
     STATE.with(|state| {
         if state.get() == ThreadPriority::Unmanaged {
@@ -114,8 +129,8 @@ pub fn manage_this_thread() {
     });
 }
 
-/// The calling thread's invocation has run long: lower its priority if it
-/// is a worker at normal priority (one `setpriority`), else nothing. If the
+/// The calling thread's invocation has run long: move it to `SCHED_IDLE`
+/// if it is a worker at normal priority (one system call), else nothing. If the
 /// kernel refuses, the thread is no longer managed and the first refusal
 /// in the process is logged.
 pub fn yield_this_thread() -> Result<ThreadPriority, PriorityError> {
@@ -123,14 +138,14 @@ pub fn yield_this_thread() -> Result<ThreadPriority, PriorityError> {
         if state.get() != ThreadPriority::Normal {
             return Ok(state.get());
         }
-        if let Err(e) = set_own_nice(LOW_NICE) {
-            // A seccomp filter without `setpriority` (an older unit file)
-            // or a kernel without it: this thread stops trying.
+        if let Err(e) = set_own_policy(SCHED_IDLE) {
+            // A seccomp filter without `sched_setscheduler` (an older unit
+            // file) or a kernel without it: this thread stops trying.
             state.set(ThreadPriority::Unmanaged);
             if !TOLD_UNAVAILABLE.swap(true, Ordering::Relaxed) {
                 log::info!(
                     target: "ledge::invoke",
-                    "long invocations cannot yield the CPU to short ones: {e} (a systemd unit needs SystemCallFilter=setpriority)"
+                    "long invocations cannot yield the CPU to short ones: {e} (a systemd unit needs SystemCallFilter=sched_setscheduler)"
                 );
             }
             return Err(e);
@@ -140,8 +155,8 @@ pub fn yield_this_thread() -> Result<ThreadPriority, PriorityError> {
     })
 }
 
-/// The calling thread's long invocation of `function` ended: back to nice
-/// 0 if it was lowered. Refused for want of privilege, the thread stays low
+/// An invocation of `function` ended short on the calling thread: back to
+/// `SCHED_OTHER` if a long one had lowered it. Refused for want of privilege, the thread stays low
 /// ([`ThreadPriority::Stuck`]) and the first such refusal in the process
 /// is logged, naming `function` and the fix.
 pub fn restore_this_thread(function: &str) -> Result<ThreadPriority, PriorityError> {
@@ -149,7 +164,7 @@ pub fn restore_this_thread(function: &str) -> Result<ThreadPriority, PriorityErr
         if state.get() != ThreadPriority::Lowered {
             return Ok(state.get());
         }
-        match set_own_nice(0) {
+        match set_own_policy(SCHED_OTHER) {
             Ok(()) => {
                 state.set(ThreadPriority::Normal);
                 Ok(ThreadPriority::Normal)
@@ -159,7 +174,7 @@ pub fn restore_this_thread(function: &str) -> Result<ThreadPriority, PriorityErr
                 if !TOLD_STUCK.swap(true, Ordering::Relaxed) {
                     log::info!(
                         target: "ledge::invoke",
-                        "{function}: a worker thread that ran a long invocation at low priority (nice {LOW_NICE}) cannot go back to nice 0 ({e}); it stays low. Run ledge with LimitNICE=20 (systemd) or CAP_SYS_NICE to allow it"
+                        "{function}: a worker thread that ran a long invocation at low priority (SCHED_IDLE) cannot go back to normal priority ({e}); it stays low. Run ledge with LimitNICE=20 (systemd) or CAP_SYS_NICE to allow it"
                     );
                 }
                 Ok(ThreadPriority::Stuck)
@@ -170,7 +185,7 @@ pub fn restore_this_thread(function: &str) -> Result<ThreadPriority, PriorityErr
 }
 
 /// Lifts the soft `RLIMIT_NICE` to the hard limit, so that lowered threads
-/// may go back to nice 0 where the hard limit allows (20, as systemd's
+/// may go back to normal priority where the hard limit allows (20, as systemd's
 /// `LimitNICE=20` sets). Returns the soft limit now in force.
 pub fn raise_nice_limit() -> Result<u64, PriorityError> {
     let mut limit = libc::rlimit {
@@ -192,7 +207,8 @@ pub fn raise_nice_limit() -> Result<u64, PriorityError> {
     Ok(limit.rlim_cur)
 }
 
-/// True if this process may take a thread from nice 19 back to 0: it has
+/// True if this process may take a thread from `SCHED_IDLE` back to
+/// `SCHED_OTHER` at nice 0: it has
 /// `CAP_SYS_NICE`, or its soft `RLIMIT_NICE` is at least 20.
 pub fn may_restore() -> bool {
     let mut limit = libc::rlimit {
@@ -218,27 +234,43 @@ fn has_cap_sys_nice() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_SYS_NICE) != 0)
 }
 
-/// The calling thread's nice value.
-pub fn own_nice() -> Result<i32, PriorityError> {
-    // getpriority may return -1 as a value: errno tells an error apart.
-    // SAFETY: errno is thread-local; clearing it is always sound.
-    unsafe { *libc::__errno_location() = 0 };
+/// The calling thread's scheduling policy ([`SCHED_OTHER`], [`SCHED_IDLE`], ...).
+pub fn own_policy() -> Result<i32, PriorityError> {
+    // The raw system call: musl's `sched_getscheduler` wrapper only
+    // returns ENOSYS (POSIX speaks of processes, Linux acts on threads).
     // SAFETY: plain syscall on the calling thread's id.
-    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, own_tid()) };
-    let error = std::io::Error::last_os_error();
-    if nice == -1 && error.raw_os_error() != Some(0) {
-        return Err(PriorityError::GetPriority(error));
+    let policy = unsafe { libc::syscall(libc::SYS_sched_getscheduler, own_tid()) };
+    if policy < 0 {
+        return Err(PriorityError::GetPolicy(std::io::Error::last_os_error()));
     }
-    Ok(nice)
+    Ok(policy as i32)
 }
 
-/// Sets the calling thread's nice value (Linux: `PRIO_PROCESS` with a
-/// thread id acts on that thread alone).
-fn set_own_nice(nice: i32) -> Result<(), PriorityError> {
-    // SAFETY: plain syscall on the calling thread's id.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, own_tid(), nice) } != 0 {
+/// Moves the calling thread to `policy` (priority 0, the only one the
+/// two policies have); its nice value is untouched.
+fn set_own_policy(policy: i32) -> Result<(), PriorityError> {
+    // The kernel's `struct sched_param` is one int, the priority (libc's
+    // may carry more fields, musl's does); 0 is the only priority either
+    // policy has.
+    let priority: libc::c_int = 0;
+    // SAFETY: plain syscall on the calling thread's id with a pointer to a
+    // valid kernel sched_param; raw for the same reason as in `own_policy`.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            own_tid(),
+            policy,
+            &priority as *const libc::c_int,
+        )
+    };
+    if done != 0 {
         let source = std::io::Error::last_os_error();
-        return Err(PriorityError::SetPriority { nice, source });
+        let policy = if policy == SCHED_IDLE {
+            "SCHED_IDLE"
+        } else {
+            "SCHED_OTHER"
+        };
+        return Err(PriorityError::SetPolicy { policy, source });
     }
     Ok(())
 }
@@ -261,32 +293,38 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_thread_yields_to_nice_19_and_goes_back_when_permitted() {
+    fn a_worker_thread_yields_to_sched_idle_and_goes_back_when_permitted() {
         let permitted = may_restore() || raise_nice_limit().is_ok_and(|l| l >= 20);
-        let (lowered, nice_low, restored, nice_after) = on_a_thread(|| {
+        let (lowered, policy_low, restored, policy_after) = on_a_thread(|| {
             manage_this_thread();
-            assert_eq!(own_nice().unwrap(), 0);
+            assert_eq!(own_policy().unwrap(), SCHED_OTHER);
             let lowered = yield_this_thread().unwrap();
-            let nice_low = own_nice().unwrap();
+            let policy_low = own_policy().unwrap();
             let restored = restore_this_thread("test").unwrap();
-            (lowered, nice_low, restored, own_nice().unwrap())
+            (lowered, policy_low, restored, own_policy().unwrap())
         });
         assert_eq!(lowered, ThreadPriority::Lowered);
-        assert_eq!(nice_low, LOW_NICE);
+        assert_eq!(policy_low, SCHED_IDLE);
         if permitted {
-            assert_eq!((restored, nice_after), (ThreadPriority::Normal, 0));
+            assert_eq!(
+                (restored, policy_after),
+                (ThreadPriority::Normal, SCHED_OTHER)
+            );
         } else {
-            assert_eq!((restored, nice_after), (ThreadPriority::Stuck, LOW_NICE));
+            assert_eq!(
+                (restored, policy_after),
+                (ThreadPriority::Stuck, SCHED_IDLE)
+            );
         }
     }
 
     #[test]
     fn a_thread_not_managed_never_changes_priority() {
-        let (state, nice) = on_a_thread(|| {
+        let (state, policy) = on_a_thread(|| {
             let state = yield_this_thread().unwrap();
-            (state, own_nice().unwrap())
+            (state, own_policy().unwrap())
         });
-        assert_eq!((state, nice), (ThreadPriority::Unmanaged, 0));
+        assert_eq!((state, policy), (ThreadPriority::Unmanaged, SCHED_OTHER));
     }
 
     #[test]
@@ -298,7 +336,7 @@ mod tests {
             assert_eq!(yield_this_thread().unwrap(), ThreadPriority::Lowered);
             // A second yield is a no-op: the state says the thread is low.
             assert_eq!(yield_this_thread().unwrap(), ThreadPriority::Lowered);
-            assert_eq!(own_nice().unwrap(), LOW_NICE);
+            assert_eq!(own_policy().unwrap(), SCHED_IDLE);
             // Managing again does not forget the thread is low.
             manage_this_thread();
             assert_eq!(this_thread(), ThreadPriority::Lowered);

@@ -1,7 +1,9 @@
 //! A function that runs long cannot take the CPU from short ones: its
-//! worker thread drops to nice 19 while the long invocation runs (the
-//! kernel then prefers every other thread) and goes back to nice 0 when
-//! it ends. Read from /proc, the kernel's own account, not from timing.
+//! worker thread moves to the SCHED_IDLE policy while the long invocation
+//! runs (every normal thread then preempts it), stays there while the
+//! function keeps running long, and goes back to SCHED_OTHER when one of
+//! its invocations ends short. Read from /proc, the kernel's own account,
+//! not from timing.
 
 use std::time::{Duration, Instant};
 
@@ -9,9 +11,13 @@ use crate::common::gateway::{Gateway, Module};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The nice value of `pid`'s thread named `name` (`/proc/.../comm`), if
-/// it exists.
-fn thread_nice(pid: u32, name: &str) -> Option<i32> {
+/// SCHED_OTHER and SCHED_IDLE (sched(7)).
+const NORMAL: i32 = 0;
+const IDLE: i32 = 5;
+
+/// The scheduling policy of `pid`'s thread named `name`
+/// (`/proc/.../comm`), if it exists.
+fn thread_policy(pid: u32, name: &str) -> Option<i32> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
@@ -19,56 +25,59 @@ fn thread_nice(pid: u32, name: &str) -> Option<i32> {
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-        // Fields after `(comm)`: state is field 3, nice field 19 (proc(5)).
+        // Fields after `(comm)`: state is field 3, policy field 41 (proc(5)).
         let rest = &stat[stat.rfind(')')? + 1..];
-        return rest.split_whitespace().nth(19 - 3)?.parse().ok();
+        return rest.split_whitespace().nth(41 - 3)?.parse().ok();
     }
     None
 }
 
-/// Polls until the thread's nice value is `wanted`; panics with what it
-/// last saw after `WAIT`.
+/// Polls until the thread's policy is `wanted`; panics with what it last
+/// saw after `WAIT`.
 #[track_caller]
-fn wait_for_nice(pid: u32, thread: &str, wanted: i32) {
+fn wait_for_policy(pid: u32, thread: &str, wanted: i32) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let nice = thread_nice(pid, thread);
-        if nice == Some(wanted) {
+        let policy = thread_policy(pid, thread);
+        if policy == Some(wanted) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "thread {thread} has nice {nice:?}, not {wanted}"
+            "thread {thread} has policy {policy:?}, not {wanted}"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 #[test]
-fn a_long_invocation_runs_at_nice_19_and_its_thread_returns_to_0_after() {
+fn a_long_invocation_runs_idle_class_and_its_thread_returns_after_a_short_one() {
     let gateway = Gateway::new("gw-yield")
-        .function("spin", Module::Fixture("loop"), "timeout = \"3s\"")
+        .function("spin", Module::Fixture("spin_on_go"), "timeout = \"1s\"")
         .mqtt_trigger("spin/in", "spin");
     let mut ledge = gateway.start();
     let pid = ledge.pid();
-    wait_for_nice(pid, "fn-spin-0", 0);
+    wait_for_policy(pid, "fn-spin-0", NORMAL);
 
     let client = gateway.client("client", &[]);
     client.publish("spin/in", "go");
-    // The invocation spins for 3 s; well before that its thread yields.
-    wait_for_nice(pid, "fn-spin-0", 19);
-    // It ends as a timeout; the thread then goes back to nice 0 (tests run
-    // as root or with RLIMIT_NICE 20; without, ledge says why it cannot).
+    // The invocation spins for 1 s; well before that its thread yields.
+    wait_for_policy(pid, "fn-spin-0", IDLE);
     ledge.wait_for_log("failed (timeout)", WAIT);
+    // It ended long: the thread stays low, so the function's next
+    // invocation does not start at the short functions' priority.
+    assert_eq!(thread_policy(pid, "fn-spin-0"), Some(IDLE));
+    // An invocation that ends short brings it back (tests run as
+    // root or with RLIMIT_NICE 20; without, ledge says why it cannot).
+    client.publish("spin/in", "short");
     if ledge_may_restore(pid) {
-        wait_for_nice(pid, "fn-spin-0", 0);
+        wait_for_policy(pid, "fn-spin-0", NORMAL);
     } else {
-        ledge.wait_for_log("cannot go back to nice 0", WAIT);
+        ledge.wait_for_log("cannot go back to normal priority", WAIT);
     }
     assert!(ledge.terminate().success(), "{}", ledge.log_text());
 }
 
-/// True if `pid` may raise a thread's priority back: CAP_SYS_NICE, or an
 /// RLIMIT_NICE soft limit of 20 (/proc/<pid>/limits: "Max nice priority").
 fn ledge_may_restore(pid: u32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
