@@ -31,6 +31,9 @@ const MIN_SLICE: u64 = 10_000;
 const MAX_SLICE: u64 = 50_000_000;
 /// The slice duration the adaptation aims for.
 const TARGET_SLICE: Duration = Duration::from_millis(1);
+/// A thread at low priority runs slices this many times shorter, and
+/// offers the CPU between them (`priority::let_others_run`).
+const LOW_SLICE_DIVISOR: u64 = 8;
 /// Fuel for instantiation (data segments, a start function): a module whose
 /// start function loops must fail to instantiate, not hang the worker or
 /// `ledge check`. wasmi cannot pause a start function, so this is its only
@@ -199,13 +202,20 @@ impl Instance {
         self.invocation_started = Some(started);
         let result = self.call_handler(&invocation.event.payload);
         self.invocation_started = None;
+        let duration = started.elapsed();
         // A thread lowered by a long invocation stays low until one of
         // its function's invocations ends short: a function that runs long
         // every time (a spin, a memory bomb) then starts each invocation
         // low instead of taking its first slice at the short functions'
-        // priority. `restore_this_thread` is a thread-local read unless
+        // priority. An invocation that never reached a slice boundary can
+        // be long too (a memory bomb's grows cost more time per unit of
+        // fuel than instructions: 2-3 ms in one slice), so the end counts
+        // as a check. `restore_this_thread` is a thread-local read unless
         // the thread is low.
-        if !std::mem::take(&mut self.yielded) {
+        let ran_long = std::mem::take(&mut self.yielded) || duration >= priority::LONG_INVOCATION;
+        if ran_long {
+            let _ = priority::yield_this_thread();
+        } else {
             let name = &self.store.data().spec.name;
             if let Err(e) = priority::restore_this_thread(name) {
                 log::warn!(target: "ledge::invoke", "{name}: {e}");
@@ -245,7 +255,7 @@ impl Instance {
         state.event = None;
         Outcome {
             result,
-            duration: started.elapsed(),
+            duration,
             fuel_used: self.fuel_used - fuel_before,
             logs: std::mem::take(&mut state.logs),
             logs_dropped: state.logs_dropped,
@@ -332,7 +342,12 @@ impl Instance {
                 TypedResumableCall::OutOfFuel(out_of_fuel) => {
                     self.account(slice);
                     let now = Instant::now();
-                    self.adapt_slice(now - slice_started, slice);
+                    // A low-priority thread's slices are short and its wall
+                    // time includes waiting for others: neither says how
+                    // fast this machine burns fuel.
+                    if !priority::runs_low() {
+                        self.adapt_slice(now - slice_started, slice);
+                    }
                     slice_started = now;
                     self.check_deadline(now)?;
                     self.yield_if_long(now);
@@ -352,7 +367,11 @@ impl Instance {
     /// Sets the fuel for the next slice: at least `required` (what the
     /// paused instruction needs), bounded by the remaining budget.
     fn next_slice(&mut self, required: u64) -> Result<u64, InvokeError> {
-        let slice = SLICE_FUEL.load(Ordering::Relaxed).max(required);
+        let mut slice = SLICE_FUEL.load(Ordering::Relaxed);
+        if priority::runs_low() {
+            slice = (slice / LOW_SLICE_DIVISOR).max(MIN_SLICE);
+        }
+        let slice = slice.max(required);
         let slice = match self.fuel_left {
             Some(left) if left == 0 || left < required => {
                 let budget = self.store.data().spec.max_fuel.unwrap_or(0);
@@ -398,16 +417,18 @@ impl Instance {
     fn yield_if_long(&mut self, now: Instant) {
         // Publishes made so far leave now, not when the invocation ends.
         crate::sinks::local::flush_wakes();
-        let Some(started) = self.invocation_started else {
-            return;
-        };
-        if self.yielded || now.duration_since(started) < priority::LONG_INVOCATION {
-            return;
+        let long = self
+            .invocation_started
+            .is_some_and(|started| now.duration_since(started) >= priority::LONG_INVOCATION);
+        if long && !self.yielded {
+            self.yielded = true;
+            // A refusal is logged once by `priority`, and the thread then
+            // runs on at its priority: nothing for this invocation to do.
+            let _ = priority::yield_this_thread();
         }
-        self.yielded = true;
-        // A refusal is logged once by `priority`, and the thread then runs
-        // on at its priority: nothing for this invocation to do about it.
-        let _ = priority::yield_this_thread();
+        if priority::runs_low() {
+            priority::let_others_run();
+        }
     }
 
     fn check_deadline(&self, now: Instant) -> Result<(), InvokeError> {

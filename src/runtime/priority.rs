@@ -15,6 +15,11 @@
 //! short function waited 2-4 ms behind a memory bomb (BENCHMARKS.md,
 //! 2026-12-02). The long invocation still gets every idle cycle.
 //!
+//! The length is checked between fuel slices and once more when the
+//! invocation ends (`runtime::instance`): a memory bomb's grows take
+//! milliseconds inside one slice and were never checked. A low thread
+//! runs slices 8 times shorter and calls [`let_others_run`] between them.
+//!
 //! The thread goes back to `SCHED_OTHER` when an invocation of its
 //! function ends short: a function that runs long every time starts each
 //! invocation low, instead of taking its first millisecond at the short
@@ -117,6 +122,30 @@ static TOLD_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 /// The calling thread's state.
 pub fn this_thread() -> ThreadPriority {
     STATE.with(Cell::get)
+}
+
+/// True if the calling thread runs at low priority (lowered, or stuck
+/// there): its invocations then run in short slices and let others run
+/// between them ([`let_others_run`]).
+pub fn runs_low() -> bool {
+    matches!(
+        this_thread(),
+        ThreadPriority::Lowered | ThreadPriority::Stuck
+    )
+}
+
+/// Offers the CPU to any thread the kernel wants to run now. A lowered
+/// thread calls it between its (shorter) fuel slices. Measured, not
+/// derived: without the short slices and this call, a memory bomb beside
+/// a spinning function still raised a short function's p99 8-10× on the
+/// hostile-neighbour benchmark, with them 1.2-1.3× (BENCHMARKS.md,
+/// 2026-12-02 evening). The kernel should preempt a `SCHED_IDLE` thread
+/// as soon as a normal one wakes, and a plain busy loop in SCHED_IDLE did
+/// not delay wake-ups on the same machine, so why the call matters is not
+/// established.
+pub fn let_others_run() {
+    // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
+    unsafe { libc::sched_yield() };
 }
 
 /// Makes the calling thread a worker whose long invocations yield. Worker

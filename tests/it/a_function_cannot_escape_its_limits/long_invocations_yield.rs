@@ -95,3 +95,21 @@ fn ledge_may_restore(pid: u32) -> bool {
         .unwrap_or(0);
     cap_sys_nice || nice_limit >= 20
 }
+
+#[test]
+fn an_invocation_long_within_one_fuel_slice_lowers_its_thread_too() {
+    // A memory grow costs more time per unit of fuel than plain
+    // instructions: a memory bomb ran 2-3 ms inside one slice and was never
+    // checked, so it kept normal priority. The end of an invocation counts
+    // as a check. (One 62.5 MiB grow: milliseconds, one slice.)
+    let gateway = Gateway::new("gw-yield-grow")
+        .function("grow", Module::Fixture("grow_once"), "memory = \"64MiB\"")
+        .mqtt_trigger("grow/in", "grow");
+    let mut ledge = gateway.start();
+    let pid = ledge.pid();
+    wait_for_policy(pid, "fn-grow-0", NORMAL);
+    let client = gateway.client("client", &[]);
+    client.publish("grow/in", "go");
+    wait_for_policy(pid, "fn-grow-0", IDLE);
+    assert!(ledge.terminate().success(), "{}", ledge.log_text());
+}
