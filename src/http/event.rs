@@ -10,10 +10,9 @@
 //! `requestContext.authorizer.apiKey.name`, an `aws_iam` route
 //! `requestContext.authorizer.iam.accessKey`.
 
-use std::net::SocketAddr;
-
 use std::borrow::Cow;
 use std::collections::btree_map::{BTreeMap, Entry};
+use std::net::SocketAddr;
 
 use hyper::header::{self, HeaderMap};
 use serde::ser::{SerializeMap, Serializer};

@@ -135,14 +135,15 @@ pub fn runs_low() -> bool {
 }
 
 /// Offers the CPU to any thread the kernel wants to run now. A lowered
-/// thread calls it between its (shorter) fuel slices. Measured, not
-/// derived: without the short slices and this call, a memory bomb beside
-/// a spinning function still raised a short function's p99 8-10× on the
-/// hostile-neighbour benchmark, with them 1.2-1.3× (BENCHMARKS.md,
-/// 2026-12-02 evening). The kernel should preempt a `SCHED_IDLE` thread
-/// as soon as a normal one wakes, and a plain busy loop in SCHED_IDLE did
-/// not delay wake-ups on the same machine, so why the call matters is not
-/// established.
+/// thread calls it between its fuel slices, which are 8 times shorter
+/// than a normal thread's. Measured, not derived (hostile-neighbour
+/// benchmark, all four attackers, BENCHMARKS.md 2026-12-02 evening): a
+/// short function's p99 rose 4.7-6.8× with the short slices alone,
+/// 2.8-4.4× with this call alone, 1.1-1.8× with both. So in practice a
+/// woken normal thread waited for the low thread's next slice boundary,
+/// though the kernel should preempt `SCHED_IDLE` at once (a Python busy
+/// loop in `SCHED_IDLE` did not delay wake-ups on the same machine); why
+/// is not established.
 pub fn let_others_run() {
     // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
     unsafe { libc::sched_yield() };
