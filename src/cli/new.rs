@@ -50,6 +50,7 @@ const RUST: &[(&str, &str)] = &[
     ("ledge-sdk/src/event.rs", template!("sdk/src/event.rs")),
     ("ledge-sdk/src/gpio.rs", template!("sdk/src/gpio.rs")),
     ("ledge-sdk/src/handler.rs", template!("sdk/src/handler.rs")),
+    ("ledge-sdk/src/heap.rs", template!("sdk/src/heap.rs")),
     ("ledge-sdk/src/log.rs", template!("sdk/src/log.rs")),
     ("ledge-sdk/src/mock.rs", template!("sdk/src/mock.rs")),
     ("ledge-sdk/src/publish.rs", template!("sdk/src/publish.rs")),
