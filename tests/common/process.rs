@@ -104,6 +104,11 @@ impl Ledge {
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut ledge = Self::spawn(config, env);
         ledge.wait_for_line("trigger filters", Duration::from_secs(20));
+        // Subscribed is not yet serving: the control socket (`ledge status`)
+        // is bound after the link starts, just before this line. Waiting
+        // for the subscription alone let a test's first `ledge status`
+        // race the bind (seen once as "ledge [\"status\"] failed").
+        ledge.wait_for_log(" running as `", Duration::from_secs(20));
         ledge
     }
 
