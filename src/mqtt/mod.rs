@@ -47,6 +47,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The MQTT 5 user property that carries a function publish's chain depth
 /// (`Event::depth`) through an external broker.
 pub const DEPTH_PROPERTY: &str = "ledge-depth";
+/// A broker Receive Maximum below this paces QoS 1 publishes noticeably:
+/// stock mosquitto's 20 held the benchmark's relay job to 44.7k msg/s,
+/// 1,000 let it reach 54.3k (BENCHMARKS.md). Said once per connection.
+const SMALL_RECEIVE_MAXIMUM: u16 = 100;
 /// Capacity of rumqttc's request channel; our own queue sits in front.
 const REQUEST_CHANNEL: usize = 256;
 /// QoS 1 publishes ledge keeps in flight to the broker.
@@ -158,6 +162,13 @@ pub async fn drive(
                 state.connected.store(true, Ordering::Release);
                 backoff.reset();
                 log::info!(target: "ledge::mqtt", "connected to local broker {address}");
+                let receive_maximum = ack.properties.as_ref().and_then(|p| p.receive_max);
+                state
+                    .receive_maximum
+                    .store(receive_maximum.map_or(0, u32::from), Ordering::Relaxed);
+                if let Some(limit) = receive_maximum.filter(|&n| n < SMALL_RECEIVE_MAXIMUM) {
+                    log::info!(target: "ledge::mqtt", "local broker {address} lets ledge have {limit} QoS 1 publishes unacknowledged (its Receive Maximum; mosquitto: max_inflight_messages): functions' QoS 1 publishes go at most {limit} per round trip (docs/config.md)");
+                }
                 subscribed.clear();
                 pending.clear();
                 let wanted = crate::topic::disjoint_cover(&filters.borrow_and_update());

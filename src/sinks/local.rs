@@ -19,7 +19,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -86,6 +86,9 @@ pub struct LinkState {
     pub connected: AtomicBool,
     /// True once ledge receives every message its triggers name.
     pub subscribed: AtomicBool,
+    /// The external broker's Receive Maximum: how many QoS 1 publishes
+    /// ledge may have unacknowledged (0: none announced, or embedded).
+    pub receive_maximum: AtomicU32,
 }
 
 /// Every outbox of a link, and the signal that wakes its drain task.

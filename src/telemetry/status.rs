@@ -80,7 +80,14 @@ impl StatusSources {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs(),
             "started_ms": started_ms(),
-            "local_broker": { "connected": self.link.connected.load(Ordering::Acquire) },
+            "local_broker": {
+                "connected": self.link.connected.load(Ordering::Acquire),
+                // null: no limit announced (or the embedded broker).
+                "receive_maximum": match self.link.receive_maximum.load(Ordering::Relaxed) {
+                    0 => Value::Null,
+                    n => n.into(),
+                },
+            },
             "functions": self.functions(),
         });
         if let Some(boot) = boot_ms() {

@@ -98,3 +98,31 @@ fn status_says_clearly_when_no_ledge_is_running() {
         "{stderr}"
     );
 }
+
+/// A stock mosquitto lets a client have 20 QoS 1 publishes unacknowledged
+/// (its `max_inflight_messages`, announced as the MQTT 5 Receive Maximum):
+/// it paces every function's QoS 1 publishes, so status shows it and the
+/// log says what it limits. The embedded broker announces none.
+#[test]
+fn the_local_broker_receive_maximum_is_in_status_and_a_small_one_in_the_log() {
+    let gateway = Gateway::new("gw-rm")
+        .with_mosquitto()
+        .echo("e", "e/in", "e/out");
+    let mut ledge = gateway.start();
+    let line = ledge.wait_for_log("QoS 1 publishes unacknowledged", WAIT);
+    assert!(
+        line.contains("lets ledge have 20") && line.contains("max_inflight_messages"),
+        "{line}"
+    );
+    let status = gateway.status();
+    assert_eq!(status["local_broker"]["receive_maximum"], 20, "{status}");
+
+    let embedded = Gateway::new("gw-rm-embedded").echo("e", "e/in", "e/out");
+    let _ledge = embedded.start();
+    let status = embedded.status();
+    assert_eq!(status["local_broker"]["connected"], true, "{status}");
+    assert!(
+        status["local_broker"]["receive_maximum"].is_null(),
+        "{status}"
+    );
+}
