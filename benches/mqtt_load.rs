@@ -795,9 +795,6 @@ fn latency_round(
     Ok(())
 }
 
-/// Resident memory of the quickstart-like config, with an external broker
-/// (ledge alone) and with the embedded broker (ledge plus rumqttd): idle,
-/// then under `STEADY_RATE` readings, sampled every `SAMPLE_EVERY`.
 /// Idle resident memory of the quickstart config in both broker modes,
 /// then ledge's memory through `load_secs` at its highest sustained rate
 /// (`rate`), sampled every `SAMPLE_EVERY`: it must stay flat.
