@@ -73,12 +73,6 @@ impl SizeClasses {
     }
 }
 
-impl Default for SizeClasses {
-    fn default() -> Self {
-        SizeClasses::new()
-    }
-}
-
 /// The class index of a small request, or `None` for the standard allocator.
 #[inline]
 fn class_of(layout: Layout) -> Option<usize> {

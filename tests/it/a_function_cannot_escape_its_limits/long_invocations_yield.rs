@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::broker::TestClient;
 use crate::common::gateway::{Gateway, Module};
+use crate::common::process::Ledge;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -50,19 +52,32 @@ fn wait_for_policy(pid: u32, thread: &str, wanted: i32) {
     }
 }
 
+/// Runs `fixture` as function `name` on `<name>/in`, checks that its
+/// worker starts in SCHED_OTHER, publishes `go` and waits for the worker
+/// to move to SCHED_IDLE.
+fn run_until_lowered(
+    name: &str,
+    fixture: &'static str,
+    extra: &str,
+) -> (Gateway, Ledge, TestClient) {
+    let input = format!("{name}/in");
+    let gateway = Gateway::new(&format!("gw-yield-{name}"))
+        .function(name, Module::Fixture(fixture), extra)
+        .mqtt_trigger(&input, name);
+    let ledge = gateway.start();
+    let worker = format!("fn-{name}-0");
+    wait_for_policy(ledge.pid(), &worker, NORMAL);
+    let client = gateway.client("client", &[]);
+    client.publish(&input, "go");
+    wait_for_policy(ledge.pid(), &worker, IDLE);
+    (gateway, ledge, client)
+}
+
 #[test]
 fn a_long_invocation_runs_idle_class_and_its_thread_returns_after_a_short_one() {
-    let gateway = Gateway::new("gw-yield")
-        .function("spin", Module::Fixture("spin_on_go"), "timeout = \"1s\"")
-        .mqtt_trigger("spin/in", "spin");
-    let mut ledge = gateway.start();
-    let pid = ledge.pid();
-    wait_for_policy(pid, "fn-spin-0", NORMAL);
-
-    let client = gateway.client("client", &[]);
-    client.publish("spin/in", "go");
     // The invocation spins for 1 s; well before that its thread yields.
-    wait_for_policy(pid, "fn-spin-0", IDLE);
+    let (_gateway, mut ledge, client) = run_until_lowered("spin", "spin_on_go", "timeout = \"1s\"");
+    let pid = ledge.pid();
     ledge.wait_for_log("failed (timeout)", WAIT);
     // It ended long: the thread stays low, so the function's next
     // invocation does not start at the short functions' priority.
@@ -102,14 +117,7 @@ fn an_invocation_long_within_one_fuel_slice_lowers_its_thread_too() {
     // instructions: a memory bomb ran 2-3 ms inside one slice and was never
     // checked, so it kept normal priority. The end of an invocation counts
     // as a check. (One 62.5 MiB grow: milliseconds, one slice.)
-    let gateway = Gateway::new("gw-yield-grow")
-        .function("grow", Module::Fixture("grow_once"), "memory = \"64MiB\"")
-        .mqtt_trigger("grow/in", "grow");
-    let mut ledge = gateway.start();
-    let pid = ledge.pid();
-    wait_for_policy(pid, "fn-grow-0", NORMAL);
-    let client = gateway.client("client", &[]);
-    client.publish("grow/in", "go");
-    wait_for_policy(pid, "fn-grow-0", IDLE);
+    let (_gateway, mut ledge, _client) =
+        run_until_lowered("grow", "grow_once", "memory = \"64MiB\"");
     assert!(ledge.terminate().success(), "{}", ledge.log_text());
 }
